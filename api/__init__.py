@@ -1,0 +1,1 @@
+"""The HTTP edge: Litestar app, one module per dialect, auth, validation, error rendering."""

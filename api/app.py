@@ -1,0 +1,79 @@
+"""Assembles the Litestar app: dialect routers, the services it holds, error handlers, OpenAPI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, Request, Response, get
+from litestar.openapi import OpenAPIConfig
+from redis.asyncio import Redis
+
+from api.auth import KeyCache
+from api.dialects import credits, jobs, keys, native, openai
+from api.errors import NATIVE, handlers_for
+from api.responses import json_response
+from api.state import Services, services
+from jobs.catalog import Catalog
+from jobs.client import JobClient, redis_call
+from storage.db import Database
+from switchyard.providers import load_providers
+from switchyard.settings import Settings, get_settings
+
+
+@get("/health", exclude_from_auth=True)
+async def health(request: Request) -> Response[bytes]:
+    """Liveness plus a Redis round trip: 503 when the queue cannot be reached."""
+    svc = services(request)
+    await redis_call(svc.redis.ping)
+    return json_response({"status": "healthy"})
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    redis: Redis | None = None,
+    db: Database | None = None,
+    catalog: Catalog | None = None,
+) -> Litestar:
+    settings = settings or get_settings()
+    providers = load_providers(settings.providers_file) if catalog is None else catalog.config
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if not settings.redis_url and redis is None:
+            raise RuntimeError("REDIS_URL is not set: `switchyard up` starts an embedded Redis and sets it")
+        own_redis = redis is None
+        r = redis or Redis.from_url(settings.redis_url, socket_keepalive=True, health_check_interval=30)  # type: ignore[arg-type]
+        own_db = db is None
+        database = db or Database(settings.database_url_or_default)
+        cat = catalog or Catalog(providers, r)
+        cat.redis = cat.redis or r
+        job_client = JobClient(r, database, result_ttl_s=settings.result_ttl_s)
+        await job_client.start()
+        app.state.services = Services(
+            settings=settings,
+            redis=r,
+            db=database,
+            jobs=job_client,
+            catalog=cat,
+            keys=KeyCache(database, settings.admin_key),
+        )
+        try:
+            yield
+        finally:
+            await job_client.close()
+            if own_redis:
+                await r.aclose()
+            if own_db:
+                await database.dispose()
+
+    return Litestar(
+        route_handlers=[native.router, credits.router, openai.router, jobs.router, keys.router, health],
+        lifespan=[lifespan],
+        exception_handlers=handlers_for(NATIVE),
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="Switchyard", version="0.1.0", path="/schema"),
+        debug=False,
+        logging_config=None,
+    )

@@ -1,0 +1,97 @@
+"""Who is calling: API keys from `X-API-Key`, `?api_key=` or `Authorization: Bearer`."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass
+
+from litestar import Request
+from sqlalchemy.exc import SQLAlchemyError
+
+from storage.db import Database
+from storage.keys import KeyRecord, find_key, hash_key
+from switchyard.errors import Forbidden, ServiceUnavailable, Unauthorized
+
+ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    key_id: str
+    is_admin: bool = False
+
+
+def presented_key(request: Request) -> str | None:
+    headers = request.headers
+    key = headers.get("x-api-key")
+    if key:
+        return key.strip()
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    key = request.query_params.get("api_key")
+    return key.strip() if key else None
+
+
+class KeyCache:
+    """Key lookups by hash, kept for a few seconds so the request path rarely touches the database.
+
+    A revocation made through this process takes effect at once; one made elsewhere within `ttl_s`.
+    """
+
+    def __init__(self, db: Database, admin_key: str | None, ttl_s: float = 5.0) -> None:
+        self.db = db
+        self.admin_key = admin_key
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, KeyRecord | None]] = {}
+
+    def invalidate(self) -> None:
+        self._entries.clear()
+
+    async def lookup(self, secret: str) -> KeyRecord | None:
+        digest = hash_key(secret)
+        hit = self._entries.get(digest)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            record = await find_key(self.db, digest)
+        except (SQLAlchemyError, OSError) as exc:
+            raise ServiceUnavailable("database unavailable: cannot check the API key") from exc
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[digest] = (now + self.ttl_s, record)
+        return record
+
+    def is_admin(self, secret: str) -> bool:
+        return bool(self.admin_key) and hmac.compare_digest(secret.encode(), self.admin_key.encode())  # type: ignore[union-attr]
+
+    async def authenticate(self, request: Request) -> Principal:
+        secret = presented_key(request)
+        if not secret:
+            raise Unauthorized("Missing API key: send X-API-Key, Authorization: Bearer, or ?api_key=")
+        if self.is_admin(secret):
+            return Principal(ADMIN, is_admin=True)
+        record = await self.lookup(secret)
+        if record is None or record.revoked:
+            raise Unauthorized("Invalid API key")
+        if not record.is_active:
+            raise Forbidden("API key is inactive")
+        if record.expired:
+            raise Forbidden("API key has expired")
+        return Principal(record.id)
+
+    async def require_admin(self, request: Request) -> Principal:
+        secret = presented_key(request)
+        if not secret:
+            raise Unauthorized("Missing admin key: send Authorization: Bearer <SWITCHYARD_ADMIN_KEY>")
+        if not self.admin_key:
+            raise Forbidden("key management is disabled: SWITCHYARD_ADMIN_KEY is not set")
+        if not self.is_admin(secret):
+            if await self.lookup(secret) is not None:
+                raise Forbidden("only the admin key may manage keys")
+            raise Unauthorized("Invalid API key")
+        return Principal(ADMIN, is_admin=True)

@@ -1,0 +1,32 @@
+"""The chat-completion flow that every dialect's chat route shares."""
+
+from __future__ import annotations
+
+from litestar import Request, Response
+
+from api.responses import json_response
+from api.results import chat_body
+from api.state import services
+from api.submit import submit
+from api.validation import parse_chat
+from jobs.kinds import CHAT_COMPLETION, ChatPayload
+from switchyard.errors import ModelNotFound
+
+
+async def chat_route(
+    request: Request, dialect: str, *, max_tokens_cap: int | None = None, default_max_tokens: int | None = None
+) -> Response[bytes]:
+    svc = services(request)
+    principal = await svc.keys.authenticate(request)
+    req, upstream = parse_chat(await request.body(), max_tokens_cap=max_tokens_cap)
+    if default_max_tokens is not None and req.max_tokens is None and req.max_completion_tokens is None:
+        upstream["max_tokens"] = default_max_tokens
+    if not await svc.catalog.serves(req.model):
+        raise ModelNotFound(req.model)
+    payload: ChatPayload = {"model": req.model, "request": upstream}
+    outcome = await submit(
+        request, svc, owner=principal.key_id, kind=CHAT_COMPLETION, payload=dict(payload), dialect=dialect, model=req.model
+    )
+    if isinstance(outcome, Response):
+        return outcome
+    return json_response(chat_body(outcome), headers={"x-job-id": outcome.id})

@@ -1,0 +1,66 @@
+"""The job API (DESIGN.md; the JOBS section api-reference 004 leaves empty), in the native shape."""
+
+from __future__ import annotations
+
+from litestar import Request, Response, Router, delete, get
+
+from api.errors import NATIVE, handlers_for
+from api.responses import json_response
+from api.state import services
+from api.submit import job_view
+from switchyard.errors import InvalidRequest
+
+MAX_PAGE = 100
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return 20
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest.field("limit", "must be an integer", raw) from None
+    if not 1 <= value <= MAX_PAGE:
+        raise InvalidRequest.field("limit", f"must be between 1 and {MAX_PAGE}", value)
+    return value
+
+
+@get("/api/v1/jobs/{job_id:str}")
+async def get_job(request: Request, job_id: str) -> Response[bytes]:
+    """One job of the caller's: status, timings, attempts, and the result once it has one."""
+    svc = services(request)
+    principal = await svc.keys.authenticate(request)
+    record = await svc.jobs.get(job_id, principal.key_id)
+    return json_response({"success": True, "data": job_view(record)})
+
+
+@get("/api/v1/jobs")
+async def list_jobs(request: Request) -> Response[bytes]:
+    """The caller's jobs, newest first; `status` filters, `cursor` pages (`next_cursor`)."""
+    svc = services(request)
+    principal = await svc.keys.authenticate(request)
+    records, next_cursor = await svc.jobs.list(
+        principal.key_id,
+        status=request.query_params.get("status"),
+        cursor=request.query_params.get("cursor"),
+        limit=_limit(request),
+    )
+    body = {
+        "success": True,
+        "data": [job_view(r) for r in records],
+        "pagination": {"next_cursor": next_cursor, "has_more": next_cursor is not None},
+    }
+    return json_response(body)
+
+
+@delete("/api/v1/jobs/{job_id:str}", status_code=200)
+async def cancel_job(request: Request, job_id: str) -> Response[bytes]:
+    """Cancel a queued or running job; a finished job is returned as it is."""
+    svc = services(request)
+    principal = await svc.keys.authenticate(request)
+    record = await svc.jobs.cancel(job_id, principal.key_id)
+    return json_response({"success": True, "data": job_view(record)})
+
+
+router = Router(path="/", route_handlers=[get_job, list_jobs, cancel_job], exception_handlers=handlers_for(NATIVE))

@@ -1,0 +1,21 @@
+"""`native` (api-reference 000): `{"success": true, "data": ...}` bodies, `X-API-Key` auth."""
+
+from __future__ import annotations
+
+from litestar import Request, Response, Router, post
+
+from api.dialects.chat import chat_route
+from api.errors import NATIVE, handlers_for
+
+NATIVE_MAX_TOKENS, NATIVE_DEFAULT_MAX_TOKENS = 32768, 1000
+
+
+@post("/api/v1/completion", status_code=200)
+async def completion(request: Request) -> Response[bytes]:
+    """Chat completion (000: Chat Completion). `?batch=1` answers 202 with a job to poll."""
+    return await chat_route(
+        request, NATIVE, max_tokens_cap=NATIVE_MAX_TOKENS, default_max_tokens=NATIVE_DEFAULT_MAX_TOKENS
+    )
+
+
+router = Router(path="/", route_handlers=[completion], exception_handlers=handlers_for(NATIVE))

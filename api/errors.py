@@ -1,0 +1,87 @@
+"""Domain errors rendered in each dialect's documented error shape.
+
+Every dialect router installs `handlers_for(dialect)`; nothing else in `api/` builds an error
+body. Status codes come from the domain error (DESIGN.md, Errors).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from api.responses import json_response
+from switchyard.errors import InvalidRequest, SwitchyardError
+
+log = logging.getLogger("switchyard.api")
+
+NATIVE, CLOUDGPT, CREDITS, OPENAI, DISCOVERY, APIDOCS = "native", "cloudgpt", "credits", "openai", "discovery", "apidocs"
+
+_TITLES = {
+    400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large", 429: "Too Many Requests",
+    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+}  # fmt: skip
+
+
+def error_body(dialect: str, err: SwitchyardError) -> dict[str, Any]:
+    title = _TITLES.get(err.status_code, err.title)
+    if dialect == NATIVE:
+        return {"success": False, "error": title, "message": err.message, "details": err.details, **err.extra}
+    if dialect == CREDITS:
+        return {"error": err.message, **err.extra}
+    if dialect == DISCOVERY:
+        return {
+            "error": {"code": err.code, "message": err.message, "details": err.details},
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+    # cloudgpt, openai, apidocs: OpenAI's error object
+    body: dict[str, Any] = {"message": err.message, "type": err.error_type, "code": err.code, "param": err.param}
+    return {"error": body, **err.extra}
+
+
+def render(dialect: str, err: SwitchyardError) -> Response[bytes]:
+    headers = dict(err.headers)
+    return json_response(error_body(dialect, err), err.status_code, headers=headers or None)
+
+
+def _from_http(exc: HTTPException) -> SwitchyardError:
+    status = exc.status_code or HTTP_500_INTERNAL_SERVER_ERROR
+    err = SwitchyardError(exc.detail or _TITLES.get(status, "Error"))
+    err.status_code = status
+    err.error_type = {404: "not_found_error", 405: "method_not_allowed", 413: "request_too_large"}.get(
+        status, "invalid_request_error" if status < 500 else "internal_error"
+    )
+    err.code = err.error_type
+    if status == 413:
+        err.message = "request body is larger than the limit"
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        err = InvalidRequest(
+            exc.detail or "invalid request",
+            details=[
+                {"field": e.get("key"), "message": e.get("message"), "value": None}
+                for e in exc.extra
+                if isinstance(e, dict)
+            ],
+        )
+    if exc.headers:
+        err.headers = dict(exc.headers)
+    return err
+
+
+def handlers_for(dialect: str) -> dict[type[Exception], Any]:
+    def domain(_: Request, exc: SwitchyardError) -> Response[bytes]:
+        return render(dialect, exc)
+
+    def http(_: Request, exc: HTTPException) -> Response[bytes]:
+        return render(dialect, _from_http(exc))
+
+    def internal(_: Request, exc: Exception) -> Response[bytes]:
+        log.exception("unhandled error", exc_info=exc)
+        return render(dialect, SwitchyardError("internal error; the request was not completed"))
+
+    return {SwitchyardError: domain, HTTPException: http, Exception: internal}

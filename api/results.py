@@ -1,0 +1,61 @@
+"""A finished job's result as each dialect's synchronous response body.
+
+The jobs API uses the same functions, so a polled job's `result` is exactly what the
+synchronous call would have returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from api.errors import CREDITS, NATIVE
+from jobs.kinds import CHAT_COMPLETION
+from jobs.queues import BATCH
+from jobs.records import JobRecord
+
+
+def _usage(completion: dict[str, Any]) -> dict[str, int]:
+    usage = completion.get("usage") or {}
+    prompt = int(usage.get("prompt_tokens") or 0)
+    completion_tokens = int(usage.get("completion_tokens") or 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion_tokens,
+        "total_tokens": int(usage.get("total_tokens") or prompt + completion_tokens),
+    }
+
+
+def chat_body(record: JobRecord) -> dict[str, Any]:
+    completion = dict(record.result or {})
+    completion.setdefault("object", "chat.completion")
+    completion.setdefault("id", "chatcmpl-" + record.id)
+    completion.setdefault("created", record.created_ms // 1000)
+    if record.model:
+        completion["model"] = record.model
+    if record.dialect == CREDITS:
+        completion["usage"] = _usage(completion)
+        completion["credits_charged"] = record.credits_charged
+        completion["credits_remaining"] = None  # keys are not credit-metered yet
+        completion["batch_request"] = record.priority == BATCH
+        return completion
+    if record.dialect == NATIVE:
+        usage = _usage(completion)
+        return {
+            "success": True,
+            "data": completion,
+            "usage": {**usage, "thinking_tokens": 0, "estimated_cost": 0.0},
+            "request_id": "req_" + record.id,
+            "processing_time_ms": (record.finished_ms or record.created_ms) - record.created_ms,
+        }
+    return completion
+
+
+RENDERERS: dict[str, Callable[[JobRecord], dict[str, Any]]] = {CHAT_COMPLETION: chat_body}
+
+
+def result_body(record: JobRecord) -> Any:
+    if record.result is None:
+        return None
+    renderer = RENDERERS.get(record.kind)
+    return renderer(record) if renderer else record.result

@@ -1,0 +1,28 @@
+"""What the web process holds for its lifetime, built in the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from litestar import Request
+from redis.asyncio import Redis
+
+from api.auth import KeyCache
+from jobs.catalog import Catalog
+from jobs.client import JobClient
+from storage.db import Database
+from switchyard.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: Redis
+    db: Database
+    jobs: JobClient
+    catalog: Catalog
+    keys: KeyCache
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]

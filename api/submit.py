@@ -1,0 +1,123 @@
+"""Turning a validated request into a job, and the job into the response: wait, or 202."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from litestar import Request, Response
+
+from api.responses import json_response
+from api.results import result_body
+from api.state import Services
+from jobs.queues import BATCH, INTERACTIVE
+from jobs.records import SUCCEEDED, JobRecord, iso
+from switchyard.errors import InvalidRequest, JobCanceled, JobTimedOut, ProviderFailed, SwitchyardError
+
+_PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+MAX_WAIT_S = 3600.0
+SYNC_CREDITS, BATCH_CREDITS = 1, 2
+
+
+def wants_batch(request: Request) -> bool:
+    value = request.query_params.get("batch")
+    if value is None:
+        return False
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no", ""):
+        return False
+    raise InvalidRequest.field("batch", "must be 1 or 0", value)
+
+
+def wait_bound(request: Request, default: float) -> float:
+    prefer = request.headers.get("prefer")
+    if prefer:
+        m = _PREFER_WAIT.search(prefer)
+        if m:
+            return min(float(m.group(1)), MAX_WAIT_S)
+    return default
+
+
+def job_links(record: JobRecord) -> dict[str, str]:
+    url = f"/api/v1/jobs/{record.id}"
+    return {"self": url, "cancel": url}
+
+
+def job_view(record: JobRecord) -> dict[str, Any]:
+    error = None
+    if record.error_type or record.error_message:
+        error = {"type": record.error_type, "message": record.error_message}
+    return {
+        "id": record.id,
+        "object": "job",
+        "kind": record.kind,
+        "status": record.status,
+        "priority": record.priority,
+        "model": record.model,
+        "created_at": iso(record.created_ms),
+        "started_at": iso(record.started_ms),
+        "finished_at": iso(record.finished_ms),
+        "attempts": record.attempts,
+        "credits_charged": record.credits_charged,
+        "provider": record.provider,
+        "result": result_body(record) if record.status == SUCCEEDED else None,
+        "error": error,
+        "links": job_links(record),
+    }
+
+
+def accepted(record: JobRecord) -> Response[bytes]:
+    poll_url = job_links(record)["self"]
+    data = {"job_id": record.id, "status": record.status, "poll_url": poll_url, "job": job_view(record)}
+    return json_response({"success": True, "data": data}, 202, headers={"location": poll_url})
+
+
+_ERRORS: dict[str, type[SwitchyardError]] = {"timeout": JobTimedOut, "canceled": JobCanceled}
+
+
+def job_error(record: JobRecord) -> SwitchyardError:
+    """A failed job's reason as the domain error a synchronous caller receives."""
+    cls = _ERRORS.get(record.error_type or "", ProviderFailed)
+    err = cls(record.error_message or "the job failed")
+    if record.error_status:
+        err.status_code = record.error_status
+    err.error_type = err.code = record.error_type or err.error_type
+    err.headers = {"x-job-id": record.id}
+    return err
+
+
+async def submit(
+    request: Request,
+    svc: Services,
+    *,
+    owner: str,
+    kind: str,
+    payload: dict[str, Any],
+    dialect: str,
+    model: str | None,
+) -> JobRecord | Response[bytes]:
+    """Enqueue; with `?batch=1` answer 202 now, else wait for the finished job.
+
+    Returns the finished record for the route to render, or a ready response (202 when the
+    wait bound passed: the job goes on and can be polled). A failed job raises its error.
+    """
+    batch = wants_batch(request)
+    record = await svc.jobs.enqueue(
+        kind,
+        payload,
+        priority=BATCH if batch else INTERACTIVE,
+        owner=owner,
+        dialect=dialect,
+        model=model,
+        credits_charged=BATCH_CREDITS if batch else SYNC_CREDITS,
+        notify=not batch,
+    )
+    if batch:
+        return accepted(record)
+    done = await svc.jobs.wait(record, wait_bound(request, svc.settings.sync_timeout_s))
+    if done is None:
+        return accepted(await svc.jobs.get(record.id, owner))
+    if done.status != SUCCEEDED:
+        raise job_error(done)
+    return done

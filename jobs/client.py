@@ -1,0 +1,269 @@
+"""The job client: enqueue, wait (notified, never polled), get, list and cancel.
+
+One per web process. Every enqueue is one Redis round trip; a synchronous caller's future is
+resolved by this process's single pub/sub subscription when the worker publishes the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy import and_, or_
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import col, select
+
+from jobs import queues, scripts
+from jobs.records import QUEUED, STATUSES, TERMINAL, JobRecord, ms_to_datetime, now_ms
+from storage.db import Database
+from storage.models import Job
+from switchyard.errors import InvalidRequest, JobNotFound, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def job_body(kind: str, job_id: str, payload: dict[str, Any], enqueue_ms: int) -> bytes:
+    """ARQ's job body (`arq.jobs.serialize_job`'s dict), serialized as JSON instead of pickle."""
+    return orjson.dumps({"t": None, "f": kind, "a": [job_id, payload], "k": {}, "et": enqueue_ms})
+
+
+async def redis_call(fn: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await fn()
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise ServiceUnavailable(f"queue unavailable: Redis cannot be reached ({exc.__class__.__name__})") from exc
+
+
+class JobClient:
+    def __init__(self, redis: Redis, db: Database, *, result_ttl_s: int = 3600) -> None:
+        self.redis = redis
+        self.db = db
+        self.result_ttl_s = result_ttl_s
+        self.done_channel = queues.DONE_CHANNEL_PREFIX + uuid.uuid4().hex
+        self._waiters: dict[str, asyncio.Future[JobRecord]] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self._cancel_script = redis.register_script(scripts.CANCEL)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen(), name="switchyard-done-listener")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), 5)
+
+    async def close(self) -> None:
+        if self._listener:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+        for fut in self._waiters.values():
+            fut.cancel()
+
+    async def _listen(self) -> None:
+        """Resolve waiters from the done channel; on reconnect, catch up on what was missed."""
+        backoff = 0.05
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.done_channel)
+                self._subscribed.set()
+                backoff = 0.05
+                await self._catch_up()
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                    if msg is None or msg["type"] != "message":
+                        continue
+                    record = JobRecord.from_hash(orjson.loads(msg["data"]))
+                    fut = self._waiters.get(record.id)
+                    if fut is not None and not fut.done():
+                        fut.set_result(record)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                raise
+            except (RedisError, OSError) as exc:
+                self._subscribed.clear()
+                log.warning("done-channel subscription lost (%s); reconnecting", exc)
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _catch_up(self) -> None:
+        if not self._waiters:
+            return
+        ids = list(self._waiters)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(queues.STATE_KEY + job_id)
+            states = await pipe.execute()
+        for job_id, state in zip(ids, states, strict=True):
+            if state:
+                record = JobRecord.from_hash(state)
+                fut = self._waiters.get(job_id)
+                if record.done and fut is not None and not fut.done():
+                    fut.set_result(record)
+
+    # --- submit ------------------------------------------------------------------------------
+    async def enqueue(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        priority: str,
+        owner: str,
+        dialect: str,
+        model: str | None = None,
+        credits_charged: int = 0,
+        notify: bool = False,
+    ) -> JobRecord:
+        """Put a job durably on its queue in one round trip (MULTI/EXEC), and wake the workers."""
+        if priority not in queues.PRIORITIES:
+            raise ValueError(f"unknown priority {priority!r}")
+        created = now_ms()
+        record = JobRecord(
+            id=uuid.uuid4().hex,
+            kind=kind,
+            dialect=dialect,
+            priority=priority,
+            owner=owner,
+            status=QUEUED,
+            created_ms=created,
+            model=model,
+            credits_charged=credits_charged,
+        )
+        state = record.to_hash()
+        if notify:
+            state["notify"] = self.done_channel
+            self._waiters[record.id] = asyncio.get_running_loop().create_future()
+        queue = queues.queue_name(priority)
+        skey = queues.STATE_KEY + record.id
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(skey, mapping=state)
+                pipe.pexpire(skey, queues.ARQ_JOB_TTL_MS)
+                pipe.psetex(queues.JOB_KEY + record.id, queues.ARQ_JOB_TTL_MS, job_body(kind, record.id, payload, created))
+                pipe.zadd(queue, {record.id: created})
+                pipe.zadd(queues.OWNER_KEY + owner, {record.id: created})
+                pipe.hset(queues.LAST_USED_KEY, owner, created)
+                pipe.publish(queues.WAKE_CHANNEL, "q:" + queue)
+                await redis_call(pipe.execute)
+        except BaseException:
+            self._waiters.pop(record.id, None)
+            raise
+        return record
+
+    async def wait(self, record: JobRecord, timeout: float) -> JobRecord | None:
+        """The finished job, or None when `timeout` passes first (the job goes on)."""
+        fut = self._waiters.get(record.id)
+        if fut is None:
+            raise ValueError("wait() needs a job enqueued with notify=True by this client")
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self._waiters.pop(record.id, None)
+
+    def forget(self, record: JobRecord) -> None:
+        """Stop waiting for a job (the caller left); the job itself goes on."""
+        self._waiters.pop(record.id, None)
+
+    # --- read --------------------------------------------------------------------------------
+    async def get(self, job_id: str, owner: str) -> JobRecord:
+        state = await redis_call(lambda: self.redis.hgetall(queues.STATE_KEY + job_id))
+        if state:
+            record = JobRecord.from_hash(state)
+        else:
+            record = await self._get_from_db(job_id)
+        if record is None or record.owner != owner:
+            raise JobNotFound(job_id)
+        return record
+
+    async def _get_from_db(self, job_id: str) -> JobRecord | None:
+        try:
+            async with self.db.session() as session:
+                row = await session.get(Job, job_id)
+        except (SQLAlchemyError, OSError) as exc:
+            raise ServiceUnavailable("database unavailable") from exc
+        return JobRecord.from_row(row) if row else None
+
+    async def list(
+        self, owner: str, *, status: str | None = None, cursor: str | None = None, limit: int = 20
+    ) -> tuple[list[JobRecord], str | None]:
+        """The owner's jobs, newest first. Live jobs come from Redis, finished ones from the database."""
+        if status is not None and status not in STATUSES:
+            raise InvalidRequest.field("status", f"must be one of {', '.join(STATUSES)}", status)
+        before = _decode_cursor(cursor) if cursor else None
+        max_score: str | int = "+inf" if before is None else before[0]
+        live_ids = await redis_call(
+            lambda: self.redis.zrevrangebyscore(queues.OWNER_KEY + owner, max_score, "-inf", start=0, num=limit + 1)
+        )
+        live: dict[str, JobRecord] = {}
+        if live_ids:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in live_ids:
+                    pipe.hgetall(queues.STATE_KEY + job_id.decode())
+                states = await redis_call(pipe.execute)
+            for state in states:
+                if state:
+                    rec = JobRecord.from_hash(state)
+                    live[rec.id] = rec
+        query = select(Job).where(Job.owner_key_id == owner)
+        if status:
+            query = query.where(Job.status == status)
+        if before is not None:
+            at = ms_to_datetime(before[0])
+            assert at is not None
+            query = query.where(or_(Job.created_at < at, and_(Job.created_at == at, Job.id < before[1])))
+        query = query.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit + 1)
+        try:
+            async with self.db.session() as session:
+                rows = (await session.exec(query)).all()
+        except (SQLAlchemyError, OSError) as exc:
+            raise ServiceUnavailable("database unavailable") from exc
+        merged = {r.id: JobRecord.from_row(r) for r in rows}
+        merged.update(live)  # Redis is fresher while a job is live
+        records = [
+            r
+            for r in merged.values()
+            if (status is None or r.status == status) and (before is None or (r.created_ms, r.id) < before)
+        ]
+        records.sort(key=lambda r: (r.created_ms, r.id), reverse=True)
+        page = records[:limit]
+        next_cursor = _encode_cursor(page[-1]) if len(records) > limit and page else None
+        return page, next_cursor
+
+    # --- cancel ------------------------------------------------------------------------------
+    async def cancel(self, job_id: str, owner: str) -> JobRecord:
+        record = await self.get(job_id, owner)
+        if record.status in TERMINAL:
+            return record
+        await redis_call(
+            lambda: self._cancel_script(args=[job_id, now_ms(), queues.PERSIST_SET, queues.WAKE_CHANNEL])
+        )
+        return await self.get(job_id, owner)
+
+
+def _encode_cursor(record: JobRecord) -> str:
+    return base64.urlsafe_b64encode(f"{record.created_ms}:{record.id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        ms, job_id = raw.split(":", 1)
+        return int(ms), job_id
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest.field("cursor", "not a cursor this API returned", cursor) from None

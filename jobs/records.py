@@ -1,0 +1,149 @@
+"""A job's record as Redis and the database hold it, and its public view."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
+STATUSES: tuple[str, ...] = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
+TERMINAL: frozenset[str] = frozenset({SUCCEEDED, FAILED, CANCELED})
+
+
+def now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def ms_to_datetime(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class JobRecord:
+    id: str
+    kind: str
+    dialect: str
+    priority: str
+    owner: str
+    status: str
+    created_ms: int
+    model: str | None = None
+    started_ms: int | None = None
+    finished_ms: int | None = None
+    attempts: int = 0
+    credits_charged: int = 0
+    provider: str | None = None
+    result: Any = None
+    error_type: str | None = None
+    error_message: str | None = None
+    error_status: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    # --- Redis hash <-> record -------------------------------------------------------------
+    def to_hash(self) -> dict[str, str | int]:
+        h: dict[str, str | int] = {
+            "id": self.id,
+            "kind": self.kind,
+            "dialect": self.dialect,
+            "priority": self.priority,
+            "owner": self.owner,
+            "status": self.status,
+            "created": self.created_ms,
+            "attempts": self.attempts,
+            "credits": self.credits_charged,
+        }
+        if self.model is not None:
+            h["model"] = self.model
+        return h
+
+    @classmethod
+    def from_hash(cls, h: dict[Any, Any]) -> JobRecord:
+        h = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in h.items()}
+
+        def opt_int(name: str) -> int | None:
+            v = h.get(name)
+            return int(v) if v not in (None, "") else None
+
+        result = h.get("result")
+        return cls(
+            id=h["id"],
+            kind=h["kind"],
+            dialect=h.get("dialect", "native"),
+            priority=h["priority"],
+            owner=h["owner"],
+            status=h["status"],
+            created_ms=int(h["created"]),
+            model=h.get("model") or None,
+            started_ms=opt_int("started"),
+            finished_ms=opt_int("finished"),
+            attempts=int(h.get("attempts") or 0),
+            credits_charged=int(h.get("credits") or 0),
+            provider=h.get("provider") or None,
+            result=orjson.loads(result) if result else None,
+            error_type=h.get("error_type") or None,
+            error_message=h.get("error_message") or None,
+            error_status=opt_int("error_status"),
+        )
+
+    # --- database row <-> record -------------------------------------------------------------
+    def to_row(self) -> dict[str, Any]:
+        def dt(ms: int | None) -> datetime | None:
+            return ms_to_datetime(ms)
+
+        return {
+            "id": self.id,
+            "owner_key_id": self.owner,
+            "kind": self.kind,
+            "dialect": self.dialect,
+            "priority": self.priority,
+            "model": self.model,
+            "status": self.status,
+            "created_at": dt(self.created_ms),
+            "started_at": dt(self.started_ms),
+            "finished_at": dt(self.finished_ms),
+            "attempts": self.attempts,
+            "credits_charged": self.credits_charged,
+            "provider": self.provider,
+            "result": self.result,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+        }
+
+    @classmethod
+    def from_row(cls, row: Any) -> JobRecord:
+        def ms(d: datetime | None) -> int | None:
+            if d is None:
+                return None
+            return int((d.replace(tzinfo=UTC) if d.tzinfo is None else d).timestamp() * 1000)
+
+        return cls(
+            id=row.id,
+            kind=row.kind,
+            dialect=row.dialect,
+            priority=row.priority,
+            owner=row.owner_key_id,
+            status=row.status,
+            created_ms=ms(row.created_at) or 0,
+            model=row.model,
+            started_ms=ms(row.started_at),
+            finished_ms=ms(row.finished_at),
+            attempts=row.attempts,
+            credits_charged=row.credits_charged,
+            provider=row.provider,
+            result=row.result,
+            error_type=row.error_type,
+            error_message=row.error_message,
+        )

@@ -1,0 +1,194 @@
+"""`switchyard`: up (everything), web, worker, migrate, keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from switchyard.errors import ConfigError
+from switchyard.settings import get_settings
+
+DEFAULT_PROCESSES = {
+    "web": "switchyard web",
+    "worker": "switchyard worker --queue interactive",
+    "batch": "switchyard worker --queue batch",
+}
+
+
+def _processes(procfile: Path) -> dict[str, str]:
+    if not procfile.exists():
+        return dict(DEFAULT_PROCESSES)
+    procs = {}
+    for line in procfile.read_text().splitlines():
+        name, sep, command = line.partition(":")
+        if sep and name.strip() and not name.startswith("#"):
+            procs[name.strip()] = command.strip()
+    return procs
+
+
+def _concurrency(spec: str | None) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for part in (spec or "").split(","):
+        if part.strip():
+            name, _, n = part.partition("=")
+            counts[name.strip()] = int(n)
+    return counts
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Embedded Redis when REDIS_URL is unset, migrations, then every Procfile process under honcho."""
+    from honcho.manager import Manager
+
+    from storage.migrate import upgrade
+    from switchyard.redis_server import EmbeddedRedis
+
+    settings = get_settings()
+    try:
+        from switchyard.providers import load_providers
+
+        load_providers(settings.providers_file)
+    except ConfigError as exc:
+        print(f"switchyard: {exc}", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    # The Procfile names `switchyard`: make it the one this interpreter runs, venv activated or not.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    embedded = None
+    if not settings.redis_url:
+        embedded = EmbeddedRedis(settings.data_dir / "redis").start()
+        env["REDIS_URL"] = embedded.url
+        print(f"switchyard: embedded Redis on {embedded.url} (data in {embedded.data_dir})", flush=True)
+    try:
+        upgrade(settings.database_url_or_default)
+        print(f"switchyard: database ready ({settings.database_url_or_default.split('://')[0]})", flush=True)
+        counts = _concurrency(args.concurrency)
+        manager = Manager()
+        for name, command in _processes(Path(args.procfile)).items():
+            for i in range(counts.get(name, 1)):
+                manager.add_process(f"{name}.{i + 1}", command, env=env, quiet=False)
+        print(f"switchyard: http://{settings.host}:{settings.port}", flush=True)
+        manager.loop()
+        return manager.returncode or 0
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=settings.web_workers,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.settings import run_worker
+
+    run_worker(args.queue)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from storage.migrate import upgrade
+
+    settings = get_settings()
+    upgrade(settings.database_url_or_default)
+    print("migrations applied")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from storage.db import Database
+    from storage.keys import create_key, list_keys, revoke_key
+    from storage.migrate import upgrade
+
+    settings = get_settings()
+    upgrade(settings.database_url_or_default)
+
+    async def run() -> int:
+        db = Database(settings.database_url_or_default)
+        try:
+            if args.action == "create":
+                expires = datetime.fromisoformat(args.expires_at) if args.expires_at else None
+                record, secret = await create_key(db, args.name, expires)
+                print(f"{record.id}  {record.name}\n{secret}\n(the key is shown once: store it now)")
+            elif args.action == "list":
+                for r in await list_keys(db):
+                    state = "revoked" if r.revoked else ("expired" if r.expired else "active")
+                    print(f"{r.id}  {r.prefix}…  {state:8}  {r.created_at:%Y-%m-%d %H:%M}  {r.name}")
+            else:
+                if await revoke_key(db, args.key_id) is None:
+                    print(f"no active key {args.key_id}", file=sys.stderr)
+                    return 1
+                print(f"revoked {args.key_id}")
+            return 0
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switchyard", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="embedded Redis if needed, migrations, web and workers")
+    up.add_argument("--procfile", default="Procfile")
+    up.add_argument("-c", "--concurrency", help="processes per type, e.g. worker=4,batch=2")
+    up.set_defaults(func=cmd_up)
+    web = sub.add_parser("web", help="the HTTP API")
+    web.add_argument("--host")
+    web.add_argument("--port", type=int)
+    web.set_defaults(func=cmd_web)
+    worker = sub.add_parser("worker", help="a worker process")
+    worker.add_argument("--queue", choices=["interactive", "batch"], default="interactive")
+    worker.set_defaults(func=cmd_worker)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    create = keys_sub.add_parser("create")
+    create.add_argument("name")
+    create.add_argument("--expires-at")
+    keys_sub.add_parser("list")
+    revoke = keys_sub.add_parser("revoke")
+    revoke.add_argument("key_id")
+    keys.set_defaults(func=cmd_keys)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("SWITCHYARD_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "httpcore", "alembic.runtime.plugins"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"switchyard: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

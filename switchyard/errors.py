@@ -1,0 +1,113 @@
+"""Domain errors. Every layer raises these; only `api/` decides how a dialect spells them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SwitchyardError(Exception):
+    status_code = 500
+    error_type = "internal_error"
+    title = "Internal Server Error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+        self.extra = extra or {}
+        self.headers = headers or {}
+        self.code = code or self.error_type
+
+    @property
+    def param(self) -> str | None:
+        return self.details[0].get("field") if self.details else None
+
+
+class InvalidRequest(SwitchyardError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    title = "Bad Request"
+
+    @classmethod
+    def field(cls, field: str, message: str, value: Any = None) -> InvalidRequest:
+        return cls(f"{field}: {message}", details=[{"field": field, "message": message, "value": value}])
+
+
+class Unauthorized(SwitchyardError):
+    status_code = 401
+    error_type = "authentication_error"
+    title = "Unauthorized"
+
+
+class Forbidden(SwitchyardError):
+    status_code = 403
+    error_type = "permission_error"
+    title = "Forbidden"
+
+
+class NotFound(SwitchyardError):
+    status_code = 404
+    error_type = "not_found_error"
+    title = "Not Found"
+
+
+class ModelNotFound(NotFound):
+    error_type = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"Model '{model}' not found", details=[{"field": "model", "message": "unknown model", "value": model}])
+
+
+class JobNotFound(NotFound):
+    error_type = "job_not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Job '{job_id}' not found")
+
+
+class Conflict(SwitchyardError):
+    status_code = 409
+    error_type = "conflict"
+    title = "Conflict"
+
+
+class PayloadTooLarge(SwitchyardError):
+    status_code = 413
+    error_type = "request_too_large"
+    title = "Payload Too Large"
+
+
+class ProviderFailed(SwitchyardError):
+    """A provider could not serve the job: every attempt and fallback failed, or it refused."""
+
+    status_code = 502
+    error_type = "provider_error"
+    title = "Bad Gateway"
+
+
+class JobTimedOut(ProviderFailed):
+    error_type = "timeout"
+
+
+class JobCanceled(SwitchyardError):
+    status_code = 409
+    error_type = "canceled"
+    title = "Canceled"
+
+
+class ServiceUnavailable(SwitchyardError):
+    status_code = 503
+    error_type = "service_unavailable"
+    title = "Service Unavailable"
+
+
+class ConfigError(Exception):
+    """The providers file or the settings are wrong; raised at startup, never per request."""

@@ -1,0 +1,121 @@
+"""The providers file: which upstream APIs serve which models, loaded and checked at startup."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from switchyard.errors import ConfigError
+
+ProviderKind = Literal["openai"]
+KNOWN_KINDS: tuple[str, ...] = ("openai",)
+
+# The keyless default when no providers file is given: Pollinations' OpenAI-compatible text API.
+POLLINATIONS_TEXT_MODELS = [
+    "openai", "openai-fast", "openai-large", "claude", "claude-fast", "gemini", "gemini-large",
+    "deepseek", "grok", "mistral", "qwen-coder", "perplexity-fast", "perplexity-reasoning",
+    "kimi-k2-thinking", "nova-micro",
+]  # fmt: skip
+
+
+class ProviderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    kind: str
+    base_url: str
+    api_key: str | None = None
+    models: tuple[str, ...] | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        if kind not in KNOWN_KINDS:
+            raise ValueError(f"unknown kind {kind!r}; known kinds: {', '.join(KNOWN_KINDS)}")
+        return kind
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return url.rstrip("/")
+
+    def resolved_api_key(self) -> str | None:
+        """`env:NAME` reads the key from the environment at use, so secrets stay out of the file."""
+        if self.api_key and self.api_key.startswith("env:"):
+            return os.environ.get(self.api_key[4:])
+        return self.api_key
+
+
+class ProvidersConfig(BaseModel):
+    providers: tuple[ProviderConfig, ...]
+
+    def serving(self, model: str) -> list[ProviderConfig]:
+        """Providers that list `model`, in file order: the first serves, the rest are fallbacks."""
+        return [p for p in self.providers if p.models is not None and model in p.models]
+
+    def static_models(self) -> set[str]:
+        return {m for p in self.providers for m in (p.models or ())}
+
+
+def default_providers() -> ProvidersConfig:
+    return ProvidersConfig(
+        providers=(
+            ProviderConfig(
+                name="pollinations",
+                kind="openai",
+                base_url="https://text.pollinations.ai/openai",
+                models=tuple(POLLINATIONS_TEXT_MODELS),
+            ),
+        )
+    )
+
+
+def parse_providers(text: str, source: str = "<providers>") -> ProvidersConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    entries = raw.get("providers")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{source}: expected at least one [[providers]] table")
+    providers: list[ProviderConfig] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        label = f"{source}: providers[{index}]" + (f" ({entry.get('name')!r})" if isinstance(entry, dict) and entry.get("name") else "")
+        try:
+            provider = ProviderConfig.model_validate(entry)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'entry'}: {_reason(err)}" for err in exc.errors()
+            )
+            raise ConfigError(f"{label}: {problems}") from None
+        if provider.name in seen:
+            raise ConfigError(f"{label}: duplicate provider name {provider.name!r}")
+        seen.add(provider.name)
+        providers.append(provider)
+    return ProvidersConfig(providers=tuple(providers))
+
+
+def _reason(err: dict) -> str:
+    if err["type"] == "missing":
+        return "is required"
+    if err["type"] == "extra_forbidden":
+        return "is not a known field"
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def load_providers(path: Path | None) -> ProvidersConfig:
+    if path is None:
+        return default_providers()
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read providers file {path}: {exc.strerror}") from exc
+    return parse_providers(text, str(path))

@@ -1,0 +1,48 @@
+"""Settings read from the environment (and `.env`), with the names DESIGN.md fixes."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    data_dir: Path = Field(default=Path("./data"), validation_alias="SWITCHYARD_DATA_DIR")
+    providers_file: Path | None = Field(default=None, validation_alias="SWITCHYARD_PROVIDERS")
+    admin_key: str | None = Field(default=None, validation_alias="SWITCHYARD_ADMIN_KEY")
+    host: str = Field(default="127.0.0.1", validation_alias="SWITCHYARD_HOST")
+    port: int = Field(default=8000, validation_alias="SWITCHYARD_PORT")
+    sync_timeout_s: float = Field(default=60.0, gt=0, validation_alias="SWITCHYARD_SYNC_TIMEOUT_S")
+    allow_private_urls: bool = Field(default=False, validation_alias="SWITCHYARD_ALLOW_PRIVATE_URLS")
+
+    # Beyond DESIGN.md's contract: tuning knobs with safe defaults.
+    max_body_bytes: int = Field(default=1_000_000, gt=0, validation_alias="SWITCHYARD_MAX_BODY_BYTES")
+    job_timeout_s: float = Field(default=120.0, gt=0, validation_alias="SWITCHYARD_JOB_TIMEOUT_S")
+    provider_timeout_s: float = Field(default=60.0, gt=0, validation_alias="SWITCHYARD_PROVIDER_TIMEOUT_S")
+    provider_attempts: int = Field(default=2, ge=1, le=10, validation_alias="SWITCHYARD_PROVIDER_ATTEMPTS")
+    retry_backoff_s: float = Field(default=0.2, ge=0, validation_alias="SWITCHYARD_RETRY_BACKOFF_S")
+    worker_max_jobs: int = Field(default=64, ge=1, validation_alias="SWITCHYARD_WORKER_MAX_JOBS")
+    worker_lease_s: float = Field(default=15.0, gt=0, validation_alias="SWITCHYARD_WORKER_LEASE_S")
+    worker_max_tries: int = Field(default=8, ge=1, validation_alias="SWITCHYARD_WORKER_MAX_TRIES")
+    worker_shutdown_grace_s: float = Field(default=10.0, ge=0, validation_alias="SWITCHYARD_SHUTDOWN_GRACE_S")
+    batch_nice: int = Field(default=10, ge=0, le=19, validation_alias="SWITCHYARD_BATCH_NICE")
+    result_ttl_s: int = Field(default=3600, ge=1, validation_alias="SWITCHYARD_RESULT_TTL_S")
+    web_workers: int = Field(default=1, ge=1, validation_alias=AliasChoices("SWITCHYARD_WEB_WORKERS", "WEB_CONCURRENCY"))
+
+    @property
+    def database_url_or_default(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'switchyard.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

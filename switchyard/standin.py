@@ -1,0 +1,153 @@
+"""A local stand-in for an OpenAI-compatible provider, for tests, benchmarks and demos.
+
+A small HTTP/1.1 keep-alive server on raw asyncio (cheap enough to sit beside a benchmark
+on two cores). It answers `GET .../models` and `POST .../chat/completions`, echoing the last
+user message. Behaviour is steered per request by markers in that message — `[fail]` (500),
+`[fail:N]` (500 for the first N calls carrying that marker), `[429]`, `[400]`, `[hang]`,
+`[sleep:S]`, `[html]` — or for every request by the `fail_next`/`status` attributes.
+
+    python -m switchyard.standin --port 18080 --models mock/echo
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import time
+from collections import Counter
+from typing import Any
+
+import orjson
+
+_MARK = re.compile(r"\[(fail|429|400|hang|sleep|html)(?::([0-9.]+))?\]")
+
+
+class StandIn:
+    def __init__(self, models: list[str] | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.models = models or ["mock/echo"]
+        self.host = host
+        self.port = port
+        self.calls = 0
+        self.chat_calls = 0
+        self.fail_next = 0  # the next N chat calls answer 500
+        self.status: int | None = None  # every chat call answers this status
+        self.models_status = 200
+        self._marker_counts: Counter[str] = Counter()
+        self.requests: list[dict[str, Any]] = []
+        self.record = False
+        self._server: asyncio.base_events.Server | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    async def start(self) -> StandIn:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, backlog=1024)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            if hasattr(self._server, "close_clients"):
+                self._server.close_clients()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                length = 0
+                for line in lines[1:]:
+                    if line[:15].lower() == "content-length:":
+                        length = int(line[15:].strip())
+                body = await reader.readexactly(length) if length else b""
+                status, payload, ctype = await self.handle(method, path, body)
+                writer.write(
+                    b"HTTP/1.1 %d X\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n"
+                    % (status, ctype.encode(), len(payload))
+                    + payload
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
+        self.calls += 1
+        if method == "GET" and path.endswith("/models"):
+            if self.models_status != 200:
+                return self.models_status, b'{"error":{"message":"models unavailable"}}', "application/json"
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "standin"} for m in self.models]
+            return 200, orjson.dumps({"object": "list", "data": data}), "application/json"
+        if method == "POST" and path.endswith("/chat/completions"):
+            return await self.chat(orjson.loads(body or b"{}"))
+        return 404, b'{"error":{"message":"no such route"}}', "application/json"
+
+    async def chat(self, req: dict[str, Any]) -> tuple[int, bytes, str]:
+        self.chat_calls += 1
+        if self.record:
+            self.requests.append(req)
+        messages = req.get("messages") or [{}]
+        text = str(messages[-1].get("content") or "")
+        for kind, arg in _MARK.findall(text):
+            if kind == "hang":
+                await asyncio.sleep(3600)
+            elif kind == "sleep":
+                await asyncio.sleep(float(arg or 0))
+            elif kind == "fail":
+                key = f"{kind}:{arg}:{text}"
+                self._marker_counts[key] += 1
+                if not arg or self._marker_counts[key] <= float(arg):
+                    return 500, b'{"error":{"message":"stand-in failure"}}', "application/json"
+            elif kind in ("429", "400"):
+                return int(kind), b'{"error":{"message":"stand-in says %s"}}' % kind.encode(), "application/json"
+            elif kind == "html":
+                return 200, b"<html>not json</html>", "text/html"
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            return 500, b'{"error":{"message":"stand-in failure"}}', "application/json"
+        if self.status is not None:
+            return self.status, b'{"error":{"message":"stand-in status"}}', "application/json"
+        reply = "echo: " + text
+        prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)
+        completion_tokens = len(reply.split())
+        body = {
+            "id": f"chatcmpl-standin{self.chat_calls}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": req.get("model", "mock/echo"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+        return 200, orjson.dumps(body), "application/json"
+
+
+async def _main(args: argparse.Namespace) -> None:
+    standin = await StandIn(args.models.split(","), port=args.port).start()
+    print(f"stand-in provider on {standin.base_url}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="local OpenAI-compatible stand-in provider")
+    parser.add_argument("--port", type=int, default=18080)
+    parser.add_argument("--models", default="mock/echo")
+    ns = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    asyncio.run(_main(ns))

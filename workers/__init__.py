@@ -1,0 +1,1 @@
+"""Execution: ARQ workers per queue, a handler per job kind, provider adapters, persistence."""

@@ -1,0 +1,25 @@
+"""What every job handler receives."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypedDict
+
+import httpx
+
+from jobs.catalog import Catalog
+from storage.db import Database
+from switchyard.settings import Settings
+
+if TYPE_CHECKING:
+    from arq.connections import ArqRedis
+
+
+class WorkerCtx(TypedDict, total=False):
+    redis: ArqRedis
+    http: httpx.AsyncClient
+    db: Database
+    catalog: Catalog
+    settings: Settings
+    job_id: str
+    job_try: int
+    job: dict[str, Any]  # the job's state hash (owner, dialect, model, ...)

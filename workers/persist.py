@@ -1,0 +1,102 @@
+"""Writes finished jobs to the database in batches, off the job path.
+
+A finished job is put in the `sy:persist` sorted set in the same transaction that finishes
+it. A persister takes a batch under a lease (so two workers do not write the same rows, and a
+crashed worker's batch comes back), upserts the rows in one statement, then drops the jobs
+from the persist set and from their owner's live index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
+from jobs import queues
+from jobs.records import JobRecord, now_ms
+from jobs.scripts import TAKE_FOR_PERSIST
+from storage.db import Database
+
+log = logging.getLogger("switchyard.persist")
+
+
+class Persister:
+    def __init__(
+        self,
+        redis: Redis,
+        db: Database,
+        *,
+        batch: int = 500,
+        linger_s: float = 0.1,
+        sweep_s: float = 30.0,
+        lease_ms: int = 60_000,
+    ) -> None:
+        self.redis = redis
+        self.db = db
+        self.batch = batch
+        self.linger_s = linger_s
+        self.sweep_s = sweep_s
+        self.lease_ms = lease_ms
+        self._event = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._take = redis.register_script(TAKE_FOR_PERSIST)
+        self.rows_written = 0
+
+    def start(self) -> None:
+        self._event.set()  # catch up with whatever an earlier run left behind
+        self._task = asyncio.create_task(self._run(), name="switchyard-persister")
+
+    def notify(self) -> None:
+        self._event.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(RedisError, SQLAlchemyError, OSError):
+            await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), self.sweep_s)
+            await asyncio.sleep(self.linger_s)  # let a burst of finishes gather into one write
+            self._event.clear()
+            try:
+                await self.flush()
+            except (RedisError, SQLAlchemyError, OSError) as exc:
+                log.warning("persisting finished jobs failed (%s); will retry", exc)
+                await asyncio.sleep(1.0)
+                self._event.set()
+
+    async def flush(self) -> int:
+        """Write every finished job now ready; returns how many rows were written."""
+        written = 0
+        while True:
+            taken = await self._take(args=[queues.PERSIST_SET, now_ms(), self.lease_ms, self.batch])
+            if not taken:
+                return written
+            records = []
+            gone = []
+            for job_id_b, flat in taken:
+                if not flat:
+                    gone.append(job_id_b.decode())  # expired from Redis before we got to it
+                    continue
+                state = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+                records.append(JobRecord.from_hash(state))
+            await self.db.upsert_jobs([r.to_row() for r in records])
+            async with self.redis.pipeline(transaction=False) as pipe:
+                ids = [r.id for r in records] + gone
+                pipe.zrem(queues.PERSIST_SET, *ids)
+                for r in records:
+                    pipe.zrem(queues.OWNER_KEY + r.owner, r.id)
+                await pipe.execute()
+            written += len(records)
+            self.rows_written += len(records)
+            if len(taken) < self.batch:
+                return written

@@ -1,0 +1,119 @@
+"""Worker settings per queue, and the process-wide resources every job shares."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import httpx
+from arq import func
+from arq.connections import RedisSettings
+
+from jobs import queues
+from jobs.catalog import Catalog
+from jobs.kinds import CHAT_COMPLETION
+from storage.db import Database
+from switchyard.providers import load_providers
+from switchyard.settings import Settings, get_settings
+from workers.chat import chat_completion
+from workers.providers import ProviderError
+from workers.providers import openai as openai_provider
+from workers.worker import SwitchyardWorker, lower_priority
+
+log = logging.getLogger("switchyard.worker")
+
+
+def make_http_client(settings: Settings) -> httpx.AsyncClient:
+    """One per process: pooled keep-alive connections to every provider."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.provider_timeout_s, connect=10.0),
+        limits=httpx.Limits(max_connections=512, max_keepalive_connections=256, keepalive_expiry=60),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+async def discover_models(ctx: dict[str, Any]) -> None:
+    """Fill the catalog for providers whose file entry lists no models."""
+    catalog: Catalog = ctx["catalog"]
+    for provider in catalog.config.providers:
+        if provider.models is not None:
+            continue
+        try:
+            models = await openai_provider.list_models(ctx["http"], provider, timeout=10.0)
+        except ProviderError as exc:
+            log.warning("model discovery for %s failed: %s", provider.name, exc)
+            continue
+        await catalog.store_discovered(provider.name, models)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx.setdefault("settings", get_settings())
+    ctx.setdefault("http", make_http_client(settings))
+    ctx.setdefault("db", Database(settings.database_url_or_default))
+    if "catalog" not in ctx:
+        ctx["catalog"] = Catalog(load_providers(settings.providers_file), ctx["redis"])
+    else:
+        ctx["catalog"].redis = ctx["catalog"].redis or ctx["redis"]
+    ctx["discovery"] = asyncio.create_task(discover_models(ctx))
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    task = ctx.get("discovery")
+    if task is not None:
+        task.cancel()
+    await ctx["http"].aclose()
+    await ctx["db"].dispose()
+
+
+def job_functions(settings: Settings) -> list[Any]:
+    return [
+        func(chat_completion, name=CHAT_COMPLETION, timeout=settings.job_timeout_s, max_tries=settings.worker_max_tries),
+    ]
+
+
+def create_worker(
+    queue: str | tuple[str, ...],
+    settings: Settings | None = None,
+    *,
+    ctx: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> SwitchyardWorker:
+    settings = settings or get_settings()
+    serves = (queue,) if isinstance(queue, str) else tuple(queue)
+    for q in serves:
+        if q not in queues.PRIORITIES:
+            raise ValueError(f"unknown queue {q!r}; queues: {', '.join(queues.PRIORITIES)}")
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL is not set: `switchyard up` starts an embedded Redis and sets it")
+    options: dict[str, Any] = dict(
+        functions=job_functions(settings),
+        serves=serves,
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        on_startup=startup,
+        on_shutdown=shutdown,
+        ctx={"settings": settings, **(ctx or {})},
+        max_jobs=settings.worker_max_jobs,
+        job_timeout=settings.job_timeout_s,
+        max_tries=settings.worker_max_tries,
+        lease_s=settings.worker_lease_s,
+        result_ttl_s=settings.result_ttl_s,
+        job_completion_wait=int(settings.worker_shutdown_grace_s),
+    )
+    options.update(overrides)
+    return SwitchyardWorker(**options)
+
+
+def run_worker(queue: str) -> None:
+    settings = get_settings()
+    if queue == queues.BATCH:
+        lower_priority(settings.batch_nice)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    worker = create_worker(queue, settings)
+    worker.run()

@@ -1,0 +1,330 @@
+"""`SwitchyardWorker`: ARQ's worker with a wake-up signal, a one-round-trip claim and job state.
+
+What changes from ARQ's own loop, and why:
+- Idle workers sleep on a pub/sub wake-up (`sy:wake`) instead of polling every `poll_delay`:
+  a job starts within a millisecond of its enqueue and an idle worker sends almost no commands.
+- One Lua script claims a batch of jobs across queues in priority order (interactive before
+  batch), sets ARQ's in-progress keys as short leases and returns the job bodies, instead of
+  ARQ's four round trips per job. Leases are renewed while jobs run, so a killed worker's
+  jobs come back within one lease.
+- Finishing a job is one MULTI/EXEC: ARQ's cleanup, the job's state and result, the hand-off
+  to the database persister and the notification of a waiting caller.
+Job bodies, queue sorted sets, retries (`arq.Retry`), timeouts and aborts keep ARQ's meaning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from typing import Any
+
+import orjson
+from arq import Retry
+from arq.jobs import deserialize_job_raw
+from arq.worker import Function, RetryJob, Worker
+from redis.exceptions import RedisError
+
+from jobs import queues
+from jobs.records import CANCELED, FAILED, QUEUED, SUCCEEDED, now_ms
+from jobs.scripts import CLAIM
+from switchyard.errors import JobTimedOut, SwitchyardError
+from workers.persist import Persister
+
+log = logging.getLogger("switchyard.worker")
+
+IDLE_SWEEP_S = 5.0  # an idle worker still looks at its queues this often (deferred or orphaned jobs)
+
+
+class SwitchyardWorker(Worker):
+    def __init__(
+        self,
+        *args: Any,
+        serves: tuple[str, ...] = (queues.INTERACTIVE,),
+        lease_s: float = 15.0,
+        result_ttl_s: int = 3600,
+        idle_sweep_s: float = IDLE_SWEEP_S,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("queue_name", queues.queue_name(serves[0]))
+        kwargs.setdefault("allow_abort_jobs", True)
+        kwargs.setdefault("keep_result", 0)
+        kwargs.setdefault("poll_delay", idle_sweep_s)
+        kwargs.setdefault("health_check_interval", 60)
+        kwargs.setdefault("job_serializer", orjson.dumps)
+        kwargs.setdefault("job_deserializer", orjson.loads)
+        kwargs.setdefault("log_results", False)
+        super().__init__(*args, **kwargs)
+        self.serves = serves
+        self.lease_ms = int(lease_s * 1000)
+        self.result_ttl_s = result_ttl_s
+        self.idle_sweep_s = idle_sweep_s
+        # Every queue down to the lowest one served, highest priority first; the unserved ones
+        # above a served queue hold it back while they have jobs waiting.
+        lowest = max(queues.PRIORITIES.index(s) for s in serves)
+        self._claim_order = [(queues.queue_name(p), p in serves) for p in queues.PRIORITIES[: lowest + 1]]
+        self._wake = asyncio.Event()
+        self._job_queue: dict[str, str] = {}
+        self._job_state: dict[str, dict[str, Any]] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._leases: asyncio.Task[None] | None = None
+        self.persister: Persister | None = None
+        self._claim_sha: str | None = None
+
+    # --- main loop ---------------------------------------------------------------------------
+    async def main(self) -> None:
+        if self._pool is None:
+            from arq.connections import create_pool
+
+            self._pool = await create_pool(
+                self.redis_settings,
+                job_deserializer=self.job_deserializer,
+                job_serializer=self.job_serializer,
+                default_queue_name=self.queue_name,
+                expires_extra_ms=self.expires_extra_ms,
+            )
+        self.ctx["redis"] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        if "db" in self.ctx:
+            self.persister = Persister(self.pool, self.ctx["db"])
+            self.persister.start()
+        self._claim_sha = await self.pool.script_load(CLAIM)
+        self._listener = asyncio.create_task(self._listen_for_wakeups())
+        self._leases = asyncio.create_task(self._renew_leases())
+        log.info("worker serving %s, up to %d jobs at once", ",".join(self.serves), self.max_jobs)
+        try:
+            await self._loop()
+        finally:
+            for task in (self._listener, self._leases):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            claimed, next_ms = 0, None
+            if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+                try:
+                    claimed, next_ms = await self._claim(self.max_jobs - self.job_counter)
+                except (RedisError, OSError) as exc:
+                    log.warning("claim failed (%s); retrying", exc)
+                    await asyncio.sleep(0.5)
+                    continue
+            for job_id, task in list(self.tasks.items()):
+                if task.done():
+                    del self.tasks[job_id]
+                    task.result()
+            with contextlib.suppress(RedisError, OSError):
+                await self.heart_beat()
+            if self.burst and not self.tasks and not claimed:
+                if next_ms is None or not self.allow_pick_jobs:
+                    return
+            if claimed and self.job_counter < self.max_jobs:
+                continue  # there may be more where those came from
+            timeout = self.idle_sweep_s
+            if next_ms is not None:
+                timeout = max(0.0, min(timeout, (next_ms - now_ms()) / 1000))
+            if self.burst:
+                timeout = min(timeout, 0.05)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _claim(self, limit: int) -> tuple[int, int | None]:
+        argv: list[Any] = [now_ms(), limit, self.lease_ms, 512, len(self._claim_order)]
+        for name, served in self._claim_order:
+            argv += [name, 1 if served else 0]
+        claimed, next_ms = await self.pool.evalsha(self._claim_sha, 0, *argv)
+        for job_id_b, queue_b, body, job_try, state_flat in claimed:
+            job_id = job_id_b.decode()
+            state = {state_flat[i].decode(): state_flat[i + 1].decode() for i in range(0, len(state_flat), 2)}
+            self._job_queue[job_id] = queue_b.decode()
+            self._job_state[job_id] = state
+            self.job_counter += 1
+            await self.sem.acquire()
+            task = self.loop.create_task(self._run_claimed(job_id, body or None, int(job_try)))
+            task.add_done_callback(self._job_task_done)
+            self.tasks[job_id] = task
+        return len(claimed), (int(next_ms) if next_ms else None)
+
+    def _job_task_done(self, _: asyncio.Task[Any]) -> None:
+        self._release_sem_dec_counter_on_complete()
+        self._wake.set()
+
+    async def _listen_for_wakeups(self) -> None:
+        backoff = 0.05
+        while True:
+            pubsub = self.pool.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(queues.WAKE_CHANNEL)
+                backoff = 0.05
+                self._wake.set()  # whatever was published while we were away
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                    if not msg or msg["type"] != "message":
+                        continue
+                    data: bytes = msg["data"]
+                    if data.startswith(b"c:"):
+                        self._abort(data[2:].decode())
+                    else:
+                        self._wake.set()
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("wake-up subscription lost (%s); reconnecting", exc)
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def _abort(self, job_id: str) -> None:
+        task = self.job_tasks.get(job_id)
+        if task is not None and not task.done():
+            self.aborting_tasks.add(job_id)
+            task.cancel()
+
+    async def _renew_leases(self) -> None:
+        """Keep the in-progress leases of running jobs alive; a dead worker's lapse in one lease."""
+        interval = self.lease_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            running = [j for j, t in self.tasks.items() if not t.done()]
+            if not running:
+                continue
+            try:
+                async with self.pool.pipeline(transaction=False) as pipe:
+                    for job_id in running:
+                        pipe.pexpire(queues.IN_PROGRESS_KEY + job_id, self.lease_ms)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                log.warning("lease renewal failed: %s", exc)
+
+    # --- one job -----------------------------------------------------------------------------
+    async def _run_claimed(self, job_id: str, body: bytes | None, job_try: int) -> None:
+        state = self._job_state.get(job_id, {})
+        try:
+            if body is None:
+                await self._finish(job_id, FAILED, error=("expired", "the job expired before it ran", 502))
+                return
+            try:
+                function_name, args, kwargs, _, _ = deserialize_job_raw(body, deserializer=self.job_deserializer)
+                function = self.functions[function_name]
+            except Exception as exc:  # noqa: BLE001 (a broken body fails that job, not the worker)
+                await self._finish(job_id, FAILED, error=("bad_job", f"cannot run this job: {exc}", 500))
+                return
+            assert isinstance(function, Function)
+            max_tries = self.max_tries if function.max_tries is None else function.max_tries
+            if job_try > max_tries:
+                await self._finish(
+                    job_id,
+                    FAILED,
+                    error=("worker_lost", f"the job was started {max_tries} times without finishing", 502),
+                )
+                return
+            if await self._aborted_before_start(job_id):
+                await self._finish(job_id, CANCELED, error=("canceled", "canceled by the client", 409))
+                return
+            ctx = {**self.ctx, "job_id": job_id, "job_try": job_try, "job": state}
+            timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
+            self.job_tasks[job_id] = task = self.loop.create_task(function.coroutine(ctx, *args, **kwargs))
+            try:
+                outcome = await asyncio.wait_for(task, timeout_s)
+            finally:
+                self.job_tasks.pop(job_id, None)
+        except Retry as exc:
+            self.jobs_retried += 1
+            await self._requeue(job_id, exc.defer_score)
+        except asyncio.CancelledError:
+            if job_id in self.aborting_tasks:
+                self.aborting_tasks.discard(job_id)
+                self.jobs_failed += 1
+                await self._finish(job_id, CANCELED, error=("canceled", "canceled by the client", 409))
+            else:  # shutting down: give the job back for another worker
+                self.jobs_retried += 1
+                await self._requeue(job_id, None)
+        except RetryJob:
+            self.jobs_retried += 1
+            await self._requeue(job_id, None)
+        except TimeoutError:
+            self.jobs_failed += 1
+            err = JobTimedOut(f"the job timed out after {timeout_s:g}s")
+            await self._finish(job_id, FAILED, error=(err.error_type, err.message, err.status_code))
+        except SwitchyardError as exc:
+            self.jobs_failed += 1
+            await self._finish(job_id, FAILED, error=(exc.error_type, exc.message, exc.status_code))
+        except Exception as exc:
+            self.jobs_failed += 1
+            log.exception("job %s failed", job_id)
+            await self._finish(job_id, FAILED, error=("internal_error", f"{exc.__class__.__name__}: {exc}", 500))
+        else:
+            self.jobs_complete += 1
+            await self._finish(job_id, SUCCEEDED, outcome=outcome)
+        finally:
+            self._job_queue.pop(job_id, None)
+            self._job_state.pop(job_id, None)
+
+    async def _aborted_before_start(self, job_id: str) -> bool:
+        return bool(await self.pool.zrem(queues.ABORT_SET, job_id))
+
+    async def _requeue(self, job_id: str, defer_ms: int | None) -> None:
+        queue = self._job_queue[job_id]
+        async with self.pool.pipeline(transaction=True) as tr:
+            tr.delete(queues.IN_PROGRESS_KEY + job_id)
+            if defer_ms:
+                tr.zadd(queue, {job_id: now_ms() + defer_ms})
+            tr.hset(queues.STATE_KEY + job_id, "status", QUEUED)
+            await asyncio.shield(tr.execute())
+
+    async def _finish(
+        self,
+        job_id: str,
+        status: str,
+        *,
+        outcome: dict[str, Any] | None = None,
+        error: tuple[str, str, int] | None = None,
+    ) -> None:
+        state = self._job_state.get(job_id, {})
+        queue = self._job_queue.get(job_id, self.queue_name)
+        update: dict[str, Any] = {"status": status, "finished": now_ms()}
+        if outcome is not None:
+            update["result"] = orjson.dumps(outcome.get("result"))
+            if outcome.get("provider"):
+                update["provider"] = outcome["provider"]
+        if error is not None:
+            update["error_type"], update["error_message"], update["error_status"] = error
+        skey = queues.STATE_KEY + job_id
+        async with self.pool.pipeline(transaction=True) as tr:
+            tr.delete(queues.IN_PROGRESS_KEY + job_id, queues.RETRY_KEY + job_id, queues.JOB_KEY + job_id)
+            tr.zrem(queue, job_id)
+            tr.zrem(queues.ABORT_SET, job_id)
+            if state:
+                tr.hset(skey, mapping=update)
+                tr.expire(skey, self.result_ttl_s)
+                tr.zadd(queues.PERSIST_SET, {job_id: update["finished"]})
+                if state.get("notify"):
+                    message = {**state, **{k: (v.decode() if isinstance(v, bytes) else v) for k, v in update.items()}}
+                    tr.publish(state["notify"], orjson.dumps(message))
+            await asyncio.shield(tr.execute())
+        if self.persister is not None and state:
+            self.persister.notify()
+
+    # --- shutdown ----------------------------------------------------------------------------
+    async def close(self) -> None:
+        if self.persister is not None:
+            await self.persister.stop()
+        await super().close()
+
+
+def lower_priority(niceness: int) -> None:
+    """Batch workers yield the CPU to web and interactive workers on a shared machine."""
+    if niceness and hasattr(os, "nice"):
+        with contextlib.suppress(OSError):
+            os.nice(niceness)
+
+
+__all__ = ["SwitchyardWorker", "lower_priority", "signal"]
