@@ -55,6 +55,7 @@ class JobClient:
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._cancel_script = redis.register_script(scripts.CANCEL)
+        self._enqueue_script = redis.register_script(scripts.ENQUEUE)
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -128,7 +129,7 @@ class JobClient:
         credits_charged: int = 0,
         notify: bool = False,
     ) -> JobRecord:
-        """Put a job durably on its queue in one round trip (MULTI/EXEC), and wake the workers."""
+        """Put a job durably on its queue in one round trip (a Lua script), and wake its workers."""
         if priority not in queues.PRIORITIES:
             raise ValueError(f"unknown priority {priority!r}")
         created = now_ms()
@@ -147,18 +148,20 @@ class JobClient:
         if notify:
             state["notify"] = self.done_channel
             self._waiters[record.id] = asyncio.get_running_loop().create_future()
-        queue = queues.queue_name(priority)
-        skey = queues.STATE_KEY + record.id
+        argv: list[Any] = [
+            record.id,
+            queues.queue_name(priority),
+            queues.wake_channel(priority),
+            owner,
+            created,
+            job_body(kind, record.id, payload, created),
+            queues.ARQ_JOB_TTL_MS,
+            queues.LAST_USED_KEY,
+        ]
+        for field, value in state.items():
+            argv += (field, value)
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(skey, mapping=state)
-                pipe.pexpire(skey, queues.ARQ_JOB_TTL_MS)
-                pipe.psetex(queues.JOB_KEY + record.id, queues.ARQ_JOB_TTL_MS, job_body(kind, record.id, payload, created))
-                pipe.zadd(queue, {record.id: created})
-                pipe.zadd(queues.OWNER_KEY + owner, {record.id: created})
-                pipe.hset(queues.LAST_USED_KEY, owner, created)
-                pipe.publish(queues.WAKE_CHANNEL, "q:" + queue)
-                await redis_call(pipe.execute)
+            await redis_call(lambda: self._enqueue_script(args=argv))
         except BaseException:
             self._waiters.pop(record.id, None)
             raise
@@ -251,7 +254,7 @@ class JobClient:
         if record.status in TERMINAL:
             return record
         await redis_call(
-            lambda: self._cancel_script(args=[job_id, now_ms(), queues.PERSIST_SET, queues.WAKE_CHANNEL])
+            lambda: self._cancel_script(args=[job_id, now_ms(), queues.PERSIST_SET, queues.CANCEL_CHANNEL])
         )
         return await self.get(job_id, owner)
 

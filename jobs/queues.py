@@ -19,6 +19,10 @@ def queue_name(priority: str) -> str:
     return QUEUE_PREFIX + priority
 
 
+def wake_channel(priority: str) -> str:
+    return WAKE_CHANNEL_PREFIX + priority
+
+
 JOB_KEY = job_key_prefix
 IN_PROGRESS_KEY = in_progress_key_prefix
 RETRY_KEY = retry_key_prefix
@@ -27,7 +31,8 @@ ABORT_SET = abort_jobs_ss
 STATE_KEY = "sy:job:"  # hash: the job's live state and, once finished, its result
 OWNER_KEY = "sy:owner:"  # zset per key: jobs not yet written to the database
 PERSIST_SET = "sy:persist"  # zset: finished jobs waiting to be written to the database
-WAKE_CHANNEL = "sy:wake"  # pub/sub: "q:<queue>" new work, "c:<job id>" cancel
+WAKE_CHANNEL_PREFIX = "sy:wake:"  # pub/sub per priority: new work on that queue
+CANCEL_CHANNEL = "sy:cancel"  # pub/sub: the id of a running job to abort
 DONE_CHANNEL_PREFIX = "sy:done:"  # pub/sub per web process: finished jobs it waits for
 LAST_USED_KEY = "sy:key:last-used"  # hash key id -> ms
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 # A queue the worker does not serve still blocks the queues below it while it has jobs
 # waiting (not already running): that is what makes interactive work run before batch work.
 # ARGV: now_ms, limit, lease_ms, scan, n, then n pairs (queue, served 0/1)
-# Returns {claimed, next_ms}; claimed is a flat list of 5-tuples
-# (job id, queue, arq job body, try, state hash as flat list).
+# Returns {claimed, next_ms, blocked}; claimed is a list of 6-tuples (job id, queue,
+# arq job body, try, state hash as flat list, aborted 0/1); blocked is 1 when a queue this
+# worker does not serve held the lower ones back.
 CLAIM = r"""
 local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
@@ -17,6 +18,7 @@ local n = tonumber(ARGV[5])
 local out = {}
 local claimed = 0
 local next_ms = false
+local blocked = 0
 for i = 0, n - 1 do
   local q = ARGV[6 + i * 2]
   local served = ARGV[7 + i * 2] == '1'
@@ -37,7 +39,8 @@ for i = 0, n - 1 do
             redis.call('HSETNX', skey, 'started', now)
             state = redis.call('HGETALL', skey)
           end
-          out[#out + 1] = {id, q, body or false, try, state}
+          local aborted = redis.call('ZREM', 'arq:abort', id)
+          out[#out + 1] = {id, q, body or false, try, state, aborted}
           claimed = claimed + 1
         else
           waiting = waiting + 1
@@ -53,10 +56,11 @@ for i = 0, n - 1 do
       if (not next_ms) or s < next_ms then next_ms = s end
     end
   elseif waiting > 0 then
+    blocked = 1
     break
   end
 end
-return {out, next_ms}
+return {out, next_ms, blocked}
 """
 
 # Cancel a job. A queued job that no worker holds is canceled here and now; a running one
@@ -89,7 +93,7 @@ if status == 'queued' and redis.call('EXISTS', 'arq:in-progress:' .. id) == 0 th
   return {'canceled', 'canceled'}
 end
 redis.call('ZADD', 'arq:abort', now, id)
-redis.call('PUBLISH', ARGV[4], 'c:' .. id)
+redis.call('PUBLISH', ARGV[4], id)
 return {'aborting', status}
 """
 
@@ -105,4 +109,48 @@ for _, id in ipairs(ids) do
   out[#out + 1] = {id, redis.call('HGETALL', 'sy:job:' .. id)}
 end
 return out
+"""
+
+# Enqueue: the job's state, ARQ's job body and queue entry, the owner's live index and a
+# wake-up for the workers of that queue, as one command.
+# ARGV: id, queue, wake channel, owner, created_ms, arq body, ttl_ms, last-used hash, then
+# field/value pairs of the state hash.
+ENQUEUE = r"""
+local id = ARGV[1]
+local skey = 'sy:job:' .. id
+local state = {}
+for i = 9, #ARGV do state[#state + 1] = ARGV[i] end
+redis.call('HSET', skey, unpack(state))
+redis.call('PEXPIRE', skey, ARGV[7])
+redis.call('SET', 'arq:job:' .. id, ARGV[6], 'PX', ARGV[7])
+redis.call('ZADD', ARGV[2], ARGV[5], id)
+redis.call('ZADD', 'sy:owner:' .. ARGV[4], ARGV[5], id)
+redis.call('HSET', ARGV[8], ARGV[4], ARGV[5])
+redis.call('PUBLISH', ARGV[3], '')
+return 1
+"""
+
+# Finish: ARQ's cleanup, the outcome into the state hash, the hand-off to the persister and
+# the notification of a waiting caller, as one command.
+# ARGV: id, queue, result ttl s, persist zset, finished_ms, then field/value pairs to set.
+FINISH = r"""
+local id = ARGV[1]
+local skey = 'sy:job:' .. id
+redis.call('DEL', 'arq:in-progress:' .. id, 'arq:retry:' .. id, 'arq:job:' .. id)
+redis.call('ZREM', ARGV[2], id)
+redis.call('ZREM', 'arq:abort', id)
+if redis.call('EXISTS', skey) == 0 then return 0 end
+local update = {}
+for i = 6, #ARGV do update[#update + 1] = ARGV[i] end
+redis.call('HSET', skey, unpack(update))
+redis.call('EXPIRE', skey, ARGV[3])
+redis.call('ZADD', ARGV[4], ARGV[5], id)
+local notify = redis.call('HGET', skey, 'notify')
+if notify then
+  local flat = redis.call('HGETALL', skey)
+  local h = {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  redis.call('PUBLISH', notify, cjson.encode(h))
+end
+return 1
 """

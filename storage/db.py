@@ -52,11 +52,12 @@ class Database:
         if not rows:
             return
         insert = sqlite_insert if self.is_sqlite else pg_insert
-        stmt = insert(Job).values(rows)
+        table = Job.__table__  # Core, not ORM: one cached statement run as executemany
+        stmt = insert(table)  # type: ignore[arg-type]
         updatable = {c: stmt.excluded[c] for c in rows[0] if c != "id"}
         stmt = stmt.on_conflict_do_update(index_elements=["id"], set_=updatable)
         async with self.engine.begin() as conn:
-            await conn.execute(stmt)
+            await conn.execute(stmt, rows)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from jobs import queues
 from jobs.records import CANCELED, FAILED, QUEUED, SUCCEEDED, now_ms
-from jobs.scripts import CLAIM
+from jobs.scripts import CLAIM, FINISH
 from switchyard.errors import JobTimedOut, SwitchyardError
 from workers.persist import Persister
 
@@ -66,12 +66,15 @@ class SwitchyardWorker(Worker):
         lowest = max(queues.PRIORITIES.index(s) for s in serves)
         self._claim_order = [(queues.queue_name(p), p in serves) for p in queues.PRIORITIES[: lowest + 1]]
         self._wake = asyncio.Event()
+        self._full = False
         self._job_queue: dict[str, str] = {}
         self._job_state: dict[str, dict[str, Any]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._leases: asyncio.Task[None] | None = None
         self.persister: Persister | None = None
-        self._claim_sha: str | None = None
+        self._claim_script: Any = None
+        self._finish_script: Any = None
+        self._cancel_channel = queues.CANCEL_CHANNEL.encode()
 
     # --- main loop ---------------------------------------------------------------------------
     async def main(self) -> None:
@@ -91,7 +94,9 @@ class SwitchyardWorker(Worker):
         if "db" in self.ctx:
             self.persister = Persister(self.pool, self.ctx["db"])
             self.persister.start()
-        self._claim_sha = await self.pool.script_load(CLAIM)
+        # Script objects reload themselves after a Redis restart (NOSCRIPT).
+        self._claim_script = self.pool.register_script(CLAIM)
+        self._finish_script = self.pool.register_script(FINISH)
         self._listener = asyncio.create_task(self._listen_for_wakeups())
         self._leases = asyncio.create_task(self._renew_leases())
         log.info("worker serving %s, up to %d jobs at once", ",".join(self.serves), self.max_jobs)
@@ -106,10 +111,10 @@ class SwitchyardWorker(Worker):
     async def _loop(self) -> None:
         while True:
             self._wake.clear()
-            claimed, next_ms = 0, None
+            claimed, next_ms, blocked = 0, None, False
             if self.allow_pick_jobs and self.job_counter < self.max_jobs:
                 try:
-                    claimed, next_ms = await self._claim(self.max_jobs - self.job_counter)
+                    claimed, next_ms, blocked = await self._claim(self.max_jobs - self.job_counter)
                 except (RedisError, OSError) as exc:
                     log.warning("claim failed (%s); retrying", exc)
                     await asyncio.sleep(0.5)
@@ -123,52 +128,55 @@ class SwitchyardWorker(Worker):
             if self.burst and not self.tasks and not claimed:
                 if next_ms is None or not self.allow_pick_jobs:
                     return
-            if claimed and self.job_counter < self.max_jobs:
-                continue  # there may be more where those came from
+            # A worker that filled every slot looks again when one frees; otherwise new work
+            # announces itself on the wake channel.
+            self._full = self.job_counter >= self.max_jobs
             timeout = self.idle_sweep_s
             if next_ms is not None:
                 timeout = max(0.0, min(timeout, (next_ms - now_ms()) / 1000))
+            if blocked:  # higher-priority jobs are waiting for their own workers: look again soon
+                timeout = min(timeout, 0.01)
             if self.burst:
                 timeout = min(timeout, 0.05)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _claim(self, limit: int) -> tuple[int, int | None]:
+    async def _claim(self, limit: int) -> tuple[int, int | None, bool]:
         argv: list[Any] = [now_ms(), limit, self.lease_ms, 512, len(self._claim_order)]
         for name, served in self._claim_order:
             argv += [name, 1 if served else 0]
-        claimed, next_ms = await self.pool.evalsha(self._claim_sha, 0, *argv)
-        for job_id_b, queue_b, body, job_try, state_flat in claimed:
+        claimed, next_ms, blocked = await self._claim_script(args=argv)
+        for job_id_b, queue_b, body, job_try, state_flat, aborted in claimed:
             job_id = job_id_b.decode()
             state = {state_flat[i].decode(): state_flat[i + 1].decode() for i in range(0, len(state_flat), 2)}
             self._job_queue[job_id] = queue_b.decode()
             self._job_state[job_id] = state
             self.job_counter += 1
             await self.sem.acquire()
-            task = self.loop.create_task(self._run_claimed(job_id, body or None, int(job_try)))
+            task = self.loop.create_task(self._run_claimed(job_id, body or None, int(job_try), bool(aborted)))
             task.add_done_callback(self._job_task_done)
             self.tasks[job_id] = task
-        return len(claimed), (int(next_ms) if next_ms else None)
+        return len(claimed), (int(next_ms) if next_ms else None), bool(blocked)
 
     def _job_task_done(self, _: asyncio.Task[Any]) -> None:
         self._release_sem_dec_counter_on_complete()
-        self._wake.set()
+        if self._full or self.burst:
+            self._wake.set()
 
     async def _listen_for_wakeups(self) -> None:
         backoff = 0.05
         while True:
             pubsub = self.pool.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(queues.WAKE_CHANNEL)
+                await pubsub.subscribe(queues.CANCEL_CHANNEL, *(queues.wake_channel(q) for q in self.serves))
                 backoff = 0.05
                 self._wake.set()  # whatever was published while we were away
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                     if not msg or msg["type"] != "message":
                         continue
-                    data: bytes = msg["data"]
-                    if data.startswith(b"c:"):
-                        self._abort(data[2:].decode())
+                    if msg["channel"] == self._cancel_channel:
+                        self._abort(msg["data"].decode())
                     else:
                         self._wake.set()
             except asyncio.CancelledError:
@@ -205,7 +213,7 @@ class SwitchyardWorker(Worker):
                 log.warning("lease renewal failed: %s", exc)
 
     # --- one job -----------------------------------------------------------------------------
-    async def _run_claimed(self, job_id: str, body: bytes | None, job_try: int) -> None:
+    async def _run_claimed(self, job_id: str, body: bytes | None, job_try: int, aborted: bool) -> None:
         state = self._job_state.get(job_id, {})
         try:
             if body is None:
@@ -226,7 +234,7 @@ class SwitchyardWorker(Worker):
                     error=("worker_lost", f"the job was started {max_tries} times without finishing", 502),
                 )
                 return
-            if await self._aborted_before_start(job_id):
+            if aborted:
                 await self._finish(job_id, CANCELED, error=("canceled", "canceled by the client", 409))
                 return
             ctx = {**self.ctx, "job_id": job_id, "job_try": job_try, "job": state}
@@ -268,9 +276,6 @@ class SwitchyardWorker(Worker):
             self._job_queue.pop(job_id, None)
             self._job_state.pop(job_id, None)
 
-    async def _aborted_before_start(self, job_id: str) -> bool:
-        return bool(await self.pool.zrem(queues.ABORT_SET, job_id))
-
     async def _requeue(self, job_id: str, defer_ms: int | None) -> None:
         queue = self._job_queue[job_id]
         async with self.pool.pipeline(transaction=True) as tr:
@@ -278,6 +283,8 @@ class SwitchyardWorker(Worker):
             if defer_ms:
                 tr.zadd(queue, {job_id: now_ms() + defer_ms})
             tr.hset(queues.STATE_KEY + job_id, "status", QUEUED)
+            if not defer_ms:
+                tr.publish(queues.wake_channel(self._job_state.get(job_id, {}).get("priority", self.serves[0])), b"")
             await asyncio.shield(tr.execute())
 
     async def _finish(
@@ -297,19 +304,10 @@ class SwitchyardWorker(Worker):
                 update["provider"] = outcome["provider"]
         if error is not None:
             update["error_type"], update["error_message"], update["error_status"] = error
-        skey = queues.STATE_KEY + job_id
-        async with self.pool.pipeline(transaction=True) as tr:
-            tr.delete(queues.IN_PROGRESS_KEY + job_id, queues.RETRY_KEY + job_id, queues.JOB_KEY + job_id)
-            tr.zrem(queue, job_id)
-            tr.zrem(queues.ABORT_SET, job_id)
-            if state:
-                tr.hset(skey, mapping=update)
-                tr.expire(skey, self.result_ttl_s)
-                tr.zadd(queues.PERSIST_SET, {job_id: update["finished"]})
-                if state.get("notify"):
-                    message = {**state, **{k: (v.decode() if isinstance(v, bytes) else v) for k, v in update.items()}}
-                    tr.publish(state["notify"], orjson.dumps(message))
-            await asyncio.shield(tr.execute())
+        argv: list[Any] = [job_id, queue, self.result_ttl_s, queues.PERSIST_SET, update["finished"]]
+        for field, value in update.items():
+            argv += (field, value)
+        await asyncio.shield(self._finish_script(args=argv))
         if self.persister is not None and state:
             self.persister.notify()
 
