@@ -51,7 +51,7 @@ class JobClient:
         self.db = db
         self.result_ttl_s = result_ttl_s
         self.done_channel = queues.DONE_CHANNEL_PREFIX + uuid.uuid4().hex
-        self._waiters: dict[str, asyncio.Future[JobRecord]] = {}
+        self._waiters: dict[str, asyncio.Future[JobRecord | None]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._cancel_script = redis.register_script(scripts.CANCEL)
@@ -172,11 +172,12 @@ class JobClient:
         fut = self._waiters.get(record.id)
         if fut is None:
             raise ValueError("wait() needs a job enqueued with notify=True by this client")
+        # A timer that resolves the waiter with None is cheaper than wait_for + shield.
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, fut)
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            return None
+            return await fut
         finally:
+            timer.cancel()
             self._waiters.pop(record.id, None)
 
     def forget(self, record: JobRecord) -> None:
@@ -257,6 +258,11 @@ class JobClient:
             lambda: self._cancel_script(args=[job_id, now_ms(), queues.PERSIST_SET, queues.CANCEL_CHANNEL])
         )
         return await self.get(job_id, owner)
+
+
+def _expire(fut: asyncio.Future[JobRecord | None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _encode_cursor(record: JobRecord) -> str:

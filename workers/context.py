@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypedDict
 
-import httpx
-
 from jobs.catalog import Catalog
 from storage.db import Database
 from switchyard.settings import Settings
+from workers.http import Upstream
 
 if TYPE_CHECKING:
     from arq.connections import ArqRedis
@@ -16,7 +15,7 @@ if TYPE_CHECKING:
 
 class WorkerCtx(TypedDict, total=False):
     redis: ArqRedis
-    http: httpx.AsyncClient
+    http: Upstream
     db: Database
     catalog: Catalog
     settings: Settings

@@ -70,7 +70,7 @@ class Persister:
             try:
                 await self.flush()
             except (RedisError, SQLAlchemyError, OSError) as exc:
-                log.warning("persisting finished jobs failed (%s); will retry", exc)
+                log.warning("persisting finished jobs failed (%s: %.200s); will retry", exc.__class__.__name__, exc)
                 await asyncio.sleep(1.0)
                 self._event.set()
 

@@ -6,7 +6,6 @@ import asyncio
 import logging
 from typing import Any
 
-import httpx
 from arq import func
 from arq.connections import RedisSettings
 
@@ -17,21 +16,12 @@ from storage.db import Database
 from switchyard.providers import load_providers
 from switchyard.settings import Settings, get_settings
 from workers.chat import chat_completion
+from workers.http import Upstream
 from workers.providers import ProviderError
 from workers.providers import openai as openai_provider
 from workers.worker import SwitchyardWorker, lower_priority
 
 log = logging.getLogger("switchyard.worker")
-
-
-def make_http_client(settings: Settings) -> httpx.AsyncClient:
-    """One per process: pooled keep-alive connections to every provider."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.provider_timeout_s, connect=10.0),
-        limits=httpx.Limits(max_connections=512, max_keepalive_connections=256, keepalive_expiry=60),
-        follow_redirects=False,
-        trust_env=False,
-    )
 
 
 async def discover_models(ctx: dict[str, Any]) -> None:
@@ -50,7 +40,7 @@ async def discover_models(ctx: dict[str, Any]) -> None:
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.setdefault("settings", get_settings())
-    ctx.setdefault("http", make_http_client(settings))
+    ctx.setdefault("http", Upstream(settings))
     ctx.setdefault("db", Database(settings.database_url_or_default))
     if "catalog" not in ctx:
         ctx["catalog"] = Catalog(load_providers(settings.providers_file), ctx["redis"])

@@ -69,6 +69,7 @@ class SwitchyardWorker(Worker):
         self._full = False
         self._job_queue: dict[str, str] = {}
         self._job_state: dict[str, dict[str, Any]] = {}
+        self._in_handler: set[str] = set()  # jobs whose handler is running (abortable)
         self._listener: asyncio.Task[None] | None = None
         self._leases: asyncio.Task[None] | None = None
         self.persister: Persister | None = None
@@ -122,7 +123,8 @@ class SwitchyardWorker(Worker):
             for job_id, task in list(self.tasks.items()):
                 if task.done():
                     del self.tasks[job_id]
-                    task.result()
+                    if not task.cancelled() and task.exception() is not None:
+                        log.error("job task %s crashed", job_id, exc_info=task.exception())
             with contextlib.suppress(RedisError, OSError):
                 await self.heart_beat()
             if self.burst and not self.tasks and not claimed:
@@ -138,8 +140,10 @@ class SwitchyardWorker(Worker):
                 timeout = min(timeout, 0.01)
             if self.burst:
                 timeout = min(timeout, 0.05)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            if not self._wake.is_set():
+                timer = self.loop.call_later(timeout, self._wake.set)
+                await self._wake.wait()
+                timer.cancel()
 
     async def _claim(self, limit: int) -> tuple[int, int | None, bool]:
         argv: list[Any] = [now_ms(), limit, self.lease_ms, 512, len(self._claim_order)]
@@ -191,8 +195,8 @@ class SwitchyardWorker(Worker):
                 backoff = min(backoff * 2, 2.0)
 
     def _abort(self, job_id: str) -> None:
-        task = self.job_tasks.get(job_id)
-        if task is not None and not task.done():
+        task = self.tasks.get(job_id)
+        if task is not None and not task.done() and job_id in self._in_handler:
             self.aborting_tasks.add(job_id)
             task.cancel()
 
@@ -239,11 +243,13 @@ class SwitchyardWorker(Worker):
                 return
             ctx = {**self.ctx, "job_id": job_id, "job_try": job_try, "job": state}
             timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
-            self.job_tasks[job_id] = task = self.loop.create_task(function.coroutine(ctx, *args, **kwargs))
+            # The job runs inline in this task (no task per job); an abort cancels this task.
+            self._in_handler.add(job_id)
             try:
-                outcome = await asyncio.wait_for(task, timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    outcome = await function.coroutine(ctx, *args, **kwargs)
             finally:
-                self.job_tasks.pop(job_id, None)
+                self._in_handler.discard(job_id)
         except Retry as exc:
             self.jobs_retried += 1
             await self._requeue(job_id, exc.defer_score)

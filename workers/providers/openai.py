@@ -8,18 +8,19 @@ import httpx
 import orjson
 
 from switchyard.providers import ProviderConfig
+from workers.http import Upstream, UpstreamConnectionError, UpstreamResponse, UpstreamTimeout
 from workers.providers import ProviderError
 
 
-def _headers(provider: ProviderConfig) -> dict[str, str]:
-    headers = {"content-type": "application/json", "accept": "application/json"}
+def _headers(provider: ProviderConfig) -> list[tuple[bytes, bytes]]:
+    headers = [(b"content-type", b"application/json"), (b"accept", b"application/json")]
     key = provider.resolved_api_key()
     if key:
-        headers["authorization"] = f"Bearer {key}"
+        headers.append((b"authorization", f"Bearer {key}".encode()))
     return headers
 
 
-def _reason(response: httpx.Response) -> str:
+def _reason(response: UpstreamResponse) -> str:
     try:
         body = orjson.loads(response.content)
         err = body.get("error") if isinstance(body, dict) else None
@@ -29,20 +30,19 @@ def _reason(response: httpx.Response) -> str:
             return err
     except orjson.JSONDecodeError:
         pass
-    text = response.text.strip().replace("\n", " ")
-    return text[:200] or response.reason_phrase
+    text = response.content.decode("utf-8", "replace").strip().replace("\n", " ")
+    return text[:200] or f"HTTP {response.status_code}"
 
 
 async def post_json(
-    client: httpx.AsyncClient, provider: ProviderConfig, path: str, body: dict[str, Any], timeout: float
+    http: Upstream, provider: ProviderConfig, path: str, body: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
-    url = provider.base_url + path
     try:
-        response = await client.post(url, content=orjson.dumps(body), headers=_headers(provider), timeout=timeout)
-    except httpx.TimeoutException:
+        response = await http.post(provider.base_url + path, orjson.dumps(body), _headers(provider), timeout)
+    except UpstreamTimeout:
         raise ProviderError(f"timed out after {timeout:g}s", retryable=True) from None
-    except httpx.HTTPError as exc:
-        raise ProviderError(f"connection failed: {exc.__class__.__name__}", retryable=True) from None
+    except UpstreamConnectionError as exc:
+        raise ProviderError(f"connection failed: {exc}", retryable=True) from None
     status = response.status_code
     if status >= 400:
         retry_after = None
@@ -63,17 +63,17 @@ async def post_json(
 
 
 async def chat_completion(
-    client: httpx.AsyncClient, provider: ProviderConfig, request: dict[str, Any], timeout: float
+    http: Upstream, provider: ProviderConfig, request: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
-    data = await post_json(client, provider, "/chat/completions", request, timeout)
+    data = await post_json(http, provider, "/chat/completions", request, timeout)
     if not isinstance(data.get("choices"), list):
         raise ProviderError("returned no `choices`: not a chat completion", retryable=True)
     return data
 
 
-async def list_models(client: httpx.AsyncClient, provider: ProviderConfig, timeout: float) -> list[str]:
+async def list_models(http: Upstream, provider: ProviderConfig, timeout: float) -> list[str]:
     try:
-        response = await client.get(provider.base_url + "/models", headers=_headers(provider), timeout=timeout)
+        response = await http.client.get(provider.base_url + "/models", headers=_headers(provider), timeout=timeout)
         response.raise_for_status()
         data = orjson.loads(response.content)
     except (httpx.HTTPError, orjson.JSONDecodeError) as exc:

@@ -1,0 +1,77 @@
+"""The process's one pooled HTTP client for providers.
+
+An `httpx.AsyncClient` for general calls (model discovery and the like), and for the hot
+path — a provider call per job — the connection pool of httpcore, the engine under httpx,
+used directly: provider calls need no cookies, auth flows, redirects or URL merging, and
+skipping httpx's request and response models halves the CPU per call, which is most of a
+worker's CPU per job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpcore
+import httpx
+
+from switchyard.settings import Settings
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    status_code: int
+    headers: dict[str, str]
+    content: bytes
+
+
+class UpstreamTimeout(Exception):
+    pass
+
+
+class UpstreamConnectionError(Exception):
+    pass
+
+
+class Upstream:
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.pool = httpcore.AsyncConnectionPool(
+            max_connections=512, max_keepalive_connections=256, keepalive_expiry=60, retries=0
+        )
+        self.client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(settings.provider_timeout_s, connect=10.0),
+            follow_redirects=False,
+            trust_env=False,
+        )
+        self._urls: dict[str, httpcore.URL] = {}
+
+    def _url(self, raw: str) -> httpcore.URL:
+        url = self._urls.get(raw)
+        if url is None:
+            parsed = httpx.URL(raw)  # validate and normalise once per distinct URL
+            url = self._urls[raw] = httpcore.URL(
+                scheme=parsed.raw_scheme, host=parsed.raw_host, port=parsed.port, target=parsed.raw_path
+            )
+        return url
+
+    async def post(self, url: str, content: bytes, headers: list[tuple[bytes, bytes]], timeout: float) -> UpstreamResponse:
+        target = self._url(url)
+        all_headers = [(b"host", target.host if target.port is None else b"%s:%d" % (target.host, target.port))]
+        all_headers += headers
+        all_headers.append((b"content-length", str(len(content)).encode()))
+        ext = {"timeout": {"connect": min(10.0, timeout), "read": timeout, "write": timeout, "pool": timeout}}
+        try:
+            response = await self.pool.request(b"POST", target, headers=all_headers, content=content, extensions=ext)
+        except httpcore.TimeoutException as exc:
+            raise UpstreamTimeout(str(exc) or exc.__class__.__name__) from None
+        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol, OSError) as exc:
+            raise UpstreamConnectionError(exc.__class__.__name__) from None
+        return UpstreamResponse(
+            response.status,
+            {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers},
+            response.content,
+        )
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+        await self.client.aclose()
