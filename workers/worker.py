@@ -319,6 +319,9 @@ class SwitchyardWorker(Worker):
 
     # --- shutdown ----------------------------------------------------------------------------
     async def close(self) -> None:
+        """Let in-flight jobs finish or be re-queued, write what finished, then close."""
+        if self.tasks:
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         if self.persister is not None:
             await self.persister.stop()
         await super().close()
