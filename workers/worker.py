@@ -320,6 +320,8 @@ class SwitchyardWorker(Worker):
     # --- shutdown ----------------------------------------------------------------------------
     async def close(self) -> None:
         """Let in-flight jobs finish or be re-queued, write what finished, then close."""
+        if not self._handle_signals:  # as ARQ does: closing without a signal cancels at once
+            self.handle_sig(signal.SIGUSR1)
         if self.tasks:
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         if self.persister is not None:
@@ -334,4 +336,3 @@ def lower_priority(niceness: int) -> None:
             os.nice(niceness)
 
 
-__all__ = ["SwitchyardWorker", "lower_priority", "signal"]
