@@ -9,8 +9,9 @@ from litestar import Litestar, Request, Response, get
 from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 
+from api.accounts import Accounts
 from api.auth import KeyCache
-from api.dialects import credits, jobs, keys, native, openai
+from api.dialects import credits, jobs, keys, native, openai, status
 from api.errors import NATIVE, handlers_for
 from api.responses import json_response
 from api.state import Services, services
@@ -58,6 +59,9 @@ def create_app(
             jobs=job_client,
             catalog=cat,
             keys=KeyCache(database, settings.admin_key),
+            accounts=Accounts(
+                r, database, sync_credits=settings.sync_credits, batch_credits=settings.batch_credits
+            ),
         )
         try:
             yield
@@ -69,7 +73,15 @@ def create_app(
                 await database.dispose()
 
     return Litestar(
-        route_handlers=[native.router, credits.router, openai.router, jobs.router, keys.router, health],
+        route_handlers=[
+            native.router,
+            credits.router,
+            openai.router,
+            jobs.router,
+            keys.router,
+            status.router,
+            health,
+        ],
         lifespan=[lifespan],
         exception_handlers=handlers_for(NATIVE),
         request_max_body_size=settings.max_body_bytes,

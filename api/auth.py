@@ -20,6 +20,7 @@ ADMIN = "admin"
 class Principal:
     key_id: str
     is_admin: bool = False
+    record: KeyRecord | None = None  # None for the admin key: no limits, no credits
 
 
 def presented_key(request: Request) -> str | None:
@@ -82,7 +83,7 @@ class KeyCache:
             raise Forbidden("API key is inactive")
         if record.expired:
             raise Forbidden("API key has expired")
-        return Principal(record.id)
+        return Principal(record.id, record=record)
 
     async def require_admin(self, request: Request) -> Principal:
         secret = presented_key(request)

@@ -19,7 +19,14 @@ from switchyard.errors import InvalidRequest, SwitchyardError
 
 log = logging.getLogger("switchyard.api")
 
-NATIVE, CLOUDGPT, CREDITS, OPENAI, DISCOVERY, APIDOCS = "native", "cloudgpt", "credits", "openai", "discovery", "apidocs"
+NATIVE, CLOUDGPT, CREDITS, OPENAI, DISCOVERY, APIDOCS = (
+    "native",
+    "cloudgpt",
+    "credits",
+    "openai",
+    "discovery",
+    "apidocs",
+)
 
 _TITLES = {
     400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden", 404: "Not Found",
@@ -29,7 +36,7 @@ _TITLES = {
 
 
 def error_body(dialect: str, err: SwitchyardError) -> dict[str, Any]:
-    title = _TITLES.get(err.status_code, err.title)
+    title = err.title if type(err).title != SwitchyardError.title else _TITLES.get(err.status_code, err.title)
     if dialect == NATIVE:
         return {"success": False, "error": title, "message": err.message, "details": err.details, **err.extra}
     if dialect == CREDITS:
@@ -40,7 +47,12 @@ def error_body(dialect: str, err: SwitchyardError) -> dict[str, Any]:
             "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         }
     # cloudgpt, openai, apidocs: OpenAI's error object
-    body: dict[str, Any] = {"message": err.message, "type": err.error_type, "code": err.code, "param": err.param}
+    body: dict[str, Any] = {
+        "message": err.message,
+        "type": err.error_type,
+        "code": err.code,
+        "param": err.param,
+    }
     return {"error": body, **err.extra}
 
 

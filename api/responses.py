@@ -10,5 +10,7 @@ from litestar import Response
 JSON = "application/json"
 
 
-def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
+def json_response(
+    body: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response[bytes]:
     return Response(content=orjson.dumps(body), status_code=status_code, media_type=JSON, headers=headers)

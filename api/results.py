@@ -36,18 +36,21 @@ def chat_body(record: JobRecord) -> dict[str, Any]:
     if record.dialect == CREDITS:
         completion["usage"] = _usage(completion)
         completion["credits_charged"] = record.credits_charged
-        completion["credits_remaining"] = None  # keys are not credit-metered yet
+        completion["credits_remaining"] = record.balance  # None: the key is not credit-metered
         completion["batch_request"] = record.priority == BATCH
         return completion
     if record.dialect == NATIVE:
         usage = _usage(completion)
-        return {
+        body: dict[str, Any] = {
             "success": True,
             "data": completion,
-            "usage": {**usage, "thinking_tokens": 0, "estimated_cost": 0.0},
-            "request_id": "req_" + record.id,
-            "processing_time_ms": (record.finished_ms or record.created_ms) - record.created_ms,
+            "usage": {**usage, "thinking_tokens": 0, "estimated_cost": record.estimated_cost},
         }
+        if record.limits_remaining is not None:
+            body["limits"] = {"remaining": record.limits_remaining}
+        body["request_id"] = "req_" + record.id
+        body["processing_time_ms"] = (record.finished_ms or record.created_ms) - record.created_ms
+        return body
     return completion
 
 

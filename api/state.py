@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from litestar import Request
 from redis.asyncio import Redis
 
+from api.accounts import Accounts
 from api.auth import KeyCache
 from jobs.catalog import Catalog
 from jobs.client import JobClient
@@ -22,6 +23,7 @@ class Services:
     jobs: JobClient
     catalog: Catalog
     keys: KeyCache
+    accounts: Accounts
 
 
 def services(request: Request) -> Services:

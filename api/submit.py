@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Request, Response
 
+from api.auth import Principal
 from api.responses import json_response
 from api.results import result_body
 from api.state import Services
@@ -16,7 +17,6 @@ from switchyard.errors import InvalidRequest, JobCanceled, JobTimedOut, Provider
 
 _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 MAX_WAIT_S = 3600.0
-SYNC_CREDITS, BATCH_CREDITS = 1, 2
 
 
 def wants_batch(request: Request) -> bool:
@@ -67,10 +67,12 @@ def job_view(record: JobRecord) -> dict[str, Any]:
     }
 
 
-def accepted(record: JobRecord) -> Response[bytes]:
+def accepted(record: JobRecord, headers: dict[str, str] | None = None) -> Response[bytes]:
     poll_url = job_links(record)["self"]
     data = {"job_id": record.id, "status": record.status, "poll_url": poll_url, "job": job_view(record)}
-    return json_response({"success": True, "data": data}, 202, headers={"location": poll_url})
+    return json_response(
+        {"success": True, "data": data}, 202, headers={"location": poll_url, **(headers or {})}
+    )
 
 
 _ERRORS: dict[str, type[SwitchyardError]] = {"timeout": JobTimedOut, "canceled": JobCanceled}
@@ -91,33 +93,44 @@ async def submit(
     request: Request,
     svc: Services,
     *,
-    owner: str,
+    principal: Principal,
     kind: str,
     payload: dict[str, Any],
     dialect: str,
     model: str | None,
-) -> JobRecord | Response[bytes]:
-    """Enqueue; with `?batch=1` answer 202 now, else wait for the finished job.
+    modality: str = "chat",
+    reserve_tokens: int = 0,
+) -> tuple[JobRecord | Response[bytes], dict[str, str]]:
+    """Admit against the key's limits and credits, enqueue; with `?batch=1` answer 202 now,
+    else wait for the finished job.
 
-    Returns the finished record for the route to render, or a ready response (202 when the
-    wait bound passed: the job goes on and can be polled). A failed job raises its error.
+    Returns the finished record for the route to render (or a ready 202 when the wait bound
+    passed: the job goes on and can be polled), and the rate-limit headers for the response.
+    A failed job raises its error.
     """
     batch = wants_batch(request)
+    charge = await svc.accounts.admit(
+        principal, modality=modality, reserve_tokens=reserve_tokens, batch=batch
+    )
+    headers = charge.headers()
     record = await svc.jobs.enqueue(
         kind,
         payload,
         priority=BATCH if batch else INTERACTIVE,
-        owner=owner,
+        owner=principal.key_id,
         dialect=dialect,
         model=model,
-        credits_charged=BATCH_CREDITS if batch else SYNC_CREDITS,
+        credits_charged=charge.credits,
         notify=not batch,
+        extra_state=charge.job_state(),
     )
     if batch:
-        return accepted(record)
+        return accepted(record, headers), headers
     done = await svc.jobs.wait(record, wait_bound(request, svc.settings.sync_timeout_s))
     if done is None:
-        return accepted(await svc.jobs.get(record.id, owner))
+        return accepted(await svc.jobs.get(record.id, principal.key_id), headers), headers
     if done.status != SUCCEEDED:
-        raise job_error(done)
-    return done
+        err = job_error(done)
+        err.headers.update(headers)
+        raise err
+    return done, headers

@@ -89,7 +89,9 @@ def convert(raw: dict[str, Any], schema: type[T]) -> T:
     except msgspec.ValidationError as exc:
         field, reason = _field_and_reason(str(exc))
         value = _lookup(raw, field)
-        raise InvalidRequest(f"{field}: {reason}", details=[{"field": field, "message": reason, "value": value}]) from None
+        raise InvalidRequest(
+            f"{field}: {reason}", details=[{"field": field, "message": reason, "value": value}]
+        ) from None
 
 
 def _lookup(raw: Any, field: str) -> Any:
@@ -109,6 +111,8 @@ def parse_chat(body: bytes, *, max_tokens_cap: int | None = None) -> tuple[ChatR
     if max_tokens_cap is not None and req.max_tokens is not None and req.max_tokens > max_tokens_cap:
         raise InvalidRequest.field("max_tokens", f"must be at most {max_tokens_cap}", req.max_tokens)
     if req.stream:
-        raise InvalidRequest.field("stream", "streaming responses are not available yet; send stream=false", True)
+        raise InvalidRequest.field(
+            "stream", "streaming responses are not available yet; send stream=false", True
+        )
     upstream = {k: v for k, v in raw.items() if k not in ("thinking_enabled", "thinking_model", "stream")}
     return req, upstream

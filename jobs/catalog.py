@@ -16,7 +16,9 @@ DISCOVERED_KEY = "sy:models:"  # set per provider name
 
 
 class Catalog:
-    def __init__(self, config: ProvidersConfig, redis: Redis | None = None, *, refresh_s: float = 10.0) -> None:
+    def __init__(
+        self, config: ProvidersConfig, redis: Redis | None = None, *, refresh_s: float = 10.0
+    ) -> None:
         self.config = config
         self.redis = redis
         self.refresh_s = refresh_s
@@ -34,10 +36,16 @@ class Catalog:
             for p in dynamic:
                 pipe.smembers(DISCOVERED_KEY + p.name)
             found = await pipe.execute()
-        self._discovered = {p.name: frozenset(m.decode() for m in ms) for p, ms in zip(dynamic, found, strict=True)}
+        self._discovered = {
+            p.name: frozenset(m.decode() for m in ms) for p, ms in zip(dynamic, found, strict=True)
+        }
 
     def models_of(self, provider: ProviderConfig) -> frozenset[str] | tuple[str, ...]:
-        return provider.models if provider.models is not None else self._discovered.get(provider.name, frozenset())
+        return (
+            provider.models
+            if provider.models is not None
+            else self._discovered.get(provider.name, frozenset())
+        )
 
     def providers_for(self, model: str) -> list[ProviderConfig]:
         return [p for p in self.config.providers if model in self.models_of(p)]

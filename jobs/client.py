@@ -42,7 +42,9 @@ async def redis_call(fn: Callable[[], Awaitable[T]]) -> T:
     try:
         return await fn()
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise ServiceUnavailable(f"queue unavailable: Redis cannot be reached ({exc.__class__.__name__})") from exc
+        raise ServiceUnavailable(
+            f"queue unavailable: Redis cannot be reached ({exc.__class__.__name__})"
+        ) from exc
 
 
 class JobClient:
@@ -128,6 +130,7 @@ class JobClient:
         model: str | None = None,
         credits_charged: int = 0,
         notify: bool = False,
+        extra_state: dict[str, Any] | None = None,
     ) -> JobRecord:
         """Put a job durably on its queue in one round trip (a Lua script), and wake its workers."""
         if priority not in queues.PRIORITIES:
@@ -145,6 +148,9 @@ class JobClient:
             credits_charged=credits_charged,
         )
         state = record.to_hash()
+        if extra_state:
+            state.update(extra_state)
+            record = JobRecord.from_hash({k: str(v) for k, v in state.items()})
         if notify:
             state["notify"] = self.done_channel
             self._waiters[record.id] = asyncio.get_running_loop().create_future()
@@ -212,7 +218,9 @@ class JobClient:
         before = _decode_cursor(cursor) if cursor else None
         max_score: str | int = "+inf" if before is None else before[0]
         live_ids = await redis_call(
-            lambda: self.redis.zrevrangebyscore(queues.OWNER_KEY + owner, max_score, "-inf", start=0, num=limit + 1)
+            lambda: self.redis.zrevrangebyscore(
+                queues.OWNER_KEY + owner, max_score, "-inf", start=0, num=limit + 1
+            )
         )
         live: dict[str, JobRecord] = {}
         if live_ids:

@@ -46,6 +46,11 @@ class JobRecord:
     error_type: str | None = None
     error_message: str | None = None
     error_status: int | None = None
+    balance: int | None = None  # credits left after this job was charged; None: not metered
+    limits_remaining: dict[str, int] | None = None  # at admission: hourly, daily_requests, daily_tokens
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated_cost: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -71,13 +76,23 @@ class JobRecord:
 
     @classmethod
     def from_hash(cls, h: dict[Any, Any]) -> JobRecord:
-        h = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in h.items()}
+        h = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in h.items()
+        }
 
         def opt_int(name: str) -> int | None:
             v = h.get(name)
             return int(v) if v not in (None, "") else None
 
         result = h.get("result")
+        limits = None
+        if h.get("rl_hourly") is not None:
+            limits = {
+                "hourly": int(h["rl_hourly"]),
+                "daily_requests": int(h.get("rl_daily") or 0),
+                "daily_tokens": int(h.get("rl_tokens") or 0),
+            }
         return cls(
             id=h["id"],
             kind=h["kind"],
@@ -96,7 +111,29 @@ class JobRecord:
             error_type=h.get("error_type") or None,
             error_message=h.get("error_message") or None,
             error_status=opt_int("error_status"),
+            balance=opt_int("balance") if h.get("metered") == "1" else None,
+            limits_remaining=limits,
+            prompt_tokens=int(h.get("prompt_tokens") or 0),
+            completion_tokens=int(h.get("completion_tokens") or 0),
+            estimated_cost=float(h.get("cost") or 0.0),
         )
+
+    def usage_row(self) -> dict[str, Any]:
+        """What this finished job used, for the usage table and the status endpoints."""
+        return {
+            "job_id": self.id,
+            "key_id": self.owner,
+            "model": self.model,
+            "kind": self.kind,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "success": self.status == SUCCEEDED,
+            "latency_ms": max(0, (self.finished_ms or self.created_ms) - self.created_ms),
+            "estimated_cost": self.estimated_cost,
+            "credits": self.credits_charged,
+            "created_at": ms_to_datetime(self.finished_ms or self.created_ms),
+        }
 
     # --- database row <-> record -------------------------------------------------------------
     def to_row(self) -> dict[str, Any]:

@@ -82,6 +82,20 @@ if status == 'queued' and redis.call('EXISTS', 'arq:in-progress:' .. id) == 0 th
   redis.call('DEL', 'arq:job:' .. id, 'arq:retry:' .. id)
   redis.call('HSET', skey, 'status', 'canceled', 'finished', now,
              'error_type', 'canceled', 'error_message', 'canceled by the client', 'error_status', 409)
+  -- canceled before it started: its tokens and credits go back
+  if redis.call('HSETNX', skey, 'settled', '1') == 1 then
+    local tk = redis.call('HGET', skey, 'tokens_key')
+    local reserved = tonumber(redis.call('HGET', skey, 'reserved') or '0')
+    if tk and reserved > 0 and redis.call('EXISTS', tk) == 1 then redis.call('INCRBY', tk, -reserved) end
+    local credits = tonumber(redis.call('HGET', skey, 'credits') or '0')
+    if credits > 0 then
+      redis.call('HSET', skey, 'credits', 0, 'refunded', credits)
+      if redis.call('HGET', skey, 'metered') == '1' then
+        local balance = redis.call('HINCRBY', 'sy:credits', redis.call('HGET', skey, 'owner'), credits)
+        redis.call('HSET', skey, 'balance', balance)
+      end
+    end
+  end
   redis.call('ZADD', ARGV[3], now, id)
   local notify = redis.call('HGET', skey, 'notify')
   if notify then
@@ -130,9 +144,11 @@ redis.call('PUBLISH', ARGV[3], '')
 return 1
 """
 
-# Finish: ARQ's cleanup, the outcome into the state hash, the hand-off to the persister and
-# the notification of a waiting caller, as one command.
-# ARGV: id, queue, result ttl s, persist zset, finished_ms, then field/value pairs to set.
+# Finish: ARQ's cleanup, the outcome into the state hash, the settlement of the job's reserved
+# tokens against what it used, the refund of its credits when it failed through no fault of
+# the caller, the hand-off to the persister and the notification of a waiting caller, as one
+# command. ARGV: id, queue, result ttl s, persist zset, finished_ms, tokens used, refund 0/1,
+# then field/value pairs to set.
 FINISH = r"""
 local id = ARGV[1]
 local skey = 'sy:job:' .. id
@@ -141,8 +157,24 @@ redis.call('ZREM', ARGV[2], id)
 redis.call('ZREM', 'arq:abort', id)
 if redis.call('EXISTS', skey) == 0 then return 0 end
 local update = {}
-for i = 6, #ARGV do update[#update + 1] = ARGV[i] end
+for i = 8, #ARGV do update[#update + 1] = ARGV[i] end
 redis.call('HSET', skey, unpack(update))
+-- settle and refund once: a second finish of the same job changes nothing
+if redis.call('HSETNX', skey, 'settled', '1') == 1 then
+  local tk = redis.call('HGET', skey, 'tokens_key')
+  if tk and redis.call('EXISTS', tk) == 1 then
+    local delta = tonumber(ARGV[6]) - tonumber(redis.call('HGET', skey, 'reserved') or '0')
+    if delta ~= 0 then redis.call('INCRBY', tk, delta) end
+  end
+  local credits = tonumber(redis.call('HGET', skey, 'credits') or '0')
+  if ARGV[7] == '1' and credits > 0 then
+    redis.call('HSET', skey, 'credits', 0, 'refunded', credits)
+    if redis.call('HGET', skey, 'metered') == '1' then
+      local balance = redis.call('HINCRBY', 'sy:credits', redis.call('HGET', skey, 'owner'), credits)
+      redis.call('HSET', skey, 'balance', balance)
+    end
+  end
+end
 redis.call('EXPIRE', skey, ARGV[3])
 redis.call('ZADD', ARGV[4], ARGV[5], id)
 local notify = redis.call('HGET', skey, 'notify')

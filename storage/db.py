@@ -7,13 +7,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import StaticPool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Job
+from storage.models import ApiKey, Job, Usage
 
 
 class Database:
@@ -47,17 +48,31 @@ class Database:
                 await session.rollback()
                 raise
 
+    def _upsert(self, table: Any, key: str, rows: list[dict[str, Any]]) -> Any:
+        insert = sqlite_insert if self.is_sqlite else pg_insert
+        stmt = insert(table)  # Core, not ORM: one cached statement run as executemany
+        updatable = {c: stmt.excluded[c] for c in rows[0] if c != key}
+        return stmt.on_conflict_do_update(index_elements=[key], set_=updatable)
+
     async def upsert_jobs(self, rows: list[dict[str, Any]]) -> None:
         """Write finished jobs in one statement; a job written twice keeps its latest state."""
-        if not rows:
-            return
-        insert = sqlite_insert if self.is_sqlite else pg_insert
-        table = Job.__table__  # Core, not ORM: one cached statement run as executemany
-        stmt = insert(table)  # type: ignore[arg-type]
-        updatable = {c: stmt.excluded[c] for c in rows[0] if c != "id"}
-        stmt = stmt.on_conflict_do_update(index_elements=["id"], set_=updatable)
+        await self.write_finished(rows, [], {})
+
+    async def write_finished(
+        self, jobs: list[dict[str, Any]], usage: list[dict[str, Any]], balances: dict[str, int]
+    ) -> None:
+        """Finished jobs, their usage and the credit balances they left, in one transaction."""
         async with self.engine.begin() as conn:
-            await conn.execute(stmt, rows)
+            if jobs:
+                await conn.execute(self._upsert(Job.__table__, "id", jobs), jobs)
+            if usage:
+                await conn.execute(self._upsert(Usage.__table__, "job_id", usage), usage)
+            for key_id, balance in balances.items():
+                await conn.execute(
+                    update(ApiKey.__table__)  # type: ignore[arg-type]
+                    .where(ApiKey.__table__.c.id == key_id, ApiKey.__table__.c.credits.is_not(None))
+                    .values(credits=balance)
+                )
 
     async def dispose(self) -> None:
         await self.engine.dispose()

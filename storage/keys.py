@@ -4,15 +4,45 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Annotated, Any
 
+import msgspec
+from msgspec import Meta
 from sqlmodel import select
 
 from storage.db import Database
 from storage.models import ApiKey
 
 KEY_PREFIX = "ck_"
+
+Count = Annotated[int, Meta(ge=0)]
+
+
+class PerMinute(msgspec.Struct, forbid_unknown_fields=True):
+    """Requests per minute per modality (api-reference 001, authenticated users)."""
+
+    chat: Count = 60
+    image: Count = 30
+    video: Count = 10
+
+
+class KeyLimits(msgspec.Struct, forbid_unknown_fields=True):
+    """Per-key limits; an omitted one takes api-reference 000's default."""
+
+    hourly: Count = 100
+    daily_requests: Count = 1000
+    daily_tokens: Count = 50_000
+    max_tokens_per_request: Count = 4000
+    per_minute: PerMinute = msgspec.field(default_factory=PerMinute)
+
+    def to_dict(self) -> dict[str, Any]:
+        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> KeyLimits:
+        return msgspec.convert(raw or {}, cls)
 
 
 def hash_key(secret: str) -> str:
@@ -37,6 +67,13 @@ class KeyRecord:
     created_at: datetime
     expires_at: datetime | None
     revoked: bool
+    limits: KeyLimits = field(default_factory=KeyLimits)
+    models: tuple[str, ...] | None = None
+    credits: int | None = None  # the balance as the database last saw it; None: not metered
+
+    @property
+    def metered(self) -> bool:
+        return self.credits is not None
 
     @property
     def expired(self) -> bool:
@@ -52,10 +89,21 @@ def _record(row: ApiKey) -> KeyRecord:
         created_at=row.created_at,
         expires_at=row.expires_at,
         revoked=row.revoked_at is not None,
+        limits=KeyLimits.from_dict(row.limits),
+        models=tuple(row.models) if row.models is not None else None,
+        credits=row.credits,
     )
 
 
-async def create_key(db: Database, name: str, expires_at: datetime | None = None) -> tuple[KeyRecord, str]:
+async def create_key(
+    db: Database,
+    name: str,
+    expires_at: datetime | None = None,
+    *,
+    limits: KeyLimits | None = None,
+    models: list[str] | None = None,
+    credits: int | None = None,
+) -> tuple[KeyRecord, str]:
     """Returns the record and the secret; the secret is never stored and never shown again."""
     secret = KEY_PREFIX + secrets.token_hex(16)
     row = ApiKey(
@@ -65,10 +113,31 @@ async def create_key(db: Database, name: str, expires_at: datetime | None = None
         key_hash=hash_key(secret),
         created_at=utcnow(),
         expires_at=expires_at,
+        limits=(limits or KeyLimits()).to_dict(),
+        models=list(models) if models is not None else None,
+        credits=credits,
     )
     async with db.session() as session:
         session.add(row)
     return _record(row), secret
+
+
+async def get_key(db: Database, key_id: str) -> KeyRecord | None:
+    async with db.session() as session:
+        row = await session.get(ApiKey, key_id)
+    return _record(row) if row else None
+
+
+async def set_credit_balance(db: Database, balances: dict[str, int]) -> None:
+    """Record live balances (from Redis) so a Redis that lost its data can start from them."""
+    if not balances:
+        return
+    async with db.session() as session:
+        for key_id, balance in balances.items():
+            row = await session.get(ApiKey, key_id)
+            if row is not None and row.credits is not None:
+                row.credits = balance
+                session.add(row)
 
 
 async def list_keys(db: Database) -> list[KeyRecord]:
@@ -92,3 +161,12 @@ async def find_key(db: Database, key_hash: str) -> KeyRecord | None:
     async with db.session() as session:
         row = (await session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash))).first()
     return _record(row) if row else None
+
+
+async def add_credits(db: Database, key_id: str, balance: int) -> None:
+    """Record a key's balance after a top-up; a key without credits becomes metered."""
+    async with db.session() as session:
+        row = await session.get(ApiKey, key_id)
+        if row is not None:
+            row.credits = balance
+            session.add(row)

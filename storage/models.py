@@ -22,6 +22,11 @@ class ApiKey(KeyBase, table=True):
     created_at: datetime
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
+    limits: dict | None = Field(default=None, sa_column=Column(JSON))  # None: the defaults
+    models: list | None = Field(default=None, sa_column=Column(JSON))  # None: every model
+    # Credits: None means the key is not credit-metered. The live balance is in Redis; this
+    # column is the balance as of the last write from the workers' persister or a top-up.
+    credits: int | None = None
 
 
 class Job(SQLModel, table=True):
@@ -46,3 +51,26 @@ class Job(SQLModel, table=True):
     result: dict | None = Field(default=None, sa_column=Column(JSON))
     error_type: str | None = Field(default=None, max_length=60)
     error_message: str | None = None
+
+
+class Usage(SQLModel, table=True):
+    """One row per finished job: what it cost and how it went. Written in batches by workers."""
+
+    __tablename__ = "usage"
+    __table_args__ = (
+        Index("ix_usage_key_created", "key_id", "created_at"),
+        Index("ix_usage_model_created", "model", "created_at"),
+    )
+
+    job_id: str = Field(primary_key=True, max_length=40)
+    key_id: str = Field(max_length=40)
+    model: str | None = Field(default=None, max_length=200)
+    kind: str = Field(max_length=40)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    success: bool
+    latency_ms: int = 0
+    estimated_cost: float = 0.0
+    credits: int = 0  # net credits charged (0 when refunded)
+    created_at: datetime

@@ -53,6 +53,18 @@ class Forbidden(SwitchyardError):
     title = "Forbidden"
 
 
+class PaymentRequired(SwitchyardError):
+    status_code = 402
+    error_type = "insufficient_credits"
+    title = "Payment Required"
+
+    def __init__(self, required: int, available: int) -> None:
+        super().__init__(
+            f"Insufficient credits. Required: {required}, Available: {available}",
+            extra={"credits_required": required, "credits_available": available},
+        )
+
+
 class NotFound(SwitchyardError):
     status_code = 404
     error_type = "not_found_error"
@@ -63,7 +75,10 @@ class ModelNotFound(NotFound):
     error_type = "model_not_found"
 
     def __init__(self, model: str) -> None:
-        super().__init__(f"Model '{model}' not found", details=[{"field": "model", "message": "unknown model", "value": model}])
+        super().__init__(
+            f"Model '{model}' not found",
+            details=[{"field": "model", "message": "unknown model", "value": model}],
+        )
 
 
 class JobNotFound(NotFound):
@@ -83,6 +98,12 @@ class PayloadTooLarge(SwitchyardError):
     status_code = 413
     error_type = "request_too_large"
     title = "Payload Too Large"
+
+
+class RateLimited(SwitchyardError):
+    status_code = 429
+    error_type = "rate_limit_exceeded"
+    title = "Rate limit exceeded"
 
 
 class ProviderFailed(SwitchyardError):

@@ -22,6 +22,18 @@ POLLINATIONS_TEXT_MODELS = [
 ]  # fmt: skip
 
 
+class ModelPrice(BaseModel):
+    """US dollars per million tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: float = Field(default=0.0, ge=0)
+    completion: float = Field(default=0.0, ge=0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (self.prompt * prompt_tokens + self.completion * completion_tokens) / 1_000_000
+
+
 class ProviderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -31,6 +43,7 @@ class ProviderConfig(BaseModel):
     api_key: str | None = None
     models: tuple[str, ...] | None = None
     timeout_s: float | None = Field(default=None, gt=0)
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)  # model id -> price; unknown: 0
 
     @field_validator("kind")
     @classmethod
@@ -88,7 +101,9 @@ def parse_providers(text: str, source: str = "<providers>") -> ProvidersConfig:
     providers: list[ProviderConfig] = []
     seen: set[str] = set()
     for index, entry in enumerate(entries):
-        label = f"{source}: providers[{index}]" + (f" ({entry.get('name')!r})" if isinstance(entry, dict) and entry.get("name") else "")
+        label = f"{source}: providers[{index}]" + (
+            f" ({entry.get('name')!r})" if isinstance(entry, dict) and entry.get("name") else ""
+        )
         try:
             provider = ProviderConfig.model_validate(entry)
         except ValidationError as exc:

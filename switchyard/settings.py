@@ -33,8 +33,12 @@ class Settings(BaseSettings):
     worker_max_tries: int = Field(default=8, ge=1, validation_alias="SWITCHYARD_WORKER_MAX_TRIES")
     worker_shutdown_grace_s: float = Field(default=10.0, ge=0, validation_alias="SWITCHYARD_SHUTDOWN_GRACE_S")
     batch_nice: int = Field(default=10, ge=0, le=19, validation_alias="SWITCHYARD_BATCH_NICE")
+    sync_credits: int = Field(default=1, ge=0, validation_alias="SWITCHYARD_SYNC_CREDITS")
+    batch_credits: int = Field(default=2, ge=0, validation_alias="SWITCHYARD_BATCH_CREDITS")
     result_ttl_s: int = Field(default=3600, ge=1, validation_alias="SWITCHYARD_RESULT_TTL_S")
-    web_workers: int = Field(default=1, ge=1, validation_alias=AliasChoices("SWITCHYARD_WEB_WORKERS", "WEB_CONCURRENCY"))
+    web_workers: int = Field(
+        default=1, ge=1, validation_alias=AliasChoices("SWITCHYARD_WEB_WORKERS", "WEB_CONCURRENCY")
+    )
 
     @property
     def database_url_or_default(self) -> str:

@@ -107,7 +107,11 @@ class StandIn:
                 if not arg or self._marker_counts[key] <= float(arg):
                     return 500, b'{"error":{"message":"stand-in failure"}}', "application/json"
             elif kind in ("429", "400"):
-                return int(kind), b'{"error":{"message":"stand-in says %s"}}' % kind.encode(), "application/json"
+                return (
+                    int(kind),
+                    b'{"error":{"message":"stand-in says %s"}}' % kind.encode(),
+                    "application/json",
+                )
             elif kind == "html":
                 return 200, b"<html>not json</html>", "text/html"
         if self.fail_next > 0:
@@ -123,7 +127,9 @@ class StandIn:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": req.get("model", "mock/echo"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}
+            ],
             "usage": {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,

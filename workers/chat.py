@@ -33,7 +33,9 @@ async def chat_completion(ctx: WorkerCtx, job_id: str, payload: ChatPayload) -> 
     attempt = ctx["job_try"]
     index = (attempt - 1) // per_provider
     if index >= len(providers):
-        raise ProviderFailed(f"all {len(providers)} provider(s) for {model!r} failed after {attempt - 1} attempts")
+        raise ProviderFailed(
+            f"all {len(providers)} provider(s) for {model!r} failed after {attempt - 1} attempts"
+        )
     provider = providers[index]
     last_attempt = index == len(providers) - 1 and attempt % per_provider == 0
     timeout = provider.timeout_s or settings.provider_timeout_s
@@ -41,13 +43,33 @@ async def chat_completion(ctx: WorkerCtx, job_id: str, payload: ChatPayload) -> 
         completion = await openai_provider.chat_completion(ctx["http"], provider, payload["request"], timeout)
     except ProviderError as exc:
         if not exc.retryable:
-            raise ProviderFailed(f"provider {provider.name!r} refused the request: {exc}") from None
+            refused = ProviderFailed(f"provider {provider.name!r} refused the request: {exc}")
+            refused.error_type = refused.code = "provider_rejected"  # the request's fault: no refund
+            raise refused from None
         if last_attempt:
             raise ProviderFailed(
                 f"provider {provider.name!r} failed on attempt {attempt} (no fallback left): {exc}"
             ) from None
         if attempt % per_provider == 0:  # this provider is spent: the next one goes at once
             raise Retry(defer=None) from None
-        delay = exc.retry_after if exc.retry_after is not None else backoff_s(settings.retry_backoff_s, attempt)
+        delay = (
+            exc.retry_after if exc.retry_after is not None else backoff_s(settings.retry_backoff_s, attempt)
+        )
         raise Retry(defer=min(delay, 30.0)) from None
-    return {"result": completion, "provider": provider.name}
+    usage = completion.get("usage") if isinstance(completion.get("usage"), dict) else {}
+    prompt_tokens = _int(usage.get("prompt_tokens"))
+    completion_tokens = _int(usage.get("completion_tokens"))
+    price = provider.prices.get(model)
+    return {
+        "result": completion,
+        "provider": provider.name,
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+        "cost": price.cost(prompt_tokens, completion_tokens) if price else 0.0,
+    }
+
+
+def _int(value: Any) -> int:
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0

@@ -54,14 +54,20 @@ class Upstream:
             )
         return url
 
-    async def post(self, url: str, content: bytes, headers: list[tuple[bytes, bytes]], timeout: float) -> UpstreamResponse:
+    async def post(
+        self, url: str, content: bytes, headers: list[tuple[bytes, bytes]], timeout: float
+    ) -> UpstreamResponse:
         target = self._url(url)
-        all_headers = [(b"host", target.host if target.port is None else b"%s:%d" % (target.host, target.port))]
+        all_headers = [
+            (b"host", target.host if target.port is None else b"%s:%d" % (target.host, target.port))
+        ]
         all_headers += headers
         all_headers.append((b"content-length", str(len(content)).encode()))
         ext = {"timeout": {"connect": min(10.0, timeout), "read": timeout, "write": timeout, "pool": timeout}}
         try:
-            response = await self.pool.request(b"POST", target, headers=all_headers, content=content, extensions=ext)
+            response = await self.pool.request(
+                b"POST", target, headers=all_headers, content=content, extensions=ext
+            )
         except httpcore.TimeoutException as exc:
             raise UpstreamTimeout(str(exc) or exc.__class__.__name__) from None
         except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol, OSError) as exc:

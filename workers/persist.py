@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs import queues
+from jobs.accounting import CREDITS_KEY
 from jobs.records import JobRecord, now_ms
 from jobs.scripts import TAKE_FOR_PERSIST
 from storage.db import Database
@@ -70,7 +71,9 @@ class Persister:
             try:
                 await self.flush()
             except (RedisError, SQLAlchemyError, OSError) as exc:
-                log.warning("persisting finished jobs failed (%s: %.200s); will retry", exc.__class__.__name__, exc)
+                log.warning(
+                    "persisting finished jobs failed (%s: %.200s); will retry", exc.__class__.__name__, exc
+                )
                 await asyncio.sleep(1.0)
                 self._event.set()
 
@@ -89,7 +92,14 @@ class Persister:
                     continue
                 state = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
                 records.append(JobRecord.from_hash(state))
-            await self.db.upsert_jobs([r.to_row() for r in records])
+            metered = sorted({r.owner for r in records if r.balance is not None})
+            balances: dict[str, int] = {}
+            if metered:
+                live = await self.redis.hmget(CREDITS_KEY, metered)
+                balances = {k: int(v) for k, v in zip(metered, live, strict=True) if v is not None}
+            await self.db.write_finished(
+                [r.to_row() for r in records], [r.usage_row() for r in records], balances
+            )
             async with self.redis.pipeline(transaction=False) as pipe:
                 ids = [r.id for r in records] + gone
                 pipe.zrem(queues.PERSIST_SET, *ids)

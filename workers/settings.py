@@ -59,7 +59,12 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 def job_functions(settings: Settings) -> list[Any]:
     return [
-        func(chat_completion, name=CHAT_COMPLETION, timeout=settings.job_timeout_s, max_tries=settings.worker_max_tries),
+        func(
+            chat_completion,
+            name=CHAT_COMPLETION,
+            timeout=settings.job_timeout_s,
+            max_tries=settings.worker_max_tries,
+        ),
     ]
 
 

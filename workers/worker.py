@@ -28,6 +28,7 @@ from arq.worker import Function, RetryJob, Worker
 from redis.exceptions import RedisError
 
 from jobs import queues
+from jobs.accounting import REFUNDABLE_ERRORS
 from jobs.records import CANCELED, FAILED, QUEUED, SUCCEEDED, now_ms
 from jobs.scripts import CLAIM, FINISH
 from switchyard.errors import JobTimedOut, SwitchyardError
@@ -224,7 +225,9 @@ class SwitchyardWorker(Worker):
                 await self._finish(job_id, FAILED, error=("expired", "the job expired before it ran", 502))
                 return
             try:
-                function_name, args, kwargs, _, _ = deserialize_job_raw(body, deserializer=self.job_deserializer)
+                function_name, args, kwargs, _, _ = deserialize_job_raw(
+                    body, deserializer=self.job_deserializer
+                )
                 function = self.functions[function_name]
             except Exception as exc:  # noqa: BLE001 (a broken body fails that job, not the worker)
                 await self._finish(job_id, FAILED, error=("bad_job", f"cannot run this job: {exc}", 500))
@@ -274,7 +277,9 @@ class SwitchyardWorker(Worker):
         except Exception as exc:
             self.jobs_failed += 1
             log.exception("job %s failed", job_id)
-            await self._finish(job_id, FAILED, error=("internal_error", f"{exc.__class__.__name__}: {exc}", 500))
+            await self._finish(
+                job_id, FAILED, error=("internal_error", f"{exc.__class__.__name__}: {exc}", 500)
+            )
         else:
             self.jobs_complete += 1
             await self._finish(job_id, SUCCEEDED, outcome=outcome)
@@ -290,7 +295,9 @@ class SwitchyardWorker(Worker):
                 tr.zadd(queue, {job_id: now_ms() + defer_ms})
             tr.hset(queues.STATE_KEY + job_id, "status", QUEUED)
             if not defer_ms:
-                tr.publish(queues.wake_channel(self._job_state.get(job_id, {}).get("priority", self.serves[0])), b"")
+                tr.publish(
+                    queues.wake_channel(self._job_state.get(job_id, {}).get("priority", self.serves[0])), b""
+                )
             await asyncio.shield(tr.execute())
 
     async def _finish(
@@ -304,13 +311,23 @@ class SwitchyardWorker(Worker):
         state = self._job_state.get(job_id, {})
         queue = self._job_queue.get(job_id, self.queue_name)
         update: dict[str, Any] = {"status": status, "finished": now_ms()}
+        tokens_used = 0
         if outcome is not None:
             update["result"] = orjson.dumps(outcome.get("result"))
             if outcome.get("provider"):
                 update["provider"] = outcome["provider"]
+            usage = outcome.get("usage") or {}
+            update["prompt_tokens"] = usage.get("prompt_tokens", 0)
+            update["completion_tokens"] = usage.get("completion_tokens", 0)
+            update["cost"] = outcome.get("cost", 0.0)
+            tokens_used = update["prompt_tokens"] + update["completion_tokens"]
+        refund = 0
         if error is not None:
             update["error_type"], update["error_message"], update["error_status"] = error
-        argv: list[Any] = [job_id, queue, self.result_ttl_s, queues.PERSIST_SET, update["finished"]]
+            refund = 1 if error[0] in REFUNDABLE_ERRORS else 0
+        argv: list[Any] = [
+            job_id, queue, self.result_ttl_s, queues.PERSIST_SET, update["finished"], tokens_used, refund,
+        ]  # fmt: skip
         for field, value in update.items():
             argv += (field, value)
         await asyncio.shield(self._finish_script(args=argv))
@@ -334,5 +351,3 @@ def lower_priority(niceness: int) -> None:
     if niceness and hasattr(os, "nice"):
         with contextlib.suppress(OSError):
             os.nice(niceness)
-
-

@@ -14,7 +14,11 @@ from switchyard.errors import ModelNotFound
 
 
 async def chat_route(
-    request: Request, dialect: str, *, max_tokens_cap: int | None = None, default_max_tokens: int | None = None
+    request: Request,
+    dialect: str,
+    *,
+    max_tokens_cap: int | None = None,
+    default_max_tokens: int | None = None,
 ) -> Response[bytes]:
     svc = services(request)
     principal = await svc.keys.authenticate(request)
@@ -23,10 +27,20 @@ async def chat_route(
         upstream["max_tokens"] = default_max_tokens
     if not await svc.catalog.serves(req.model):
         raise ModelNotFound(req.model)
+    max_tokens = upstream.get("max_tokens") or upstream.get("max_completion_tokens")
+    svc.accounts.check_request(principal, model=req.model, max_tokens=max_tokens)
     payload: ChatPayload = {"model": req.model, "request": upstream}
-    outcome = await submit(
-        request, svc, owner=principal.key_id, kind=CHAT_COMPLETION, payload=dict(payload), dialect=dialect, model=req.model
+    outcome, headers = await submit(
+        request,
+        svc,
+        principal=principal,
+        kind=CHAT_COMPLETION,
+        payload=dict(payload),
+        dialect=dialect,
+        model=req.model,
+        modality="chat",
+        reserve_tokens=int(max_tokens or 0),
     )
     if isinstance(outcome, Response):
         return outcome
-    return json_response(chat_body(outcome), headers={"x-job-id": outcome.id})
+    return json_response(chat_body(outcome), headers={"x-job-id": outcome.id, **headers})

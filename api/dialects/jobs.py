@@ -63,4 +63,6 @@ async def cancel_job(request: Request, job_id: str) -> Response[bytes]:
     return json_response({"success": True, "data": job_view(record)})
 
 
-router = Router(path="/", route_handlers=[get_job, list_jobs, cancel_job], exception_handlers=handlers_for(NATIVE))
+router = Router(
+    path="/", route_handlers=[get_job, list_jobs, cancel_job], exception_handlers=handlers_for(NATIVE)
+)

@@ -1,4 +1,4 @@
-"""API key management (api-reference 001 and 002): admin only, the key shown once."""
+"""API key management (api-reference 001 and 002): the admin manages keys; a key sees itself."""
 
 from __future__ import annotations
 
@@ -11,66 +11,89 @@ from msgspec import Meta
 
 from api.errors import CLOUDGPT, handlers_for
 from api.responses import json_response
-from api.state import services
+from api.state import Services, services
 from api.validation import convert, decode_object
-from jobs.queues import LAST_USED_KEY
+from jobs.accounting import CREDITS_KEY
 from jobs.client import redis_call
-from storage.keys import as_utc, create_key, list_keys, revoke_key
+from jobs.queues import LAST_USED_KEY
+from storage.keys import KeyLimits, KeyRecord, add_credits, as_utc, create_key, get_key, list_keys, revoke_key
 from switchyard.errors import InvalidRequest, NotFound
 
 
 class KeyCreate(msgspec.Struct, forbid_unknown_fields=False):
     name: Annotated[str, Meta(min_length=1, max_length=200)]
+    limits: KeyLimits | None = None
+    credits: Annotated[int, Meta(ge=0)] | None = None
     expires_at: datetime | None = None
+    models: Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(min_length=1)] | None = None
 
 
-def _unix(dt: datetime) -> int:
-    return int(as_utc(dt).timestamp())
+class CreditTopUp(msgspec.Struct, forbid_unknown_fields=False):
+    amount: Annotated[int, Meta(gt=0)]
 
 
-@post("/api/keys", status_code=201)
-async def create(request: Request) -> Response[bytes]:
-    svc = services(request)
-    await svc.keys.require_admin(request)
-    body = convert(decode_object(await request.body()), KeyCreate)
-    expires_at = None
-    if body.expires_at is not None:
-        expires_at = as_utc(body.expires_at)
-        if expires_at <= datetime.now(UTC):
-            raise InvalidRequest.field("expires_at", "must be in the future", body.expires_at.isoformat())
-    record, secret = await create_key(svc.db, body.name.strip() or body.name, expires_at)
-    return json_response(
-        {
-            "id": record.id,
-            "key": secret,
-            "name": record.name,
-            "prefix": record.prefix,
-            "created": _unix(record.created_at),
-            "expires_at": _unix(record.expires_at) if record.expires_at else None,
-        },
-        201,
-    )
+def _unix(dt: datetime | None) -> int | None:
+    return int(as_utc(dt).timestamp()) if dt else None
 
 
-@get("/api/keys")
-async def list_(request: Request) -> Response[bytes]:
-    svc = services(request)
-    await svc.keys.require_admin(request)
-    records = await list_keys(svc.db)
-    last_used = await redis_call(lambda: svc.redis.hgetall(LAST_USED_KEY))
-    used = {k.decode(): int(v) // 1000 for k, v in last_used.items()}
-    data = [
+def _state(record: KeyRecord) -> str:
+    return "revoked" if record.revoked else ("expired" if record.expired else "active")
+
+
+async def _view(svc: Services, records: list[KeyRecord]) -> list[dict[str, object]]:
+    ids = [r.id for r in records]
+    used: list[bytes | None] = []
+    live: list[bytes | None] = []
+    if ids:
+        used = await redis_call(lambda: svc.redis.hmget(LAST_USED_KEY, ids))
+        live = await redis_call(lambda: svc.redis.hmget(CREDITS_KEY, ids))
+    return [
         {
             "id": r.id,
             "name": r.name,
             "prefix": r.prefix,
             "created": _unix(r.created_at),
-            "lastUsed": used.get(r.id),
-            "status": "revoked" if r.revoked else ("expired" if r.expired else "active"),
+            "lastUsed": int(u) // 1000 if u else None,
+            "status": _state(r),
+            "expires_at": _unix(r.expires_at),
+            "limits": r.limits.to_dict(),
+            "credits": (int(c) if c is not None else r.credits) if r.metered else None,
+            "models": list(r.models) if r.models is not None else None,
         }
-        for r in records
+        for r, u, c in zip(records, used or [None] * len(records), live or [None] * len(records), strict=True)
     ]
-    return json_response({"data": data})
+
+
+@post("/api/keys", status_code=201)
+async def create(request: Request) -> Response[bytes]:
+    """Make a key (admin only). The secret is in this response and nowhere else, ever."""
+    svc = services(request)
+    await svc.keys.require_admin(request)
+    body = convert(decode_object(await request.body()), KeyCreate)
+    expires_at = as_utc(body.expires_at) if body.expires_at else None
+    if expires_at is not None and expires_at <= datetime.now(UTC):
+        raise InvalidRequest.field("expires_at", "must be in the future", body.expires_at.isoformat())  # type: ignore[union-attr]
+    if not body.name.strip():
+        raise InvalidRequest.field("name", "must not be blank", body.name)
+    record, secret = await create_key(
+        svc.db, body.name.strip(), expires_at, limits=body.limits, models=body.models, credits=body.credits
+    )
+    if record.credits is not None:
+        await redis_call(lambda: svc.redis.hset(CREDITS_KEY, record.id, record.credits))  # type: ignore[arg-type]
+    view = (await _view(svc, [record]))[0]
+    return json_response({**view, "key": secret}, 201)
+
+
+@get("/api/keys")
+async def list_(request: Request) -> Response[bytes]:
+    """Every key for the admin; a key sees only itself. Never the secret."""
+    svc = services(request)
+    principal = await svc.keys.authenticate(request)
+    if principal.is_admin:
+        records = await list_keys(svc.db)
+    else:
+        records = [principal.record] if principal.record else []
+    return json_response({"data": await _view(svc, records)})
 
 
 @delete("/api/keys/{key_id:str}", status_code=200)
@@ -84,4 +107,23 @@ async def revoke(request: Request, key_id: str) -> Response[bytes]:
     return json_response({"deleted": True, "id": key_id})
 
 
-router = Router(path="/", route_handlers=[create, list_, revoke], exception_handlers=handlers_for(CLOUDGPT))
+@post("/api/keys/{key_id:str}/credits", status_code=200)
+async def top_up(request: Request, key_id: str) -> Response[bytes]:
+    """Add credits to a key (admin only); a key without credits becomes credit-metered."""
+    svc = services(request)
+    await svc.keys.require_admin(request)
+    body = convert(decode_object(await request.body()), CreditTopUp)
+    record = await get_key(svc.db, key_id)
+    if record is None or record.revoked:
+        raise NotFound(f"API key '{key_id}' not found")
+    # The live balance is Redis'; the database's copy seeds it when Redis has none.
+    await redis_call(lambda: svc.redis.hsetnx(CREDITS_KEY, key_id, record.credits or 0))
+    balance = int(await redis_call(lambda: svc.redis.hincrby(CREDITS_KEY, key_id, body.amount)))
+    await add_credits(svc.db, key_id, balance)
+    svc.keys.invalidate()
+    return json_response({"id": key_id, "added": body.amount, "credits": balance})
+
+
+router = Router(
+    path="/", route_handlers=[create, list_, revoke, top_up], exception_handlers=handlers_for(CLOUDGPT)
+)

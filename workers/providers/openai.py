@@ -52,7 +52,9 @@ async def post_json(
             except ValueError:
                 retry_after = None
         retryable = status == 429 or status >= 500
-        raise ProviderError(f"HTTP {status}: {_reason(response)}", retryable=retryable, status=status, retry_after=retry_after)
+        raise ProviderError(
+            f"HTTP {status}: {_reason(response)}", retryable=retryable, status=status, retry_after=retry_after
+        )
     try:
         data = orjson.loads(response.content)
     except orjson.JSONDecodeError:
@@ -73,7 +75,9 @@ async def chat_completion(
 
 async def list_models(http: Upstream, provider: ProviderConfig, timeout: float) -> list[str]:
     try:
-        response = await http.client.get(provider.base_url + "/models", headers=_headers(provider), timeout=timeout)
+        response = await http.client.get(
+            provider.base_url + "/models", headers=_headers(provider), timeout=timeout
+        )
         response.raise_for_status()
         data = orjson.loads(response.content)
     except (httpx.HTTPError, orjson.JSONDecodeError) as exc:

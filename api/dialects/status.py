@@ -1,0 +1,255 @@
+"""API status (api-reference 000, "API Status"): a key's limits and usage, health, model stats."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, Router, get
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from api.auth import Principal
+from api.errors import NATIVE, handlers_for
+from api.responses import json_response
+from api.state import Services, services
+from jobs.accounting import USAGE, day_reset_ms, hour_reset_ms
+from jobs.client import redis_call
+from jobs.records import iso, now_ms
+from storage import usage
+from storage.keys import as_utc
+from switchyard.errors import InvalidRequest, ModelNotFound
+
+
+def _days(request: Request, default: int = 30) -> int:
+    raw = request.query_params.get("days")
+    if raw is None:
+        return default
+    try:
+        days = int(raw)
+    except ValueError:
+        raise InvalidRequest.field("days", "must be an integer", raw) from None
+    if not 1 <= days <= 365:
+        raise InvalidRequest.field("days", "must be between 1 and 365", days)
+    return days
+
+
+def _flag(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return False
+    if raw.lower() in ("1", "true", "yes"):
+        return True
+    if raw.lower() in ("0", "false", "no"):
+        return False
+    raise InvalidRequest.field(name, "must be true or false", raw)
+
+
+def _period(t: usage.Totals, *, detailed: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"requests": t.requests}
+    if detailed:
+        out["successful_requests"] = t.successful
+        out["failed_requests"] = t.failed
+    out["total_tokens"] = t.total_tokens
+    out["estimated_cost"] = round(t.estimated_cost, 6)
+    if not detailed:
+        out["success_rate"] = t.success_rate
+    return out
+
+
+def _model_stats(model: str, t: usage.Totals) -> dict[str, Any]:
+    return {
+        "model": model,
+        "requests": t.requests,
+        "successful_requests": t.successful,
+        "failed_requests": t.failed,
+        "success_rate": t.success_rate,
+        "total_tokens": t.total_tokens,
+        "estimated_cost": round(t.estimated_cost, 6),
+        "avg_latency_ms": t.avg_latency_ms,
+    }
+
+
+def _scope(principal: Principal) -> str | None:
+    """A key sees its own usage; the admin key sees everyone's."""
+    return None if principal.is_admin else principal.key_id
+
+
+async def _limits(svc: Services, principal: Principal) -> tuple[dict[str, Any] | None, str]:
+    record = principal.record
+    if record is None:
+        return None, "healthy"
+    now = now_ms()
+    hour_used, day_used, tokens_used = await redis_call(
+        lambda: svc.redis.eval(USAGE, 0, record.id, now)  # type: ignore[misc]
+    )
+    lim = record.limits
+
+    def window(limit: int, used: int) -> dict[str, Any]:
+        return {"limit": limit, "used": int(used), "remaining": max(limit - int(used), 0)}
+
+    limits = {
+        "hourly": {**window(lim.hourly, hour_used), "reset_at": iso(hour_reset_ms(now))},
+        "daily": {
+            "requests": window(lim.daily_requests, day_used),
+            "tokens": window(lim.daily_tokens, tokens_used),
+            "reset_at": iso(day_reset_ms(now)),
+        },
+        "per_minute": msgspec.to_builtins(lim.per_minute),
+        "max_tokens_per_request": lim.max_tokens_per_request,
+    }  # fmt: skip
+    shares = [
+        int(hour_used) / lim.hourly if lim.hourly else 1.0,
+        int(day_used) / lim.daily_requests if lim.daily_requests else 1.0,
+    ]
+    state = "exceeded" if max(shares) >= 1 else ("warning" if max(shares) >= 0.8 else "healthy")
+    return limits, state
+
+
+@get("/api/v1/status")
+async def status(request: Request) -> Response[bytes]:
+    """The calling key, its limits, its usage today, over 7 and over 30 days.
+
+    `include_chart=true` adds a daily series of the last 30 days.
+    """
+    svc = services(request)
+    principal = await svc.keys.authenticate(request)
+    chart = _flag(request, "include_chart")
+    now = datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    scope = _scope(principal)
+    today = await usage.totals(svc.db, scope, midnight)
+    week = await usage.totals(svc.db, scope, midnight - timedelta(days=6))
+    month = await usage.totals(svc.db, scope, midnight - timedelta(days=29))
+    limits, usage_state = await _limits(svc, principal)
+    record = principal.record
+    if record is not None:
+        expires = as_utc(record.expires_at) if record.expires_at else None
+        days_left = max((expires - now).days, 0) if expires else None
+        api_key = {
+            "id": record.id,
+            "name": record.name,
+            "key_prefix": record.prefix,
+            "is_active": record.is_active and not record.revoked and not record.expired,
+            "created_at": as_utc(record.created_at).isoformat().replace("+00:00", "Z"),
+            "expires_at": expires.isoformat().replace("+00:00", "Z") if expires else None,
+            "days_until_expiration": days_left,
+        }
+        expiration = (
+            "no_expiration"
+            if expires is None
+            else ("expiring_soon" if days_left is not None and days_left < 7 else "active")
+        )
+    else:
+        api_key = {"id": "admin", "name": "admin", "key_prefix": None, "is_active": True,
+                   "created_at": None, "expires_at": None, "days_until_expiration": None}  # fmt: skip
+        expiration = "no_expiration"
+    data: dict[str, Any] = {
+        "api_key": api_key,
+        "limits": limits,
+        "usage": {
+            "today": _period(today, detailed=True),
+            "last_7_days": _period(week),
+            "last_30_days": _period(month),
+        },
+        "health": {"api_key_status": "active", "expiration_status": expiration, "usage_status": usage_state},
+    }
+    if chart:
+        series = await usage.daily(svc.db, scope, 30, midnight.date())
+        data["chart"] = {
+            "daily": [
+                {"date": day.isoformat(), **_period(t, detailed=True), "success_rate": t.success_rate}
+                for day, t in series
+            ]
+        }
+    return json_response({"success": True, "data": data})
+
+
+@get("/api/v1/status/health")
+async def health(request: Request) -> Response[bytes]:
+    """Redis and the database, each checked with a round trip; 503 when either is down."""
+    svc = services(request)
+    await svc.keys.authenticate(request)
+    checks: dict[str, str] = {}
+    try:
+        await svc.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:  # noqa: BLE001 (any failure is "down" here)
+        checks["redis"] = f"error: {exc.__class__.__name__}"
+    try:
+        async with svc.db.session() as session:
+            await session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except (SQLAlchemyError, OSError) as exc:
+        checks["database"] = f"error: {exc.__class__.__name__}"
+    healthy = all(v == "ok" for v in checks.values())
+    body = {"success": healthy, "data": {"status": "healthy" if healthy else "degraded", "checks": checks,
+                                         "timestamp": iso(now_ms())}}  # fmt: skip
+    return json_response(body, 200 if healthy else 503)
+
+
+@get("/api/v1/status/models")
+async def models(request: Request) -> Response[bytes]:
+    """Usage per model over the last `days` days."""
+    svc = services(request)
+    principal = await svc.keys.authenticate(request)
+    days = _days(request)
+    since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days - 1)
+    rows = await usage.per_model(svc.db, _scope(principal), since)
+    return json_response(
+        {"success": True, "data": {"days": days, "models": [_model_stats(m, t) for m, t in rows]}}
+    )
+
+
+@get("/api/v1/status/overview")
+async def overview(request: Request) -> Response[bytes]:
+    """Totals at a glance: today, 7 and 30 days, and the most used models."""
+    svc = services(request)
+    principal = await svc.keys.authenticate(request)
+    scope = _scope(principal)
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    month = await usage.totals(svc.db, scope, midnight - timedelta(days=29))
+    data = {
+        "total_requests": month.requests,
+        "success_rate": month.success_rate,
+        "total_tokens": month.total_tokens,
+        "estimated_cost": round(month.estimated_cost, 6),
+        "avg_latency_ms": month.avg_latency_ms,
+        "today": _period(await usage.totals(svc.db, scope, midnight), detailed=True),
+        "last_7_days": _period(await usage.totals(svc.db, scope, midnight - timedelta(days=6))),
+        "last_30_days": _period(month),
+        "top_models": [
+            _model_stats(m, t)
+            for m, t in (await usage.per_model(svc.db, scope, midnight - timedelta(days=29)))[:5]
+        ],
+    }
+    return json_response({"success": True, "data": data})
+
+
+@get("/api/v1/status/{model:path}")
+async def model_status(request: Request, model: str) -> Response[bytes]:
+    """One model's usage over the last `days` days, with a daily series."""
+    svc = services(request)
+    principal = await svc.keys.authenticate(request)
+    model = model.lstrip("/")
+    days = _days(request)
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    scope = _scope(principal)
+    t = await usage.totals(svc.db, scope, midnight - timedelta(days=days - 1), model)
+    if t.requests == 0 and not await svc.catalog.serves(model):
+        raise ModelNotFound(model)
+    series = await usage.daily(svc.db, scope, days, midnight.date(), model)
+    data = {
+        **_model_stats(model, t),
+        "days": days,
+        "daily": [{"date": d.isoformat(), **_period(s, detailed=True)} for d, s in series],
+    }
+    return json_response({"success": True, "data": data})
+
+
+router = Router(
+    path="/",
+    route_handlers=[status, health, models, overview, model_status],
+    exception_handlers=handlers_for(NATIVE),
+)
