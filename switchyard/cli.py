@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from switchyard.errors import ConfigError
@@ -116,7 +117,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     from storage.db import Database
-    from storage.keys import create_key, list_keys, revoke_key
+    import msgspec
+
+    from storage.keys import KeyLimits, create_key, list_keys, revoke_key
     from storage.migrate import upgrade
 
     settings = get_settings()
@@ -127,7 +130,17 @@ def cmd_keys(args: argparse.Namespace) -> int:
         try:
             if args.action == "create":
                 expires = datetime.fromisoformat(args.expires_at) if args.expires_at else None
-                record, secret = await create_key(db, args.name, expires)
+                if expires is not None and expires.tzinfo is None:
+                    expires = expires.replace(tzinfo=UTC)
+                try:
+                    limits = msgspec.convert(json.loads(args.limits), KeyLimits) if args.limits else None
+                except (ValueError, msgspec.ValidationError) as exc:
+                    print(f"switchyard: --limits: {exc}", file=sys.stderr)
+                    return 2
+                models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+                record, secret = await create_key(
+                    db, args.name, expires, limits=limits, models=models, credits=args.credits
+                )
                 print(f"{record.id}  {record.name}\n{secret}\n(the key is shown once: store it now)")
             elif args.action == "list":
                 for r in await list_keys(db):
@@ -164,7 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="action", required=True)
     create = keys_sub.add_parser("create")
     create.add_argument("name")
-    create.add_argument("--expires-at")
+    create.add_argument("--expires-at", help="ISO 8601 date-time (UTC when no offset)")
+    create.add_argument("--credits", type=int, help="credit balance; omitted: not credit-metered")
+    create.add_argument("--limits", help='JSON, e.g. \'{"hourly": 500, "per_minute": {"chat": 120}}\'')
+    create.add_argument("--models", help="comma-separated model ids the key may use; omitted: all")
     keys_sub.add_parser("list")
     revoke = keys_sub.add_parser("revoke")
     revoke.add_argument("key_id")
@@ -178,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("SWITCHYARD_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("httpx", "httpcore", "alembic.runtime.plugins"):
+    for noisy in ("httpx", "httpcore", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args))
