@@ -165,7 +165,9 @@ class SwitchyardWorker(Worker):
 
     def _job_task_done(self, _: asyncio.Task[Any]) -> None:
         self._release_sem_dec_counter_on_complete()
-        if self._full or self.burst:
+        # A stopping worker (allow_pick_jobs off) waits for `self.tasks` to empty: let the loop
+        # drop the finished task now rather than at the next idle sweep.
+        if self._full or self.burst or not self.allow_pick_jobs:
             self._wake.set()
 
     async def _listen_for_wakeups(self) -> None:
@@ -293,6 +295,9 @@ class SwitchyardWorker(Worker):
             tr.delete(queues.IN_PROGRESS_KEY + job_id)
             if defer_ms:
                 tr.zadd(queue, {job_id: now_ms() + defer_ms})
+                # Nothing is published for a deferred retry: look again when it is due, not at
+                # the next idle sweep.
+                self.loop.call_later(defer_ms / 1000, self._wake.set)
             tr.hset(queues.STATE_KEY + job_id, "status", QUEUED)
             if not defer_ms:
                 tr.publish(
