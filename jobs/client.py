@@ -216,22 +216,7 @@ class JobClient:
         if status is not None and status not in STATUSES:
             raise InvalidRequest.field("status", f"must be one of {', '.join(STATUSES)}", status)
         before = _decode_cursor(cursor) if cursor else None
-        max_score: str | int = "+inf" if before is None else before[0]
-        live_ids = await redis_call(
-            lambda: self.redis.zrevrangebyscore(
-                queues.OWNER_KEY + owner, max_score, "-inf", start=0, num=limit + 1
-            )
-        )
-        live: dict[str, JobRecord] = {}
-        if live_ids:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for job_id in live_ids:
-                    pipe.hgetall(queues.STATE_KEY + job_id.decode())
-                states = await redis_call(pipe.execute)
-            for state in states:
-                if state:
-                    rec = JobRecord.from_hash(state)
-                    live[rec.id] = rec
+        live = await self._live_page(owner, status, before, limit + 1)
         query = select(Job).where(Job.owner_key_id == owner)
         if status:
             query = query.where(Job.status == status)
@@ -256,6 +241,43 @@ class JobClient:
         page = records[:limit]
         next_cursor = _encode_cursor(page[-1]) if len(records) > limit and page else None
         return page, next_cursor
+
+    async def _live_page(
+        self, owner: str, status: str | None, before: tuple[int, str] | None, want: int
+    ) -> dict[str, JobRecord]:
+        """Up to `want` of the owner's live jobs, newest first, that match `status` and come after
+        the cursor. The live index is read in chunks until enough match: newer live jobs of
+        another status, or the cursor's own job, must not use up the page."""
+        index = queues.OWNER_KEY + owner
+        max_score: str | int = "+inf" if before is None else before[0]
+        chunk = max(want, 200)
+        live: dict[str, JobRecord] = {}
+        offset = 0
+        while len(live) < want:
+            ids = await redis_call(
+                lambda start=offset: self.redis.zrevrangebyscore(
+                    index, max_score, "-inf", start=start, num=chunk
+                )
+            )
+            if not ids:
+                break
+            offset += len(ids)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hgetall(queues.STATE_KEY + job_id.decode())
+                states = await redis_call(pipe.execute)
+            for state in states:
+                if not state:
+                    continue
+                rec = JobRecord.from_hash(state)
+                after_cursor = before is None or (rec.created_ms, rec.id) < before
+                if after_cursor and (status is None or rec.status == status):
+                    live[rec.id] = rec
+                    if len(live) >= want:
+                        break
+            if len(ids) < chunk:
+                break
+        return live
 
     # --- cancel ------------------------------------------------------------------------------
     async def cancel(self, job_id: str, owner: str) -> JobRecord:
