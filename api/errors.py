@@ -13,9 +13,11 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.responses import json_response
-from switchyard.errors import InvalidRequest, SwitchyardError
+from switchyard.errors import InvalidRequest, ServiceUnavailable, SwitchyardError
 
 log = logging.getLogger("switchyard.api")
 
@@ -85,6 +87,10 @@ def _from_http(exc: HTTPException) -> SwitchyardError:
     return err
 
 
+# The database or its pool cannot be reached (asyncpg's refused connect arrives unwrapped).
+_DB_UNREACHABLE = (OperationalError, InterfaceError, PoolTimeout, ConnectionError)
+
+
 def handlers_for(dialect: str) -> dict[type[Exception], Any]:
     def domain(_: Request, exc: SwitchyardError) -> Response[bytes]:
         return render(dialect, exc)
@@ -93,6 +99,9 @@ def handlers_for(dialect: str) -> dict[type[Exception], Any]:
         return render(dialect, _from_http(exc))
 
     def internal(_: Request, exc: Exception) -> Response[bytes]:
+        if isinstance(exc, _DB_UNREACHABLE):  # a route that did not map it itself: still a 503
+            log.warning("database unreachable: %s", exc)
+            return render(dialect, ServiceUnavailable("database unavailable: try again shortly"))
         log.exception("unhandled error", exc_info=exc)
         return render(dialect, SwitchyardError("internal error; the request was not completed"))
 
