@@ -97,9 +97,16 @@ class Persister:
             if metered:
                 live = await self.redis.hmget(CREDITS_KEY, metered)
                 balances = {k: int(v) for k, v in zip(metered, live, strict=True) if v is not None}
-            await self.db.write_finished(
-                [r.to_row() for r in records], [r.usage_row() for r in records], balances
-            )
+            try:
+                await self.db.write_finished(
+                    [r.to_row() for r in records], [r.usage_row() for r in records], balances
+                )
+            except (SQLAlchemyError, OSError):
+                # The lease is for a persister that dies; one whose write failed gives its batch
+                # back, so its own retry a second later writes it (not the lease, a minute later).
+                with contextlib.suppress(RedisError, OSError):
+                    await self.redis.zadd(queues.PERSIST_SET, {j.decode(): now_ms() for j, _ in taken})
+                raise
             async with self.redis.pipeline(transaction=False) as pipe:
                 ids = [r.id for r in records] + gone
                 pipe.zrem(queues.PERSIST_SET, *ids)
