@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from redis.asyncio import Redis
 
 from api.auth import Principal
-from jobs.accounting import ADMIT, CREDITS_KEY, UNLIMITED, Admission, hour_reset_ms
+from jobs.accounting import CREDITS_KEY, UNLIMITED, hour_reset_ms
 from jobs.client import redis_call
 from jobs.records import iso, now_ms
 from storage.db import Database
 from storage.keys import KeyLimits, get_key
-from switchyard.errors import Forbidden, InvalidRequest, PaymentRequired, RateLimited
+from switchyard.errors import Forbidden, InvalidRequest, PaymentRequired, RateLimited, ServiceUnavailable
 
 MODALITIES = ("chat", "image", "video")
 _MESSAGES = {
@@ -25,34 +25,18 @@ _MESSAGES = {
 
 
 @dataclass(frozen=True, slots=True)
-class Charge:
-    """What admission took from a key, carried on the job so the worker can settle or refund it."""
+class Plan:
+    """What admitting one request asks of Redis, and what its answer means."""
 
-    admission: Admission | None
-    credits: int
-    reserved_tokens: int
+    price: int  # credits the call costs; drawn from a balance only for a metered key
+    args: list[Any] | None  # `admit`'s nine arguments; None for the admin key (no limits)
+    hourly_limit: int
+    now: int
 
-    def job_state(self) -> dict[str, Any]:
-        if self.admission is None:
+    def headers(self, hourly_remaining: int | None) -> dict[str, str]:
+        if self.args is None or hourly_remaining is None:
             return {}
-        a = self.admission
-        state: dict[str, Any] = {
-            "reserved": self.reserved_tokens,
-            "tokens_key": a.tokens_key,
-            "rl_hourly": a.hourly_remaining,
-            "rl_daily": a.daily_remaining,
-            "rl_tokens": a.tokens_remaining,
-        }
-        if a.balance is not None:
-            state["metered"] = 1
-            state["balance"] = a.balance
-        return state
-
-    def headers(self) -> dict[str, str]:
-        if self.admission is None:
-            return {}
-        a = self.admission
-        return rate_headers(a.hourly_limit, a.hourly_remaining, a.reset_ms)
+        return rate_headers(self.hourly_limit, hourly_remaining, hour_reset_ms(self.now))
 
 
 def rate_headers(limit: int, remaining: int, reset_ms: int) -> dict[str, str]:
@@ -75,7 +59,6 @@ class Accounts:
         self.db = db
         self.sync_credits = sync_credits
         self.batch_credits = batch_credits
-        self._admit = redis.register_script(ADMIT)
 
     def check_request(self, principal: Principal, *, model: str | None, max_tokens: int | None) -> None:
         """The key's own bounds on a request: its model list and its per-request token cap."""
@@ -90,46 +73,39 @@ class Accounts:
                 "max_tokens", f"exceeds this key's max_tokens_per_request ({cap})", max_tokens
             )
 
-    async def admit(self, principal: Principal, *, modality: str, reserve_tokens: int, batch: bool) -> Charge:
-        record = principal.record
+    def plan(self, principal: Principal, *, modality: str, reserve_tokens: int, batch: bool) -> Plan:
         # What the call costs; a key that is not credit-metered (and the admin key) draws it
         # from no balance, so `credits_remaining` stays null for it.
         price = self.batch_credits if batch else self.sync_credits
-        if record is None:  # the admin key: no limits
-            return Charge(None, price, 0)
-        limits: KeyLimits = record.limits
-        cost = price if record.metered else 0
         now = now_ms()
-        argv = [
-            record.id, now, cost, reserve_tokens, modality,
+        record = principal.record
+        if record is None:  # the admin key: no limits
+            return Plan(price, None, UNLIMITED, now)
+        limits: KeyLimits = record.limits
+        args = [
+            record.id, now, price if record.metered else 0, reserve_tokens, modality,
             _limit(limits.hourly), _limit(limits.daily_requests), _limit(limits.daily_tokens),
             _limit(getattr(limits.per_minute, modality)),
         ]  # fmt: skip
-        result = await redis_call(lambda: self._admit(args=argv))
-        if result[0] == b"credits_unknown":  # Redis lost or never had this balance: start from the database
-            fresh = await get_key(self.db, record.id)
-            balance = fresh.credits if fresh is not None and fresh.credits is not None else 0
-            await redis_call(lambda: self.redis.hsetnx(CREDITS_KEY, record.id, balance))
-            result = await redis_call(lambda: self._admit(args=argv))
-        outcome = result[0].decode()
-        if outcome == "ok":
-            _, hourly_left, daily_left, tokens_left, balance, tokens_key = result
-            admission = Admission(
-                hourly_remaining=int(hourly_left),
-                daily_remaining=int(daily_left),
-                tokens_remaining=int(tokens_left),
-                balance=int(balance) if cost > 0 else None,
-                tokens_key=tokens_key.decode(),
-                hourly_limit=limits.hourly,
-                reset_ms=hour_reset_ms(now),
-            )
-            return Charge(admission, price, reserve_tokens)
+        return Plan(price, args, limits.hourly, now)
+
+    async def seed_balance(self, principal: Principal) -> None:
+        """Redis lost (or never had) this key's balance: start it from the database's copy."""
+        assert principal.record is not None
+        fresh = await get_key(self.db, principal.key_id)
+        balance = fresh.credits if fresh is not None and fresh.credits is not None else 0
+        await redis_call(lambda: self.redis.hsetnx(CREDITS_KEY, principal.key_id, balance))
+
+    def refuse(self, plan: Plan, verdict: list[Any]) -> NoReturn:
+        """Raise what admission's refusal means: 402 for credits, 429 for a limit."""
+        outcome = verdict[0].decode()
         if outcome == "credits":
-            raise PaymentRequired(required=int(result[2]), available=int(result[1]))
-        used, limit, reset_ms = int(result[1]), int(result[2]), int(result[3])
-        retry_after = max(1, -(-(reset_ms - now) // 1000))
+            raise PaymentRequired(required=int(verdict[2]), available=int(verdict[1]))
+        if outcome not in _MESSAGES:
+            raise ServiceUnavailable(f"admission failed: {outcome}")
+        used, limit, reset_ms = int(verdict[1]), int(verdict[2]), int(verdict[3])
+        retry_after = max(1, -(-(reset_ms - plan.now) // 1000))
         window = {"limit": limit, "used": used, "remaining": max(limit - used, 0), "reset_at": iso(reset_ms)}
         headers = rate_headers(limit, 0, reset_ms) | {"retry-after": str(retry_after)}
-        raise RateLimited(
-            _MESSAGES[outcome], extra={"limits": {outcome: window}}, headers=headers, code=outcome
-        )
+        extra = {"limits": {outcome: window}}
+        raise RateLimited(_MESSAGES[outcome], extra=extra, headers=headers, code=outcome)

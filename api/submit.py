@@ -109,21 +109,27 @@ async def submit(
     A failed job raises its error.
     """
     batch = wants_batch(request)
-    charge = await svc.accounts.admit(
-        principal, modality=modality, reserve_tokens=reserve_tokens, batch=batch
-    )
-    headers = charge.headers()
-    record = await svc.jobs.enqueue(
-        kind,
-        payload,
-        priority=BATCH if batch else INTERACTIVE,
-        owner=principal.key_id,
-        dialect=dialect,
-        model=model,
-        credits_charged=charge.credits,
-        notify=not batch,
-        extra_state=charge.job_state(),
-    )
+    plan = svc.accounts.plan(principal, modality=modality, reserve_tokens=reserve_tokens, batch=batch)
+    for attempt in range(2):
+        record, verdict = await svc.jobs.enqueue(
+            kind,
+            payload,
+            priority=BATCH if batch else INTERACTIVE,
+            owner=principal.key_id,
+            dialect=dialect,
+            model=model,
+            credits_charged=plan.price,
+            notify=not batch,
+            admission=plan.args,
+        )
+        if record is not None:
+            break
+        if verdict[0] == b"credits_unknown" and attempt == 0:
+            await svc.accounts.seed_balance(principal)
+            continue
+        svc.accounts.refuse(plan, verdict)
+    assert record is not None
+    headers = plan.headers(record.limits_remaining["hourly"] if record.limits_remaining else None)
     if batch:
         return accepted(record, headers), headers
     done = await svc.jobs.wait(record, wait_bound(request, svc.settings.sync_timeout_s))

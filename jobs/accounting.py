@@ -9,8 +9,6 @@ in the same script that finishes it (see `jobs.scripts.FINISH`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 CREDITS_KEY = "sy:credits"  # hash key id -> live balance
 HOUR_MS, DAY_MS, MINUTE_MS = 3_600_000, 86_400_000, 60_000
 UNLIMITED = -1
@@ -20,50 +18,56 @@ REFUNDABLE_ERRORS = frozenset(
     {"provider_error", "timeout", "worker_lost", "expired", "internal_error", "bad_job"}
 )
 
-# ARGV: key id, now_ms, credits cost (0: not metered), tokens to reserve, modality,
-#       hourly, daily requests, daily tokens, per-minute (-1: unlimited)
+# The admission check as a Lua function, shared by ADMIT (on its own) and jobs.scripts.SUBMIT
+# (admission and enqueue in one round trip).
+# Arguments: key id, now_ms, credits cost (0: not metered), tokens to reserve, modality,
+#            hourly, daily requests, daily tokens, per-minute (-1: unlimited)
 # Returns {'ok', hourly remaining, daily remaining, tokens remaining, balance or -1, tokens key}
 #      or {limit name, used, limit, reset_ms} when a limit is reached,
 #      or {'credits', balance, cost} when the balance is short, or {'credits_unknown'}.
-ADMIT = r"""
-local k = ARGV[1]
-local now = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local reserve = tonumber(ARGV[4])
-local hourly, daily = tonumber(ARGV[6]), tonumber(ARGV[7])
-local tokens, per_minute = tonumber(ARGV[8]), tonumber(ARGV[9])
-local hour, day, minute = math.floor(now / 3600000), math.floor(now / 86400000), math.floor(now / 60000)
-local hk = 'sy:rl:' .. k .. ':h:' .. hour
-local dk = 'sy:rl:' .. k .. ':d:' .. day
-local tk = 'sy:rl:' .. k .. ':t:' .. day
-local mk = 'sy:rl:' .. k .. ':m:' .. ARGV[5] .. ':' .. minute
-local h = tonumber(redis.call('GET', hk) or '0')
-local d = tonumber(redis.call('GET', dk) or '0')
-local t = tonumber(redis.call('GET', tk) or '0')
-local m = tonumber(redis.call('GET', mk) or '0')
-if hourly >= 0 and h + 1 > hourly then return {'hourly', h, hourly, (hour + 1) * 3600000} end
-if daily >= 0 and d + 1 > daily then return {'daily_requests', d, daily, (day + 1) * 86400000} end
-if tokens >= 0 and t + reserve > tokens then return {'daily_tokens', t, tokens, (day + 1) * 86400000} end
-if per_minute >= 0 and m + 1 > per_minute then return {'per_minute', m, per_minute, (minute + 1) * 60000} end
-local balance = -1
-if cost > 0 then
-  local b = redis.call('HGET', 'sy:credits', k)
-  if not b then return {'credits_unknown'} end
-  balance = tonumber(b)
-  if balance < cost then return {'credits', balance, cost} end
-  balance = redis.call('HINCRBY', 'sy:credits', k, -cost)
+ADMIT_FUNCTION = r"""
+local function admit(k, now, cost, reserve, modality, hourly, daily, tokens, per_minute)
+  now, cost, reserve = tonumber(now), tonumber(cost), tonumber(reserve)
+  hourly, daily = tonumber(hourly), tonumber(daily)
+  tokens, per_minute = tonumber(tokens), tonumber(per_minute)
+  local hour, day, minute = math.floor(now / 3600000), math.floor(now / 86400000), math.floor(now / 60000)
+  local hk = 'sy:rl:' .. k .. ':h:' .. hour
+  local dk = 'sy:rl:' .. k .. ':d:' .. day
+  local tk = 'sy:rl:' .. k .. ':t:' .. day
+  local mk = 'sy:rl:' .. k .. ':m:' .. modality .. ':' .. minute
+  local h = tonumber(redis.call('GET', hk) or '0')
+  local d = tonumber(redis.call('GET', dk) or '0')
+  local t = tonumber(redis.call('GET', tk) or '0')
+  local m = tonumber(redis.call('GET', mk) or '0')
+  if hourly >= 0 and h + 1 > hourly then return {'hourly', h, hourly, (hour + 1) * 3600000} end
+  if daily >= 0 and d + 1 > daily then return {'daily_requests', d, daily, (day + 1) * 86400000} end
+  if tokens >= 0 and t + reserve > tokens then return {'daily_tokens', t, tokens, (day + 1) * 86400000} end
+  if per_minute >= 0 and m + 1 > per_minute then
+    return {'per_minute', m, per_minute, (minute + 1) * 60000}
+  end
+  local balance = -1
+  if cost > 0 then
+    local b = redis.call('HGET', 'sy:credits', k)
+    if not b then return {'credits_unknown'} end
+    balance = tonumber(b)
+    if balance < cost then return {'credits', balance, cost} end
+    balance = redis.call('HINCRBY', 'sy:credits', k, -cost)
+  end
+  redis.call('INCR', hk)
+  redis.call('PEXPIREAT', hk, (hour + 1) * 3600000 + 60000)
+  redis.call('INCR', dk)
+  redis.call('PEXPIREAT', dk, (day + 1) * 86400000 + 60000)
+  redis.call('INCRBY', tk, reserve)
+  redis.call('PEXPIREAT', tk, (day + 1) * 86400000 + 60000)
+  redis.call('INCR', mk)
+  redis.call('PEXPIREAT', mk, (minute + 1) * 60000 + 60000)
+  local function left(limit, used) if limit < 0 then return -1 end return math.max(limit - used, 0) end
+  return {'ok', left(hourly, h + 1), left(daily, d + 1), left(tokens, t + reserve), balance, tk}
 end
-redis.call('INCR', hk)
-redis.call('PEXPIREAT', hk, (hour + 1) * 3600000 + 60000)
-redis.call('INCR', dk)
-redis.call('PEXPIREAT', dk, (day + 1) * 86400000 + 60000)
-redis.call('INCRBY', tk, reserve)
-redis.call('PEXPIREAT', tk, (day + 1) * 86400000 + 60000)
-redis.call('INCR', mk)
-redis.call('PEXPIREAT', mk, (minute + 1) * 60000 + 60000)
-local function left(limit, used) if limit < 0 then return -1 end return math.max(limit - used, 0) end
-return {'ok', left(hourly, h + 1), left(daily, d + 1), left(tokens, t + reserve), balance, tk}
 """
+
+# ARGV: the nine arguments of `admit` above.
+ADMIT = ADMIT_FUNCTION + "return admit(unpack(ARGV, 1, 9))\n"
 
 # ARGV: key id, now_ms. Returns {hour used, day used, tokens used}: read-only, for status.
 USAGE = r"""
@@ -76,17 +80,6 @@ return {
   tonumber(redis.call('GET', 'sy:rl:' .. k .. ':t:' .. day) or '0'),
 }
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Admission:
-    hourly_remaining: int
-    daily_remaining: int
-    tokens_remaining: int
-    balance: int | None
-    tokens_key: str
-    hourly_limit: int
-    reset_ms: int
 
 
 def hour_reset_ms(now_ms: int) -> int:

@@ -57,7 +57,7 @@ class JobClient:
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._cancel_script = redis.register_script(scripts.CANCEL)
-        self._enqueue_script = redis.register_script(scripts.ENQUEUE)
+        self._submit_script = redis.register_script(scripts.SUBMIT)
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -130,9 +130,14 @@ class JobClient:
         model: str | None = None,
         credits_charged: int = 0,
         notify: bool = False,
-        extra_state: dict[str, Any] | None = None,
-    ) -> JobRecord:
-        """Put a job durably on its queue in one round trip (a Lua script), and wake its workers."""
+        admission: list[Any] | None = None,
+    ) -> tuple[JobRecord | None, list[Any]]:
+        """Admit (when `admission` holds `admit`'s nine arguments) and put the job durably on its
+        queue, waking its workers: one round trip (a Lua script).
+
+        Returns the queued job and admission's verdict (`[b"ok", ...]`); when admission refuses,
+        no job (None) and the refusal as `jobs.accounting.ADMIT` words it.
+        """
         if priority not in queues.PRIORITIES:
             raise ValueError(f"unknown priority {priority!r}")
         created = now_ms()
@@ -148,9 +153,6 @@ class JobClient:
             credits_charged=credits_charged,
         )
         state = record.to_hash()
-        if extra_state:
-            state.update(extra_state)
-            record = JobRecord.from_hash({k: str(v) for k, v in state.items()})
         if notify:
             state["notify"] = self.done_channel
             self._waiters[record.id] = asyncio.get_running_loop().create_future()
@@ -164,14 +166,27 @@ class JobClient:
             queues.ARQ_JOB_TTL_MS,
             queues.LAST_USED_KEY,
         ]
+        argv += ["1", *admission] if admission is not None else ["0"]
         for field, value in state.items():
             argv += (field, value)
         try:
-            await redis_call(lambda: self._enqueue_script(args=argv))
+            verdict = await redis_call(lambda: self._submit_script(args=argv))
         except BaseException:
             self._waiters.pop(record.id, None)
             raise
-        return record
+        if verdict[0] != b"ok":
+            self._waiters.pop(record.id, None)
+            return None, verdict
+        if len(verdict) > 1:  # what admission left: part of the job's record from now on
+            _, hourly, daily, tokens, balance, _ = verdict
+            record.limits_remaining = {
+                "hourly": int(hourly),
+                "daily_requests": int(daily),
+                "daily_tokens": int(tokens),
+            }
+            if int(admission[2]) > 0:  # type: ignore[index]
+                record.balance = int(balance)
+        return record, verdict
 
     async def wait(self, record: JobRecord, timeout: float) -> JobRecord | None:
         """The finished job, or None when `timeout` passes first (the job goes on)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from jobs.accounting import ADMIT_FUNCTION
+
 # Claim up to `limit` ready jobs for one worker, highest-priority queue first.
 # A queue the worker does not serve still blocks the queues below it while it has jobs
 # waiting (not already running): that is what makes interactive work run before batch work.
@@ -125,15 +127,32 @@ end
 return out
 """
 
-# Enqueue: the job's state, ARQ's job body and queue entry, the owner's live index and a
-# wake-up for the workers of that queue, as one command.
-# ARGV: id, queue, wake channel, owner, created_ms, arq body, ttl_ms, last-used hash, then
-# field/value pairs of the state hash.
-ENQUEUE = r"""
+# Submit: admission (when the key has limits: jobs.accounting's `admit`) and the enqueue, as
+# one command: the job's state, ARQ's job body and queue entry, the owner's live index and a
+# wake-up for the workers of that queue. A request that admission refuses enqueues nothing.
+# ARGV: id, queue, wake channel, owner, created_ms, arq body, ttl_ms, last-used hash,
+#       '1' and the nine admission arguments, or '0'; then field/value pairs of the state hash.
+# Returns admission's refusal as it is, or {'ok', ...admission's remaining values...}.
+SUBMIT = (
+    ADMIT_FUNCTION
+    + r"""
 local id = ARGV[1]
 local skey = 'sy:job:' .. id
 local state = {}
-for i = 9, #ARGV do state[#state + 1] = ARGV[i] end
+local first = 10
+local verdict = {'ok'}
+if ARGV[9] == '1' then
+  verdict = admit(unpack(ARGV, 10, 18))
+  if verdict[1] ~= 'ok' then return verdict end
+  state = {'reserved', ARGV[13], 'tokens_key', verdict[6],
+           'rl_hourly', verdict[2], 'rl_daily', verdict[3], 'rl_tokens', verdict[4]}
+  if tonumber(ARGV[12]) > 0 then
+    state[#state + 1] = 'metered'; state[#state + 1] = 1
+    state[#state + 1] = 'balance'; state[#state + 1] = verdict[5]
+  end
+  first = 19
+end
+for i = first, #ARGV do state[#state + 1] = ARGV[i] end
 redis.call('HSET', skey, unpack(state))
 redis.call('PEXPIRE', skey, ARGV[7])
 redis.call('SET', 'arq:job:' .. id, ARGV[6], 'PX', ARGV[7])
@@ -141,8 +160,9 @@ redis.call('ZADD', ARGV[2], ARGV[5], id)
 redis.call('ZADD', 'sy:owner:' .. ARGV[4], ARGV[5], id)
 redis.call('HSET', ARGV[8], ARGV[4], ARGV[5])
 redis.call('PUBLISH', ARGV[3], '')
-return 1
+return verdict
 """
+)
 
 # Finish: ARQ's cleanup, the outcome into the state hash, the settlement of the job's reserved
 # tokens against what it used, the refund of its credits when it failed through no fault of
