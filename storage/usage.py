@@ -57,15 +57,15 @@ def _scoped(query: Any, key_id: str | None, since: datetime, model: str | None =
 
 
 async def totals(db: Database, key_id: str | None, since: datetime, model: str | None = None) -> Totals:
-    async with db.session() as session:
-        row = (await session.execute(_scoped(select(*_columns()), key_id, since, model))).one()
+    async with db.engine.connect() as conn:
+        row = (await conn.execute(_scoped(select(*_columns()), key_id, since, model))).one()
     return _totals(row)
 
 
 async def per_model(db: Database, key_id: str | None, since: datetime) -> list[tuple[str, Totals]]:
     query = _scoped(select(Usage.model, *_columns()), key_id, since).group_by(Usage.model)
-    async with db.session() as session:
-        rows = (await session.execute(query)).all()
+    async with db.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
     out = [(row.model or "", _totals(row)) for row in rows]
     out.sort(key=lambda item: item[1].requests, reverse=True)
     return out
@@ -82,8 +82,8 @@ async def daily(
     else:
         day = func.to_char(func.timezone("UTC", Usage.created_at), "YYYY-MM-DD")
     query = _scoped(select(day.label("day"), *_columns()), key_id, since, model).group_by(day)
-    async with db.session() as session:
-        rows = (await session.execute(query)).all()
+    async with db.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
     found = {str(row.day)[:10]: _totals(row) for row in rows}
     return [
         (first + timedelta(days=i), found.get((first + timedelta(days=i)).isoformat(), Totals()))

@@ -178,8 +178,8 @@ async def health(request: Request) -> Response[bytes]:
     except Exception as exc:  # noqa: BLE001 (any failure is "down" here)
         checks["redis"] = f"error: {exc.__class__.__name__}"
     try:
-        async with svc.db.session() as session:
-            await session.execute(text("SELECT 1"))
+        async with svc.db.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except (SQLAlchemyError, OSError) as exc:
         checks["database"] = f"error: {exc.__class__.__name__}"
