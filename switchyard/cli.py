@@ -116,9 +116,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from storage.db import Database
     import msgspec
 
+    from storage.db import Database
     from storage.keys import KeyLimits, create_key, list_keys, revoke_key
     from storage.migrate import upgrade
 
@@ -129,9 +129,19 @@ def cmd_keys(args: argparse.Namespace) -> int:
         db = Database(settings.database_url_or_default)
         try:
             if args.action == "create":
-                expires = datetime.fromisoformat(args.expires_at) if args.expires_at else None
+                if args.credits is not None and args.credits < 0:
+                    print("switchyard: --credits: must be 0 or more", file=sys.stderr)
+                    return 2
+                try:
+                    expires = datetime.fromisoformat(args.expires_at) if args.expires_at else None
+                except ValueError as exc:
+                    print(f"switchyard: --expires-at: {exc}", file=sys.stderr)
+                    return 2
                 if expires is not None and expires.tzinfo is None:
                     expires = expires.replace(tzinfo=UTC)
+                if expires is not None and expires <= datetime.now(UTC):
+                    print("switchyard: --expires-at: must be in the future", file=sys.stderr)
+                    return 2
                 try:
                     limits = msgspec.convert(json.loads(args.limits), KeyLimits) if args.limits else None
                 except (ValueError, msgspec.ValidationError) as exc:
