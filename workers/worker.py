@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from jobs import queues
 from jobs.accounting import REFUNDABLE_ERRORS
+from jobs.batching import ScriptBatcher
 from jobs.records import CANCELED, FAILED, QUEUED, SUCCEEDED, now_ms
 from jobs.scripts import CLAIM, FINISH
 from switchyard.errors import JobTimedOut, SwitchyardError
@@ -75,7 +76,7 @@ class SwitchyardWorker(Worker):
         self._leases: asyncio.Task[None] | None = None
         self.persister: Persister | None = None
         self._claim_script: Any = None
-        self._finish_script: Any = None
+        self._finisher: Any = None
         self._cancel_channel = queues.CANCEL_CHANNEL.encode()
 
     # --- main loop ---------------------------------------------------------------------------
@@ -98,7 +99,7 @@ class SwitchyardWorker(Worker):
             self.persister.start()
         # Script objects reload themselves after a Redis restart (NOSCRIPT).
         self._claim_script = self.pool.register_script(CLAIM)
-        self._finish_script = self.pool.register_script(FINISH)
+        self._finisher = ScriptBatcher(self.pool, FINISH)
         self._listener = asyncio.create_task(self._listen_for_wakeups())
         self._leases = asyncio.create_task(self._renew_leases())
         log.info("worker serving %s, up to %d jobs at once", ",".join(self.serves), self.max_jobs)
@@ -335,7 +336,7 @@ class SwitchyardWorker(Worker):
         ]  # fmt: skip
         for field, value in update.items():
             argv += (field, value)
-        await asyncio.shield(self._finish_script(args=argv))
+        await asyncio.shield(self._finisher(argv))
         if self.persister is not None and state:
             self.persister.notify()
 
@@ -346,6 +347,9 @@ class SwitchyardWorker(Worker):
             self.handle_sig(signal.SIGUSR1)
         if self.tasks:
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+            # Every task is done now; a job canceled while it was finishing (its finish is
+            # shielded and did happen) must not make ARQ's close() re-raise that cancellation.
+            self.tasks.clear()
         if self.persister is not None:
             await self.persister.stop()
         await super().close()
