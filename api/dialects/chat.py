@@ -24,7 +24,9 @@ async def chat_route(
     principal = await svc.keys.authenticate(request)
     req, upstream = parse_chat(await request.body(), max_tokens_cap=max_tokens_cap)
     if default_max_tokens is not None and req.max_tokens is None and req.max_completion_tokens is None:
-        upstream["max_tokens"] = default_max_tokens
+        # A default the caller did not ask for stays within the key's per-request cap.
+        cap = principal.record.limits.max_tokens_per_request if principal.record is not None else None
+        upstream["max_tokens"] = default_max_tokens if cap is None else min(default_max_tokens, cap)
     if not await svc.catalog.serves(req.model):
         raise ModelNotFound(req.model)
     max_tokens = upstream.get("max_tokens") or upstream.get("max_completion_tokens")
