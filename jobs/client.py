@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
 from jobs import queues, scripts
+from jobs.batching import ScriptBatcher
 from jobs.records import QUEUED, STATUSES, TERMINAL, JobRecord, ms_to_datetime, now_ms
 from storage.db import Database
 from storage.models import Job
@@ -57,7 +58,7 @@ class JobClient:
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._cancel_script = redis.register_script(scripts.CANCEL)
-        self._submit_script = redis.register_script(scripts.SUBMIT)
+        self._submit = ScriptBatcher(redis, scripts.SUBMIT)
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -170,7 +171,7 @@ class JobClient:
         for field, value in state.items():
             argv += (field, value)
         try:
-            verdict = await redis_call(lambda: self._submit_script(args=argv))
+            verdict = await redis_call(lambda: self._submit(argv))
         except BaseException:
             self._waiters.pop(record.id, None)
             raise
