@@ -55,6 +55,7 @@ class ChatRequest(msgspec.Struct, forbid_unknown_fields=False):
 
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
 
 
 def _field_and_reason(message: str) -> tuple[str, str]:
@@ -67,6 +68,10 @@ def _field_and_reason(message: str) -> tuple[str, str]:
     if missing:
         field = f"{path}.{missing.group('field')}" if path else missing.group("field")
         return field, "is required"
+    unknown = _UNKNOWN.match(message)
+    if unknown:
+        field = f"{path}.{unknown.group('field')}" if path else unknown.group("field")
+        return field, "is not a known field"
     reason = message.replace("Expected", "expected", 1)
     return path or "body", reason
 

@@ -157,10 +157,20 @@ class JobRecord:
             "result": self.result,
             "error_type": self.error_type,
             "error_message": self.error_message,
+            "accounting": {
+                "balance": self.balance,
+                "limits_remaining": self.limits_remaining,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "estimated_cost": self.estimated_cost,
+                "error_status": self.error_status,
+            },
         }
 
     @classmethod
     def from_row(cls, row: Any) -> JobRecord:
+        accounting: dict[str, Any] = getattr(row, "accounting", None) or {}
+
         def ms(d: datetime | None) -> int | None:
             if d is None:
                 return None
@@ -183,4 +193,10 @@ class JobRecord:
             result=row.result,
             error_type=row.error_type,
             error_message=row.error_message,
+            balance=accounting.get("balance"),
+            limits_remaining=accounting.get("limits_remaining"),
+            prompt_tokens=int(accounting.get("prompt_tokens") or 0),
+            completion_tokens=int(accounting.get("completion_tokens") or 0),
+            estimated_cost=float(accounting.get("estimated_cost") or 0.0),
+            error_status=accounting.get("error_status"),
         )

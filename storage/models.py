@@ -51,6 +51,9 @@ class Job(SQLModel, table=True):
     result: dict | None = Field(default=None, sa_column=Column(JSON))
     error_type: str | None = Field(default=None, max_length=60)
     error_message: str | None = None
+    # What admission and the provider reported (balance, limits left, tokens, cost), so a job
+    # read back from here renders exactly as the synchronous call did.
+    accounting: dict | None = Field(default=None, sa_column=Column(JSON))
 
 
 class Usage(SQLModel, table=True):

@@ -128,8 +128,9 @@ async def test_omitted_limits_take_the_documented_defaults(
         ({"limits": {"per_minute": {"chat": -2}}}, "limits.per_minute.chat"),
         ({"limits": {"per_minute": {"video": None}}}, "limits.per_minute.video"),
         ({"limits": {"per_minute": 5}}, "limits.per_minute"),
-        ({"limits": {"burst": 5}}, "limits"),
-        ({"limits": {"per_minute": {"audio": 5}}}, "limits.per_minute"),
+        ({"limits": {"burst": 5}}, "limits.burst"),
+        ({"limits": {"per_minute": {"audio": 5}}}, "limits.per_minute.audio"),
+        ({"limit": {"hourly": 5}}, "limit"),  # a typo must not make a key with default limits
         ({"limits": "fast"}, "limits"),
         ({"credits": -1}, "credits"),
         ({"credits": "ten"}, "credits"),
@@ -574,12 +575,6 @@ async def test_the_admin_key_is_not_metered(gw: Gateway) -> None:
 
 
 @SQLITE_ONLY
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: the jobs table keeps no balance, rate-limit remainders, token usage or cost, so a job "
-    "read back from the database once Redis let it go renders credits_remaining null (and native usage "
-    "and estimated_cost 0) instead of the body the synchronous call returned",
-)
 @pytest.mark.settings(SWITCHYARD_RESULT_TTL_S="1")
 async def test_a_persisted_job_keeps_its_credit_fields(gw: Gateway) -> None:
     gw.start_worker()

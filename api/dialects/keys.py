@@ -20,7 +20,7 @@ from storage.keys import KeyLimits, KeyRecord, add_credits, as_utc, create_key, 
 from switchyard.errors import InvalidRequest, NotFound
 
 
-class KeyCreate(msgspec.Struct, forbid_unknown_fields=False):
+class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, Meta(min_length=1, max_length=200)]
     limits: KeyLimits | None = None
     credits: Annotated[int, Meta(ge=0)] | None = None
