@@ -100,7 +100,9 @@ class Accounts:
         """Raise what admission's refusal means: 402 for credits, 429 for a limit."""
         outcome = verdict[0].decode()
         if outcome == "credits":
-            raise PaymentRequired(required=int(verdict[2]), available=int(verdict[1]))
+            short = PaymentRequired(required=int(verdict[2]), available=int(verdict[1]))
+            short.headers = plan.headers(plan.hourly_limit - int(verdict[3]))
+            raise short
         if outcome not in _MESSAGES:
             raise ServiceUnavailable(f"admission failed: {outcome}")
         used, limit, reset_ms = int(verdict[1]), int(verdict[2]), int(verdict[3])

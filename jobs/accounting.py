@@ -24,7 +24,8 @@ REFUNDABLE_ERRORS = frozenset(
 #            hourly, daily requests, daily tokens, per-minute (-1: unlimited)
 # Returns {'ok', hourly remaining, daily remaining, tokens remaining, balance or -1, tokens key}
 #      or {limit name, used, limit, reset_ms} when a limit is reached,
-#      or {'credits', balance, cost} when the balance is short, or {'credits_unknown'}.
+#      or {'credits', balance, cost, hourly used} when the balance is short,
+#      or {'credits_unknown'}.
 ADMIT_FUNCTION = r"""
 local function admit(k, now, cost, reserve, modality, hourly, daily, tokens, per_minute)
   now, cost, reserve = tonumber(now), tonumber(cost), tonumber(reserve)
@@ -50,7 +51,7 @@ local function admit(k, now, cost, reserve, modality, hourly, daily, tokens, per
     local b = redis.call('HGET', 'sy:credits', k)
     if not b then return {'credits_unknown'} end
     balance = tonumber(b)
-    if balance < cost then return {'credits', balance, cost} end
+    if balance < cost then return {'credits', balance, cost, h} end
     balance = redis.call('HINCRBY', 'sy:credits', k, -cost)
   end
   redis.call('INCR', hk)

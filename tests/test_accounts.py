@@ -372,6 +372,9 @@ async def test_credits_are_charged_per_call_until_402(gw: Gateway) -> None:
         "credits_required": 1,
         "credits_available": 0,
     }
+    # Every response says where the key stands, a 402 too (the refused call is not counted).
+    assert broke.headers["x-ratelimit-limit"] == "100"
+    assert broke.headers["x-ratelimit-remaining"] == "97"
     native = await gw.client.post("/api/v1/completion", json=chat_body(), headers=xkey(secret))
     assert native.status_code == 402
     assert native.json()["success"] is False
