@@ -1,0 +1,168 @@
+"""Real worker processes (`python -m switchyard.cli worker`) killed or stopped mid-job: the job is
+retried or finished, never lost and never left `running`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from switchyard.standin import StandIn
+from tests.conftest import Gateway, chat_body, eventually, get_job, wait_for_status
+
+
+@pytest.fixture
+def db_url(sqlite_url: str) -> str:
+    """These tests are about processes dying, not about the database kind: SQLite only."""
+    return sqlite_url
+
+
+class WorkerProcesses:
+    def __init__(self, env: dict[str, str], tmp_path: Path) -> None:
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("SWITCHYARD_", "REDIS_URL", "DATABASE_URL"))
+        }
+        self.env.update(env)
+        self.env["SWITCHYARD_LOG_LEVEL"] = "WARNING"
+        self.tmp_path = tmp_path
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, queue: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp_path / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115 (closed with the process)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "switchyard.cli", "worker", "--queue", queue],
+            env=self.env,
+            cwd=self.tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def log(self, index: int) -> str:
+        return (self.tmp_path / f"worker-{index}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture
+def processes(env: dict[str, str], tmp_path: Path) -> Iterator[WorkerProcesses]:
+    procs = WorkerProcesses(env, tmp_path)
+    yield procs
+    procs.stop_all()
+
+
+async def exited(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    return int(
+        await eventually(lambda: _async(proc.poll() is not None), timeout=timeout, what="the worker to exit")
+        and proc.returncode
+    )
+
+
+async def _async(value: object) -> object:
+    return value
+
+
+async def wait_for_provider_call(standin: StandIn, n: int = 1) -> None:
+    await eventually(lambda: _async(standin.chat_calls >= n), timeout=15, what=f"provider call #{n}")
+
+
+@pytest.mark.settings(SWITCHYARD_WORKER_LEASE_S="1")
+async def test_a_killed_worker_s_batch_job_is_retried_by_another(
+    gw: Gateway, key: str, standin: StandIn, processes: WorkerProcesses
+) -> None:
+    first = processes.start("batch")
+    submitted = await gw.client.post(
+        "/api/v1/completion?batch=1", json=chat_body("[sleep:1.5] survive"), headers={"X-API-Key": key}
+    )
+    job_id = submitted.json()["data"]["job_id"]
+    await wait_for_status(gw.client, key, job_id, "running", timeout=15)
+    await wait_for_provider_call(standin)
+
+    first.kill()
+    first.wait(5)
+    assert (await get_job(gw.client, key, job_id))["status"] == "running"  # until its lease lapses
+
+    processes.start("batch")
+    job = await wait_for_status(gw.client, key, job_id, "succeeded", "failed", timeout=20)
+    assert job["status"] == "succeeded", processes.log(1)
+    assert job["attempts"] >= 2
+    assert job["result"]["data"]["choices"][0]["message"]["content"] == "echo: [sleep:1.5] survive"
+
+
+@pytest.mark.settings(SWITCHYARD_WORKER_LEASE_S="1")
+async def test_a_synchronous_caller_gets_its_answer_when_its_worker_is_killed(
+    gw: Gateway, key: str, standin: StandIn, processes: WorkerProcesses
+) -> None:
+    first = processes.start("interactive")
+    call = asyncio.create_task(
+        gw.client.post(
+            "/api/v1/chat",
+            json=chat_body("[sleep:1.5] wait for me"),
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    )
+    await wait_for_provider_call(standin)
+    first.kill()
+    first.wait(5)
+    processes.start("interactive")
+    response = await asyncio.wait_for(call, 20)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "echo: [sleep:1.5] wait for me"
+    assert (await get_job(gw.client, key, response.headers["x-job-id"]))["attempts"] >= 2
+
+
+@pytest.mark.settings(SWITCHYARD_SHUTDOWN_GRACE_S="10")
+async def test_sigterm_lets_the_job_in_flight_finish(
+    gw: Gateway, key: str, standin: StandIn, processes: WorkerProcesses
+) -> None:
+    worker = processes.start("batch")
+    submitted = await gw.client.post(
+        "/api/v1/completion?batch=1", json=chat_body("[sleep:1] finish me"), headers={"X-API-Key": key}
+    )
+    job_id = submitted.json()["data"]["job_id"]
+    await wait_for_provider_call(standin)
+
+    worker.send_signal(signal.SIGTERM)
+    job = await wait_for_status(gw.client, key, job_id, "succeeded", "failed", "queued", timeout=10)
+    assert job["status"] == "succeeded"
+    assert job["attempts"] == 1
+    # Once its last job is done the worker has nothing to wait for.
+    assert await exited(worker, timeout=3) == 0, processes.log(0)
+    # It took no new work while stopping.
+    assert standin.chat_calls == 1
+
+
+@pytest.mark.settings(SWITCHYARD_SHUTDOWN_GRACE_S="1")
+async def test_sigterm_past_the_grace_period_requeues_the_job_for_another_worker(
+    gw: Gateway, key: str, standin: StandIn, processes: WorkerProcesses
+) -> None:
+    worker = processes.start("batch")
+    submitted = await gw.client.post(
+        "/api/v1/completion?batch=1", json=chat_body("[sleep:3] too long"), headers={"X-API-Key": key}
+    )
+    job_id = submitted.json()["data"]["job_id"]
+    await wait_for_provider_call(standin)
+
+    worker.send_signal(signal.SIGTERM)
+    assert await exited(worker, timeout=8) == 0, processes.log(0)
+    job = await get_job(gw.client, key, job_id)
+    assert job["status"] == "queued", job  # given back, not left running
+
+    processes.start("batch")
+    job = await wait_for_status(gw.client, key, job_id, "succeeded", "failed", timeout=15)
+    assert job["status"] == "succeeded"
+    assert job["attempts"] == 2
