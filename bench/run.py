@@ -1,0 +1,141 @@
+"""The benchmark run: start the cluster, run the phases in order, stop it, print the figures.
+
+`python -m bench [--quick]`. The table and then the JSON object go to stdout; the JSON is
+also written to `bench/results/latest.json`. Exit status: 0 when every phase ran (targets
+missed or not), 1 when a phase failed, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from bench.cluster import Cluster
+from bench.phases import (
+    Bench,
+    Sizes,
+    added_latency,
+    batch_drain,
+    batch_submit,
+    p95_empty,
+    p95_waiting,
+    redis_idle,
+    run_phase,
+    throughput,
+    warm_up,
+)
+from bench.probes import Probe
+from bench.report import Report
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+PHASE_LIMIT_S = 420.0  # a safety net: every loop inside a phase is bounded far below this
+
+PHASES = [
+    ("added latency (1 client, direct vs through Switchyard)", ("added_latency",), added_latency),
+    ("interactive p95, empty queue", ("interactive_p95_empty",), p95_empty),
+    ("sync throughput (64 clients)", ("sync_throughput",), throughput),
+    ("?batch=1 submissions (64 clients, no batch worker)", ("batch_submit",), batch_submit),
+    ("interactive p95 while batch jobs wait", ("interactive_p95_waiting",), p95_waiting),
+    ("drain by 1 batch worker (+ interactive p95)", ("batch_drain", "interactive_p95_draining"), batch_drain),
+    ("Redis commands with idle workers", ("redis_idle",), redis_idle),
+]
+
+
+async def run_all(cluster: Cluster, report: Report, sizes: Sizes) -> None:
+    t0 = time.monotonic()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+    load = ", ".join(f"{x:.2f}" for x in report.load_at_start)
+    print(
+        f"[{0:6.1f}s] load average {load}; starting Redis, stand-in, web, interactive worker ...", flush=True
+    )
+    try:
+        await cluster.start()
+    except Exception as exc:  # noqa: BLE001
+        report.fail_unmeasured(f"start-up failed: {exc.__class__.__name__}: {exc}")
+        print(f"start-up failed: {exc}\n{cluster.tails(('standin', 'web', 'worker'))}", flush=True)
+        return
+    assert cluster.redis is not None
+    probe = Probe(cluster.redis.url)
+    b = Bench(cluster, probe, report, sizes, t0=t0)
+    b.progress(f"up: web :{cluster.web_port}, stand-in :{cluster.standin_port}, Redis :{cluster.redis.port}")
+    try:
+        all_keys = tuple(report.figures)
+        if not await run_phase(b, "warm-up", all_keys, warm_up):
+            return
+        for name, keys, fn in PHASES:
+            await run_phase(b, name, keys, _bounded(fn))
+    finally:
+        await probe.close()
+
+
+def _bounded(fn: Callable[[Bench], Awaitable[None]]) -> Callable[[Bench], Awaitable[None]]:
+    async def run(b: Bench) -> None:
+        await asyncio.wait_for(fn(b), PHASE_LIMIT_S)
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run with smaller counts (figures not comparable)"
+    )
+    parser.add_argument("--json-out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    sizes = Sizes.quick() if args.quick else Sizes()
+    report = Report(quick=args.quick)
+    cluster = Cluster()
+    # Ctrl-C cancels the run (asyncio.Runner's own handling), even when started with SIGINT
+    # ignored; SIGTERM and SIGHUP do the same through `run_all`'s handlers.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupted = False
+    try:
+        import uvloop
+
+        uvloop.run(run_all(cluster, report, sizes))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        interrupted = True
+        report.notes.append("interrupted")
+        report.fail_unmeasured("interrupted before this figure was measured")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # let the clean-up finish
+        print("stopping everything ...", flush=True)
+        cluster.stop()
+    report.finished = time.time()
+    print_report(report)
+    try:
+        report.write_json(args.json_out)
+        print(f"(written to {args.json_out})")
+    except OSError as exc:
+        print(f"cannot write {args.json_out}: {exc}", file=sys.stderr)
+    if interrupted:
+        return 130
+    return 1 if any(f.error for f in report.figures.values()) else 0
+
+
+def print_report(report: Report) -> None:
+    title = "Switchyard performance (DESIGN.md targets)" + (
+        " -- QUICK RUN, not comparable" if report.quick else ""
+    )
+    print(f"\n{title}\n")
+    print(report.table())
+    cpu = report.cpu_table()
+    if cpu:
+        print("\nCPU per unit of work by process (ms), and share of one core during the phase:\n")
+        print(cpu)
+    redis = report.redis_lines()
+    if redis:
+        print("\n" + redis)
+    for note in report.notes:
+        print(f"note: {note}")
+    print()
+    print(report.dumps(), flush=True)
