@@ -18,7 +18,7 @@ import orjson
 
 from bench.cluster import MODEL, Cluster, system_busy_seconds
 from bench.loadgen import LoadResult, build_request, fetch, run_load
-from bench.probes import BATCH_QUEUE, PERSIST_SET, Probe
+from bench.probes import BATCH_HEALTH_KEY, BATCH_QUEUE, PERSIST_SET, Probe
 from bench.report import Report
 
 OTHERS = "others (not ours)"
@@ -379,11 +379,20 @@ async def batch_drain(b: Bench) -> None:
     left = n0
     t_end = spawned
     deadline = spawned + b.sizes.drain_limit_s
+    still_s = longest_still_s = run_s = 0.0  # how long the queue length did not move
     try:
         while time.perf_counter() < deadline:
             await asyncio.sleep(0.1)
+            before, t_before = left, t_end
             left = await b.probe.zcard(BATCH_QUEUE)
             now = t_end = time.perf_counter()
+            if t_first is not None:
+                if left == before:
+                    run_s += now - t_before
+                    still_s += now - t_before
+                    longest_still_s = max(longest_still_s, run_s)
+                else:
+                    run_s = 0.0
             if t_first is None and left < n0:
                 t_first, n_first = now, left
                 await usage.start()
@@ -408,6 +417,14 @@ async def batch_drain(b: Bench) -> None:
     seconds = max(t_end - t_first, 1e-9)
     rate = drained / seconds
     b.progress(f"  drained {drained:,} jobs in {seconds:.2f}s = {rate:,.0f} jobs/s ({left} left)")
+    if still_s > 0.2 * seconds:
+        b.progress(
+            f"  the queue did not move for {still_s:.1f}s of {seconds:.1f}s (longest {longest_still_s:.1f}s)"
+        )
+        b.report.notes.append(
+            f"during the drain the batch queue did not move for {still_s:.1f}s of {seconds:.1f}s "
+            f"(longest pause {longest_still_s:.1f}s) although jobs were waiting"
+        )
     states = await b.probe.job_states("batch")
     succeeded = states.get("succeeded", 0)
     b.progress(f"  batch job states in Redis: {dict(states)}")
@@ -417,6 +434,8 @@ async def batch_drain(b: Bench) -> None:
         "seconds": round(seconds, 3),
         "jobs_per_s_from_spawn": round((n0 - left) / (t_end - spawned), 1),
         "left": left,
+        "queue_still_s": round(still_s, 2),
+        "queue_longest_still_s": round(longest_still_s, 2),
         "states": dict(states),
         "succeeded": succeeded,
     }
@@ -462,15 +481,22 @@ def _count_rows(path: str) -> dict[str, int] | str:
 async def redis_idle(b: Bench) -> None:
     fig = b.report["redis_idle"]
     left = await b.probe.zcard(BATCH_QUEUE)
-    if left and "batch" in b.cluster.procs:
-        b.progress(f"  {left:,} batch jobs are still queued: stopping the batch worker, measuring without it")
-        b.report.notes.append(
-            "Redis with idle workers was measured without the batch worker (it was still draining)"
-        )
+    batch = b.cluster.procs.get("batch")
+    if left or batch is None or not batch.alive:
+        # Idle means idle: the jobs the drain left are dropped, and a batch worker started anew.
+        b.progress(f"  {left:,} batch jobs left: dropping them and (re)starting the batch worker")
         b.cluster.stop_process("batch")
+        await b.probe.redis.delete(BATCH_QUEUE)
+        if left:
+            b.report.notes.append(
+                f"the {left:,} batch jobs left after the drain were dropped before the idle window"
+            )
+        b.cluster.start_batch_worker()
+        if not await b.probe.wait_for_key(BATCH_HEALTH_KEY, 30.0):
+            raise RuntimeError("the restarted batch worker did not report healthy within 30s")
     workers = [n for n in ("worker", "batch") if n in b.cluster.procs and b.cluster.procs[n].alive]
-    if not workers:
-        raise RuntimeError("no worker is running")
+    if len(workers) < 2:
+        raise RuntimeError(f"only {workers or 'no worker'} running")
     for _ in range(50):  # idle: nothing left to persist
         if not await b.probe.zcard(PERSIST_SET):
             break

@@ -7,12 +7,15 @@ the job state hashes at the end of the drain.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter
 
 from redis.asyncio import Redis
 
 BATCH_QUEUE = "switchyard:queue:batch"
 INTERACTIVE_QUEUE = "switchyard:queue:interactive"
+BATCH_HEALTH_KEY = BATCH_QUEUE + ":health-check"  # ARQ's, set by a worker once it runs
 PERSIST_SET = "sy:persist"
 STATE_PREFIX = "sy:job:"
 
@@ -27,6 +30,14 @@ class Probe:
 
     async def zcard(self, key: str) -> int:
         return int(await self.redis.zcard(key))
+
+    async def wait_for_key(self, key: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await self.redis.exists(key):
+                return True
+            await asyncio.sleep(0.1)
+        return False
 
     async def commands_processed(self) -> int:
         """`total_commands_processed` from INFO stats (which counts this INFO only afterwards)."""

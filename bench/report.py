@@ -151,7 +151,9 @@ class Report:
         out = []
         for phase, entry in self.redis.items():
             top = ", ".join(f"{cmd} {n:.2f}" for cmd, n in entry["top_per_unit"].items())
-            out.append(f"{phase}: {entry['per_unit']:.2f} Redis commands per {entry['unit']} ({top})")
+            out.append(f"{phase}: {entry['per_unit']:.1f} per {entry['unit']} (top: {top})")
+        if out:
+            out.insert(0, "Redis commands per unit of work (calls made inside Lua scripts included):")
         return "\n".join(out)
 
     # --- JSON --------------------------------------------------------------------------------
