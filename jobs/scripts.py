@@ -37,6 +37,11 @@ for i = 0, n - 1 do
           local state = {}
           local skey = 'sy:job:' .. id
           if redis.call('EXISTS', skey) == 1 then
+            -- still 'running' from an earlier claim: that worker died with it (a retry or a
+            -- shutdown puts it back as 'queued'), and only such lost runs count as lost
+            if redis.call('HGET', skey, 'status') == 'running' then
+              redis.call('HINCRBY', skey, 'lost', 1)
+            end
             redis.call('HSET', skey, 'status', 'running', 'attempts', try)
             redis.call('HSETNX', skey, 'started', now)
             state = redis.call('HGETALL', skey)

@@ -228,12 +228,6 @@ async def test_a_retry_runs_after_its_backoff_not_after_an_idle_sweep(
     assert elapsed < 2.0, f"a retry with a 10 ms backoff took {elapsed:.1f}s"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: SWITCHYARD_WORKER_MAX_TRIES counts provider retries too, so a job whose "
-    "providers need more attempts than it allows fails as 'worker_lost' ('started N times without "
-    "finishing') instead of with the providers' reason",
-)
 @pytest.mark.settings(SWITCHYARD_WORKER_MAX_TRIES="3")
 async def test_failing_providers_are_the_reason_even_when_attempts_exceed_max_tries(
     fallback_gw: Gateway, standin: StandIn, backup: StandIn

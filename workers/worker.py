@@ -37,7 +37,8 @@ from workers.persist import Persister
 
 log = logging.getLogger("switchyard.worker")
 
-IDLE_SWEEP_S = 5.0  # an idle worker still looks at its queues this often (deferred or orphaned jobs)
+IDLE_SWEEP_S = 5.0
+MAX_DELIBERATE_RETRIES = 100  # a backstop: handlers bound their own retries well below this  # an idle worker still looks at its queues this often (deferred or orphaned jobs)
 
 
 class SwitchyardWorker(Worker):
@@ -236,12 +237,16 @@ class SwitchyardWorker(Worker):
                 await self._finish(job_id, FAILED, error=("bad_job", f"cannot run this job: {exc}", 500))
                 return
             assert isinstance(function, Function)
+            # Deliberate retries (a provider's 429/5xx, a shutdown) are the handler's to bound;
+            # runs lost with a dead worker are bounded here. A job without Switchyard state (a
+            # plain ARQ job) falls back to ARQ's count of tries.
             max_tries = self.max_tries if function.max_tries is None else function.max_tries
-            if job_try > max_tries:
+            lost = int(state.get("lost", 0)) if state else job_try - 1
+            if lost >= max_tries or job_try > max_tries + MAX_DELIBERATE_RETRIES:
                 await self._finish(
                     job_id,
                     FAILED,
-                    error=("worker_lost", f"the job was started {max_tries} times without finishing", 502),
+                    error=("worker_lost", f"the job was started {job_try} times without finishing", 502),
                 )
                 return
             if aborted:
