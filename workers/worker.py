@@ -37,8 +37,8 @@ from workers.persist import Persister
 
 log = logging.getLogger("switchyard.worker")
 
-IDLE_SWEEP_S = 5.0
-MAX_DELIBERATE_RETRIES = 100  # a backstop: handlers bound their own retries well below this  # an idle worker still looks at its queues this often (deferred or orphaned jobs)
+IDLE_SWEEP_S = 5.0  # an idle worker still looks at its queues this often (deferred or orphaned jobs)
+MAX_DELIBERATE_RETRIES = 100  # a backstop: handlers bound their own retries well below this
 
 
 class SwitchyardWorker(Worker):
