@@ -94,7 +94,7 @@ class Accounts:
         assert principal.record is not None
         fresh = await get_key(self.db, principal.key_id)
         balance = fresh.credits if fresh is not None and fresh.credits is not None else 0
-        await redis_call(lambda: self.redis.hsetnx(CREDITS_KEY, principal.key_id, balance))
+        await redis_call(lambda: self.redis.hsetnx(CREDITS_KEY, principal.key_id, str(balance)))
 
     def refuse(self, plan: Plan, verdict: list[Any]) -> NoReturn:
         """Raise what admission's refusal means: 402 for credits, 429 for a limit."""

@@ -13,6 +13,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -91,7 +92,7 @@ def _from_http(exc: HTTPException) -> SwitchyardError:
 _DB_UNREACHABLE = (OperationalError, InterfaceError, PoolTimeout, ConnectionError)
 
 
-def handlers_for(dialect: str) -> dict[type[Exception], Any]:
+def handlers_for(dialect: str) -> ExceptionHandlersMap:
     def domain(_: Request, exc: SwitchyardError) -> Response[bytes]:
         return render(dialect, exc)
 
@@ -105,4 +106,4 @@ def handlers_for(dialect: str) -> dict[type[Exception], Any]:
         log.exception("unhandled error", exc_info=exc)
         return render(dialect, SwitchyardError("internal error; the request was not completed"))
 
-    return {SwitchyardError: domain, HTTPException: http, Exception: internal}
+    return {SwitchyardError: domain, HTTPException: http, Exception: internal}  # type: ignore[dict-item]

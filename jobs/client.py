@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import inspect
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
@@ -31,7 +33,6 @@ from storage.models import Job
 from switchyard.errors import InvalidRequest, JobNotFound, ServiceUnavailable
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def job_body(kind: str, job_id: str, payload: dict[str, Any], enqueue_ms: int) -> bytes:
@@ -39,9 +40,12 @@ def job_body(kind: str, job_id: str, payload: dict[str, Any], enqueue_ms: int) -
     return orjson.dumps({"t": None, "f": kind, "a": [job_id, payload], "k": {}, "et": enqueue_ms})
 
 
-async def redis_call(fn: Callable[[], Awaitable[T]]) -> T:
+async def redis_call(fn: Callable[[], Any]) -> Any:
+    """Run one Redis call (its reply is as untyped as Redis'); Redis out of reach is the
+    domain's 503, never a 500."""
     try:
-        return await fn()
+        result = fn()
+        return await result if inspect.isawaitable(result) else result
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise ServiceUnavailable(
             f"queue unavailable: Redis cannot be reached ({exc.__class__.__name__})"
@@ -209,10 +213,7 @@ class JobClient:
     # --- read --------------------------------------------------------------------------------
     async def get(self, job_id: str, owner: str) -> JobRecord:
         state = await redis_call(lambda: self.redis.hgetall(queues.STATE_KEY + job_id))
-        if state:
-            record = JobRecord.from_hash(state)
-        else:
-            record = await self._get_from_db(job_id)
+        record = JobRecord.from_hash(state) if state else await self._get_from_db(job_id)
         if record is None or record.owner != owner:
             raise JobNotFound(job_id)
         return record
@@ -239,7 +240,9 @@ class JobClient:
         if before is not None:
             at = ms_to_datetime(before[0])
             assert at is not None
-            query = query.where(or_(Job.created_at < at, and_(Job.created_at == at, Job.id < before[1])))
+            query = query.where(
+                or_(col(Job.created_at) < at, and_(col(Job.created_at) == at, col(Job.id) < before[1]))
+            )
         query = query.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit + 1)
         try:
             async with self.db.session() as session:
@@ -271,9 +274,7 @@ class JobClient:
         offset = 0
         while len(live) < want:
             ids = await redis_call(
-                lambda start=offset: self.redis.zrevrangebyscore(
-                    index, max_score, "-inf", start=start, num=chunk
-                )
+                partial(self.redis.zrevrangebyscore, index, max_score, "-inf", start=offset, num=chunk)
             )
             if not ids:
                 break

@@ -12,9 +12,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import StaticPool
+from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import ApiKey, Job, Usage
+
+# Core tables (not ORM classes): finished jobs are written as one cached executemany.
+JOBS, USAGE, KEYS = (SQLModel.metadata.tables[m.__tablename__] for m in (Job, Usage, ApiKey))  # type: ignore[attr-defined]
 
 
 class Database:
@@ -64,13 +68,13 @@ class Database:
         """Finished jobs, their usage and the credit balances they left, in one transaction."""
         async with self.engine.begin() as conn:
             if jobs:
-                await conn.execute(self._upsert(Job.__table__, "id", jobs), jobs)
+                await conn.execute(self._upsert(JOBS, "id", jobs), jobs)
             if usage:
-                await conn.execute(self._upsert(Usage.__table__, "job_id", usage), usage)
+                await conn.execute(self._upsert(USAGE, "job_id", usage), usage)
             for key_id, balance in balances.items():
                 await conn.execute(
-                    update(ApiKey.__table__)  # type: ignore[arg-type]
-                    .where(ApiKey.__table__.c.id == key_id, ApiKey.__table__.c.credits.is_not(None))
+                    update(KEYS)
+                    .where(KEYS.c.id == key_id, KEYS.c.credits.is_not(None))
                     .values(credits=balance)
                 )
 

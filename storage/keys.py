@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
-from sqlmodel import select
+from sqlmodel import col, select
 
 from storage.db import Database
 from storage.models import ApiKey
@@ -142,7 +142,7 @@ async def set_credit_balance(db: Database, balances: dict[str, int]) -> None:
 
 async def list_keys(db: Database) -> list[KeyRecord]:
     async with db.session() as session:
-        rows = (await session.exec(select(ApiKey).order_by(ApiKey.created_at))).all()
+        rows = (await session.exec(select(ApiKey).order_by(col(ApiKey.created_at)))).all()
     return [_record(r) for r in rows]
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select
+from sqlmodel import col
 
 from storage.db import Database
 from storage.models import Usage
@@ -36,7 +37,7 @@ class Totals:
 def _columns() -> list[Any]:
     return [
         func.count().label("requests"),
-        func.coalesce(func.sum(case((Usage.success, 1), else_=0)), 0).label("successful"),
+        func.coalesce(func.sum(case((col(Usage.success), 1), else_=0)), 0).label("successful"),
         func.coalesce(func.sum(Usage.total_tokens), 0).label("tokens"),
         func.coalesce(func.sum(Usage.estimated_cost), 0.0).label("cost"),
         func.coalesce(func.sum(Usage.latency_ms), 0).label("latency"),
@@ -63,7 +64,7 @@ async def totals(db: Database, key_id: str | None, since: datetime, model: str |
 
 
 async def per_model(db: Database, key_id: str | None, since: datetime) -> list[tuple[str, Totals]]:
-    query = _scoped(select(Usage.model, *_columns()), key_id, since).group_by(Usage.model)
+    query = _scoped(select(col(Usage.model), *_columns()), key_id, since).group_by(col(Usage.model))
     async with db.engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     out = [(row.model or "", _totals(row)) for row in rows]

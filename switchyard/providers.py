@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -118,7 +118,7 @@ def parse_providers(text: str, source: str = "<providers>") -> ProvidersConfig:
     return ProvidersConfig(providers=tuple(providers))
 
 
-def _reason(err: dict) -> str:
+def _reason(err: Any) -> str:
     if err["type"] == "missing":
         return "is required"
     if err["type"] == "extra_forbidden":

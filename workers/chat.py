@@ -56,7 +56,8 @@ async def chat_completion(ctx: WorkerCtx, job_id: str, payload: ChatPayload) -> 
             exc.retry_after if exc.retry_after is not None else backoff_s(settings.retry_backoff_s, attempt)
         )
         raise Retry(defer=min(delay, 30.0)) from None
-    usage = completion.get("usage") if isinstance(completion.get("usage"), dict) else {}
+    reported = completion.get("usage")
+    usage: dict[str, Any] = reported if isinstance(reported, dict) else {}
     prompt_tokens = _int(usage.get("prompt_tokens"))
     completion_tokens = _int(usage.get("completion_tokens"))
     price = provider.prices.get(model)

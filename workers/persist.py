@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -18,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from jobs import queues
 from jobs.accounting import CREDITS_KEY
+from jobs.client import redis_call
 from jobs.records import JobRecord, now_ms
 from jobs.scripts import TAKE_FOR_PERSIST
 from storage.db import Database
@@ -95,7 +97,7 @@ class Persister:
             metered = sorted({r.owner for r in records if r.balance is not None})
             balances: dict[str, int] = {}
             if metered:
-                live = await self.redis.hmget(CREDITS_KEY, metered)
+                live = await redis_call(partial(self.redis.hmget, CREDITS_KEY, metered))
                 balances = {k: int(v) for k, v in zip(metered, live, strict=True) if v is not None}
             try:
                 await self.db.write_finished(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 from arq import func
 from arq.connections import RedisSettings
@@ -60,7 +60,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 def job_functions(settings: Settings) -> list[Any]:
     return [
         func(
-            chat_completion,
+            cast(Any, chat_completion),  # arq types handlers loosely (ctx, *args)
             name=CHAT_COMPLETION,
             timeout=settings.job_timeout_s,
             max_tries=settings.worker_max_tries,

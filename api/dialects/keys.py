@@ -117,7 +117,7 @@ async def top_up(request: Request, key_id: str) -> Response[bytes]:
     if record is None or record.revoked:
         raise NotFound(f"API key '{key_id}' not found")
     # The live balance is Redis'; the database's copy seeds it when Redis has none.
-    await redis_call(lambda: svc.redis.hsetnx(CREDITS_KEY, key_id, record.credits or 0))
+    await redis_call(lambda: svc.redis.hsetnx(CREDITS_KEY, key_id, str(record.credits or 0)))
     balance = int(await redis_call(lambda: svc.redis.hincrby(CREDITS_KEY, key_id, body.amount)))
     await add_credits(svc.db, key_id, balance)
     svc.keys.invalidate()

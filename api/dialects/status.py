@@ -81,9 +81,7 @@ async def _limits(svc: Services, principal: Principal) -> tuple[dict[str, Any] |
     if record is None:
         return None, "healthy"
     now = now_ms()
-    hour_used, day_used, tokens_used = await redis_call(
-        lambda: svc.redis.eval(USAGE, 0, record.id, now)  # type: ignore[misc]
-    )
+    hour_used, day_used, tokens_used = await redis_call(lambda: svc.redis.eval(USAGE, 0, record.id, str(now)))
     lim = record.limits
 
     def window(limit: int, used: int) -> dict[str, Any]:
