@@ -28,6 +28,7 @@ for i = 0, n - 1 do
   if claimed < limit or not served then
     local ids = redis.call('ZRANGEBYSCORE', q, '-inf', now, 'LIMIT', 0, limit + scan)
     for _, id in ipairs(ids) do
+      if served and claimed >= limit then break end
       if redis.call('EXISTS', 'arq:in-progress:' .. id) == 0 then
         if served and claimed < limit then
           local body = redis.call('GET', 'arq:job:' .. id)

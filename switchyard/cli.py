@@ -94,6 +94,7 @@ def cmd_web(args: argparse.Namespace) -> int:
         http="httptools",
         log_level="warning",
         access_log=False,
+        proxy_headers=False,  # a middleware per request for nothing unless behind a proxy
         timeout_graceful_shutdown=10,
     )
     return 0

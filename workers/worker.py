@@ -38,6 +38,7 @@ from workers.persist import Persister
 log = logging.getLogger("switchyard.worker")
 
 IDLE_SWEEP_S = 5.0  # an idle worker still looks at its queues this often (deferred or orphaned jobs)
+BLOCKED_WAIT_MIN_S, BLOCKED_WAIT_MAX_S = 0.01, 0.2  # a batch worker held back by interactive work
 MAX_DELIBERATE_RETRIES = 100  # a backstop: handlers bound their own retries well below this
 
 
@@ -113,16 +114,24 @@ class SwitchyardWorker(Worker):
                     await task
 
     async def _loop(self) -> None:
+        blocked_wait = BLOCKED_WAIT_MIN_S
         while True:
             self._wake.clear()
             claimed, next_ms, blocked = 0, None, False
-            if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+            asked = self.max_jobs - self.job_counter
+            if self.allow_pick_jobs and asked > 0:
+                # Until the claim says otherwise, assume ready jobs are left over, so that a
+                # slot freeing meanwhile wakes the loop (no wake-up is published for old work).
+                self._full = True
                 try:
-                    claimed, next_ms, blocked = await self._claim(self.max_jobs - self.job_counter)
+                    claimed, next_ms, blocked = await self._claim(asked)
                 except (RedisError, OSError) as exc:
                     log.warning("claim failed (%s); retrying", exc)
                     await asyncio.sleep(0.5)
                     continue
+                # Fewer than asked: the queue had no more ready jobs for us; new ones announce
+                # themselves on the wake channel. As many as asked: there may be more.
+                self._full = claimed >= asked
             for job_id, task in list(self.tasks.items()):
                 if task.done():
                     del self.tasks[job_id]
@@ -133,14 +142,18 @@ class SwitchyardWorker(Worker):
             if self.burst and not self.tasks and not claimed:
                 if next_ms is None or not self.allow_pick_jobs:
                     return
-            # A worker that filled every slot looks again when one frees; otherwise new work
-            # announces itself on the wake channel.
-            self._full = self.job_counter >= self.max_jobs
+            if self._full and self.job_counter < self.max_jobs:
+                continue  # slots freed while we claimed, and more jobs may be ready
             timeout = self.idle_sweep_s
             if next_ms is not None:
                 timeout = max(0.0, min(timeout, (next_ms - now_ms()) / 1000))
-            if blocked:  # higher-priority jobs are waiting for their own workers: look again soon
-                timeout = min(timeout, 0.01)
+            if blocked:
+                # Higher-priority jobs wait for their own workers: look again soon, backing off
+                # while they keep waiting so a busy interactive queue is not polled in a loop.
+                timeout = min(timeout, blocked_wait)
+                blocked_wait = min(blocked_wait * 2, BLOCKED_WAIT_MAX_S)
+            else:
+                blocked_wait = BLOCKED_WAIT_MIN_S
             if self.burst:
                 timeout = min(timeout, 0.05)
             if not self._wake.is_set():
