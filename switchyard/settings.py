@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     provider_attempts: int = Field(default=2, ge=1, le=10, validation_alias="SWITCHYARD_PROVIDER_ATTEMPTS")
     retry_backoff_s: float = Field(default=0.2, ge=0, validation_alias="SWITCHYARD_RETRY_BACKOFF_S")
     worker_max_jobs: int = Field(default=64, ge=1, validation_alias="SWITCHYARD_WORKER_MAX_JOBS")
+    # A batch worker keeps fewer jobs in flight: shorter queues at Redis and the providers it
+    # shares with interactive work, at little cost to its throughput.
+    batch_max_jobs: int = Field(default=16, ge=1, validation_alias="SWITCHYARD_BATCH_MAX_JOBS")
     worker_lease_s: float = Field(default=15.0, gt=0, validation_alias="SWITCHYARD_WORKER_LEASE_S")
     worker_max_tries: int = Field(default=8, ge=1, validation_alias="SWITCHYARD_WORKER_MAX_TRIES")
     worker_shutdown_grace_s: float = Field(default=10.0, ge=0, validation_alias="SWITCHYARD_SHUTDOWN_GRACE_S")

@@ -89,7 +89,7 @@ def create_worker(
         on_startup=startup,
         on_shutdown=shutdown,
         ctx={"settings": settings, **(ctx or {})},
-        max_jobs=settings.worker_max_jobs,
+        max_jobs=settings.batch_max_jobs if serves == (queues.BATCH,) else settings.worker_max_jobs,
         job_timeout=settings.job_timeout_s,
         max_tries=settings.worker_max_tries,
         lease_s=settings.worker_lease_s,
