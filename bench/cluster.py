@@ -190,10 +190,11 @@ class Cluster:
         raise StartupError(f"{name} did not answer GET {path} within {timeout:g}s ({last})")
 
     async def create_key(self) -> str:
-        """An API key whose rate limits are out of the benchmark's reach (plain key if refused)."""
+        """An API key with limits and credits on, both out of the benchmark's reach, so every
+        call pays for the admission check and the credit charge (plain key if refused)."""
         headers = {"authorization": f"Bearer {self.admin_key}", "content-type": "application/json"}
         status, body = 0, b""
-        for spec in ({"name": "bench", "limits": BENCH_LIMITS}, {"name": "bench"}):
+        for spec in ({"name": "bench", "limits": BENCH_LIMITS, "credits": _BIG}, {"name": "bench"}):
             status, body = await fetch(
                 self.web_port, "POST", "/api/keys", body=orjson.dumps(spec), headers=headers
             )
