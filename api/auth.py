@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class KeyCache:
         self.admin_key = admin_key
         self.ttl_s = ttl_s
         self._entries: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._inflight: dict[str, asyncio.Future[KeyRecord | None]] = {}
 
     def invalidate(self) -> None:
         self._entries.clear()
@@ -55,16 +57,24 @@ class KeyCache:
     async def lookup(self, secret: str) -> KeyRecord | None:
         digest = hash_key(secret)
         hit = self._entries.get(digest)
-        now = time.monotonic()
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1]
+        # One database read per key however many requests arrive while it runs (when an entry
+        # expires under load, every request in flight for that key would miss at once).
+        pending = self._inflight.get(digest)
+        if pending is None:
+            pending = self._inflight[digest] = asyncio.ensure_future(self._load(digest))
+            pending.add_done_callback(lambda _: self._inflight.pop(digest, None))
+        return await asyncio.shield(pending)
+
+    async def _load(self, digest: str) -> KeyRecord | None:
         try:
             record = await find_key(self.db, digest)
         except (SQLAlchemyError, OSError) as exc:
             raise ServiceUnavailable("database unavailable: cannot check the API key") from exc
         if len(self._entries) > 10_000:
             self._entries.clear()
-        self._entries[digest] = (now + self.ttl_s, record)
+        self._entries[digest] = (time.monotonic() + self.ttl_s, record)
         return record
 
     def is_admin(self, secret: str) -> bool:
