@@ -71,11 +71,45 @@ end
 return {out, next_ms, blocked}
 """
 
+# What finishing and canceling share, as Lua functions prepended to both scripts.
+# settle: once per job, turn its reserved tokens into the tokens it used and, when `refund`,
+# give its credits back (to the key's balance when the key is metered).
+# notify: publish the job's state to the web process waiting for it, if one is.
+SETTLE_AND_NOTIFY = r"""
+local function settle(skey, used, refund)
+  if redis.call('HSETNX', skey, 'settled', '1') == 0 then return end
+  local tk = redis.call('HGET', skey, 'tokens_key')
+  if tk and redis.call('EXISTS', tk) == 1 then
+    local delta = used - tonumber(redis.call('HGET', skey, 'reserved') or '0')
+    if delta ~= 0 then redis.call('INCRBY', tk, delta) end
+  end
+  local credits = tonumber(redis.call('HGET', skey, 'credits') or '0')
+  if refund and credits > 0 then
+    redis.call('HSET', skey, 'credits', 0, 'refunded', credits)
+    if redis.call('HGET', skey, 'metered') == '1' then
+      local balance = redis.call('HINCRBY', 'sy:credits', redis.call('HGET', skey, 'owner'), credits)
+      redis.call('HSET', skey, 'balance', balance)
+    end
+  end
+end
+
+local function notify(skey)
+  local channel = redis.call('HGET', skey, 'notify')
+  if not channel then return end
+  local flat = redis.call('HGETALL', skey)
+  local h = {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  redis.call('PUBLISH', channel, cjson.encode(h))
+end
+"""
+
 # Cancel a job. A queued job that no worker holds is canceled here and now; a running one
 # is marked for abort and its worker is told over the wake channel.
 # ARGV: job id, now_ms, persist zset, wake channel
 # Returns {outcome, status}: outcome is 'canceled', 'aborting', 'finished' or 'missing'.
-CANCEL = r"""
+CANCEL = (
+    SETTLE_AND_NOTIFY
+    + r"""
 local id = ARGV[1]
 local now = ARGV[2]
 local skey = 'sy:job:' .. id
@@ -90,34 +124,16 @@ if status == 'queued' and redis.call('EXISTS', 'arq:in-progress:' .. id) == 0 th
   redis.call('DEL', 'arq:job:' .. id, 'arq:retry:' .. id)
   redis.call('HSET', skey, 'status', 'canceled', 'finished', now,
              'error_type', 'canceled', 'error_message', 'canceled by the client', 'error_status', 409)
-  -- canceled before it started: its tokens and credits go back
-  if redis.call('HSETNX', skey, 'settled', '1') == 1 then
-    local tk = redis.call('HGET', skey, 'tokens_key')
-    local reserved = tonumber(redis.call('HGET', skey, 'reserved') or '0')
-    if tk and reserved > 0 and redis.call('EXISTS', tk) == 1 then redis.call('INCRBY', tk, -reserved) end
-    local credits = tonumber(redis.call('HGET', skey, 'credits') or '0')
-    if credits > 0 then
-      redis.call('HSET', skey, 'credits', 0, 'refunded', credits)
-      if redis.call('HGET', skey, 'metered') == '1' then
-        local balance = redis.call('HINCRBY', 'sy:credits', redis.call('HGET', skey, 'owner'), credits)
-        redis.call('HSET', skey, 'balance', balance)
-      end
-    end
-  end
+  settle(skey, 0, true)  -- canceled before it started: its tokens and credits go back
   redis.call('ZADD', ARGV[3], now, id)
-  local notify = redis.call('HGET', skey, 'notify')
-  if notify then
-    local flat = redis.call('HGETALL', skey)
-    local h = {}
-    for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
-    redis.call('PUBLISH', notify, cjson.encode(h))
-  end
+  notify(skey)
   return {'canceled', 'canceled'}
 end
 redis.call('ZADD', 'arq:abort', now, id)
 redis.call('PUBLISH', ARGV[4], id)
 return {'aborting', status}
 """
+)
 
 # Hand a batch of finished jobs to one persister: their score moves a lease into the future,
 # so a second persister skips them and a crashed one's batch comes back after the lease.
@@ -175,7 +191,9 @@ return verdict
 # the caller, the hand-off to the persister and the notification of a waiting caller, as one
 # command. ARGV: id, queue, result ttl s, persist zset, finished_ms, tokens used, refund 0/1,
 # then field/value pairs to set.
-FINISH = r"""
+FINISH = (
+    SETTLE_AND_NOTIFY
+    + r"""
 local id = ARGV[1]
 local skey = 'sy:job:' .. id
 redis.call('DEL', 'arq:in-progress:' .. id, 'arq:retry:' .. id, 'arq:job:' .. id)
@@ -185,30 +203,10 @@ if redis.call('EXISTS', skey) == 0 then return 0 end
 local update = {}
 for i = 8, #ARGV do update[#update + 1] = ARGV[i] end
 redis.call('HSET', skey, unpack(update))
--- settle and refund once: a second finish of the same job changes nothing
-if redis.call('HSETNX', skey, 'settled', '1') == 1 then
-  local tk = redis.call('HGET', skey, 'tokens_key')
-  if tk and redis.call('EXISTS', tk) == 1 then
-    local delta = tonumber(ARGV[6]) - tonumber(redis.call('HGET', skey, 'reserved') or '0')
-    if delta ~= 0 then redis.call('INCRBY', tk, delta) end
-  end
-  local credits = tonumber(redis.call('HGET', skey, 'credits') or '0')
-  if ARGV[7] == '1' and credits > 0 then
-    redis.call('HSET', skey, 'credits', 0, 'refunded', credits)
-    if redis.call('HGET', skey, 'metered') == '1' then
-      local balance = redis.call('HINCRBY', 'sy:credits', redis.call('HGET', skey, 'owner'), credits)
-      redis.call('HSET', skey, 'balance', balance)
-    end
-  end
-end
+settle(skey, tonumber(ARGV[6]), ARGV[7] == '1')  -- once: a second finish changes nothing
 redis.call('EXPIRE', skey, ARGV[3])
 redis.call('ZADD', ARGV[4], ARGV[5], id)
-local notify = redis.call('HGET', skey, 'notify')
-if notify then
-  local flat = redis.call('HGETALL', skey)
-  local h = {}
-  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
-  redis.call('PUBLISH', notify, cjson.encode(h))
-end
+notify(skey)
 return 1
 """
+)
