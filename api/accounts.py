@@ -12,7 +12,7 @@ from jobs.accounting import CREDITS_KEY, UNLIMITED, hour_reset_ms
 from jobs.client import redis_call
 from jobs.records import iso, now_ms
 from storage.db import Database
-from storage.keys import KeyLimits, get_key
+from storage.keys import KeyLimits, credit_balances
 from switchyard.errors import Forbidden, InvalidRequest, PaymentRequired, RateLimited, ServiceUnavailable
 
 MODALITIES = ("chat", "image", "video")
@@ -92,8 +92,7 @@ class Accounts:
     async def seed_balance(self, principal: Principal) -> None:
         """Redis lost (or never had) this key's balance: start it from the database's copy."""
         assert principal.record is not None
-        fresh = await get_key(self.db, principal.key_id)
-        balance = fresh.credits if fresh is not None and fresh.credits is not None else 0
+        balance = (await credit_balances(self.db, [principal.key_id])).get(principal.key_id, 0)
         await redis_call(lambda: self.redis.hsetnx(CREDITS_KEY, principal.key_id, str(balance)))
 
     def refuse(self, plan: Plan, verdict: list[Any]) -> NoReturn:

@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -15,10 +14,10 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import ApiKey, Job, Usage
+from storage.models import Job, Usage
 
 # Core tables (not ORM classes): finished jobs are written as one cached executemany.
-JOBS, USAGE, KEYS = (SQLModel.metadata.tables[m.__tablename__] for m in (Job, Usage, ApiKey))  # type: ignore[attr-defined]
+JOBS, USAGE = (SQLModel.metadata.tables[m.__tablename__] for m in (Job, Usage))  # type: ignore[attr-defined]
 
 
 class Database:
@@ -60,23 +59,15 @@ class Database:
 
     async def upsert_jobs(self, rows: list[dict[str, Any]]) -> None:
         """Write finished jobs in one statement; a job written twice keeps its latest state."""
-        await self.write_finished(rows, [], {})
+        await self.write_finished(rows, [])
 
-    async def write_finished(
-        self, jobs: list[dict[str, Any]], usage: list[dict[str, Any]], balances: dict[str, int]
-    ) -> None:
-        """Finished jobs, their usage and the credit balances they left, in one transaction."""
+    async def write_finished(self, jobs: list[dict[str, Any]], usage: list[dict[str, Any]]) -> None:
+        """Finished jobs and their usage, in one transaction."""
         async with self.engine.begin() as conn:
             if jobs:
                 await conn.execute(self._upsert(JOBS, "id", jobs), jobs)
             if usage:
                 await conn.execute(self._upsert(USAGE, "job_id", usage), usage)
-            for key_id, balance in balances.items():
-                await conn.execute(
-                    update(KEYS)
-                    .where(KEYS.c.id == key_id, KEYS.c.credits.is_not(None))
-                    .values(credits=balance)
-                )
 
     async def dispose(self) -> None:
         await self.engine.dispose()

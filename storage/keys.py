@@ -10,10 +10,11 @@ from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
+from sqlalchemy import func, update
 from sqlmodel import col, select
 
 from storage.db import Database
-from storage.models import ApiKey
+from storage.models import ApiKey, Usage
 
 KEY_PREFIX = "ck_"
 
@@ -69,7 +70,7 @@ class KeyRecord:
     revoked: bool
     limits: KeyLimits = field(default_factory=KeyLimits)
     models: tuple[str, ...] | None = None
-    credits: int | None = None  # the balance as the database last saw it; None: not metered
+    credits: int | None = None  # credits granted (at creation and by top-ups); None: not metered
 
     @property
     def metered(self) -> bool:
@@ -128,18 +129,6 @@ async def get_key(db: Database, key_id: str) -> KeyRecord | None:
     return _record(row) if row else None
 
 
-async def set_credit_balance(db: Database, balances: dict[str, int]) -> None:
-    """Record live balances (from Redis) so a Redis that lost its data can start from them."""
-    if not balances:
-        return
-    async with db.session() as session:
-        for key_id, balance in balances.items():
-            row = await session.get(ApiKey, key_id)
-            if row is not None and row.credits is not None:
-                row.credits = balance
-                session.add(row)
-
-
 async def list_keys(db: Database) -> list[KeyRecord]:
     async with db.session() as session:
         rows = (await session.exec(select(ApiKey).order_by(col(ApiKey.created_at)))).all()
@@ -163,10 +152,28 @@ async def find_key(db: Database, key_hash: str) -> KeyRecord | None:
     return _record(row) if row else None
 
 
-async def add_credits(db: Database, key_id: str, balance: int) -> None:
-    """Record a key's balance after a top-up; a key without credits becomes metered."""
-    async with db.session() as session:
-        row = await session.get(ApiKey, key_id)
-        if row is not None:
-            row.credits = balance
-            session.add(row)
+async def grant_credits(db: Database, key_id: str, amount: int) -> None:
+    """Add to a key's credits granted (a key without credits becomes credit-metered)."""
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            update(ApiKey)
+            .where(col(ApiKey.id) == key_id)
+            .values(credits=func.coalesce(col(ApiKey.credits), 0) + amount)
+        )
+
+
+async def credit_balances(db: Database, key_ids: list[str]) -> dict[str, int]:
+    """What the database says each metered key has left: credits granted less the credits its
+    recorded jobs were charged. Redis holds the live balance; this seeds it when Redis has none."""
+    if not key_ids:
+        return {}
+    spent_q = (
+        select(col(Usage.key_id), func.coalesce(func.sum(col(Usage.credits)), 0))
+        .where(col(Usage.key_id).in_(key_ids))
+        .group_by(col(Usage.key_id))
+    )
+    async with db.engine.connect() as conn:
+        granted_q = select(col(ApiKey.id), col(ApiKey.credits)).where(col(ApiKey.id).in_(key_ids))
+        granted = dict((await conn.execute(granted_q)).all())
+        spent = dict((await conn.execute(spent_q)).all())
+    return {k: int(g) - int(spent.get(k, 0)) for k, g in granted.items() if g is not None}

@@ -24,8 +24,8 @@ class ApiKey(KeyBase, table=True):
     revoked_at: datetime | None = None
     limits: dict | None = Field(default=None, sa_column=Column(JSON))  # None: the defaults
     models: list | None = Field(default=None, sa_column=Column(JSON))  # None: every model
-    # Credits: None means the key is not credit-metered. The live balance is in Redis; this
-    # column is the balance as of the last write from the workers' persister or a top-up.
+    # Credits granted, at creation and by top-ups; None means the key is not credit-metered.
+    # The live balance is in Redis; granted less what the usage rows were charged seeds it.
     credits: int | None = None
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from jobs.accounting import HOUR_MS, MINUTE_MS
 from storage.db import Database
-from storage.keys import KeyRecord, get_key
+from storage.keys import KeyRecord, credit_balances, get_key
 from switchyard.settings import Settings
 from tests.conftest import _pg_exec, admin_headers
 
@@ -74,6 +74,15 @@ async def db_key(settings: Settings, key_id: str) -> KeyRecord | None:
     db = Database(settings.database_url_or_default)
     try:
         return await get_key(db, key_id)
+    finally:
+        await db.dispose()
+
+
+async def db_balance(settings: Settings, key_id: str) -> int | None:
+    """The balance the database would seed Redis with: credits granted less credits charged."""
+    db = Database(settings.database_url_or_default)
+    try:
+        return (await credit_balances(db, [key_id])).get(key_id)
     finally:
         await db.dispose()
 

@@ -18,7 +18,7 @@ from storage.db import Database
 from storage.keys import create_key, hash_key
 from switchyard import cli
 from switchyard.settings import get_settings
-from tests.accounts_support import SQLITE_ONLY, bearer, create_key_full, db_key, db_url, xkey  # noqa: F401
+from tests.accounts_support import SQLITE_ONLY, bearer, create_key_full, db_balance, db_key, db_url, xkey  # noqa: F401
 from tests.conftest import ADMIN_KEY, Gateway, admin_headers, chat_body, eventually, get_job, wait_for_status
 
 DEFAULT_LIMITS = {
@@ -383,10 +383,9 @@ async def test_credits_are_charged_per_call_until_402(gw: Gateway) -> None:
     status = (await gw.client.get("/api/v1/status", headers=xkey(secret))).json()["data"]
     assert status["limits"]["hourly"]["used"] == 3
 
-    # The workers' persister writes the live balance back to the key's row.
+    # The database's figure (credits granted less the charges of recorded jobs) agrees.
     async def persisted() -> bool:
-        record = await db_key(gw.settings, created["id"])
-        return record is not None and record.credits == 0
+        return await db_balance(gw.settings, created["id"]) == 0
 
     await eventually(persisted, what="the balance to reach the database")
 
@@ -439,8 +438,7 @@ async def test_a_provider_failure_refunds_the_credit(gw: Gateway) -> None:
 
     # The refund reaches the database too, and the usage row records no charge.
     async def persisted() -> bool:
-        record = await db_key(gw.settings, created["id"])
-        return record is not None and record.credits == 1
+        return await db_balance(gw.settings, created["id"]) == 1
 
     await eventually(persisted, what="the balance to reach the database")
     persisted_job = await get_job(gw.client, secret, job["id"])
@@ -510,7 +508,12 @@ async def test_admin_adds_credits(gw: Gateway) -> None:
     assert topped.status_code == 200, topped.text
     assert topped.json() == {"id": created["id"], "added": 4, "credits": 4}
     record = await db_key(gw.settings, created["id"])
-    assert record is not None and record.credits == 4
+    assert record is not None and record.credits == 5  # granted: 1 at creation, 4 topped up
+
+    async def seeded() -> bool:  # once the charged job's usage row is written (within ~100 ms)
+        return await db_balance(gw.settings, created["id"]) == 4
+
+    await eventually(seeded, what="the database's balance to count the charged job")
     after = await gw.client.post("/api/v1/chat", json=chat_body(), headers=bearer(secret))
     assert after.status_code == 200
     assert after.json()["credits_remaining"] == 3
@@ -553,8 +556,7 @@ async def test_credits_survive_redis_losing_them(gw: Gateway) -> None:
     ] == 3
 
     async def persisted() -> bool:
-        record = await db_key(gw.settings, created["id"])
-        return record is not None and record.credits == 3
+        return await db_balance(gw.settings, created["id"]) == 3
 
     await eventually(persisted, what="the balance to reach the database")
     await gw.client.get("/health")

@@ -30,6 +30,7 @@ from tests.accounts_support import (  # noqa: F401
     clear_of_hour_edge,
     clear_of_window_edge,
     create_key_full,
+    db_balance,
     db_key,
     xkey,
 )
@@ -495,8 +496,7 @@ async def test_a_redis_restart_mid_window(env: dict[str, str], tmp_path: Path) -
             assert response.headers["x-ratelimit-remaining"] == "3"
 
             async def persisted() -> bool:
-                record = await db_key(settings, created["id"])
-                return record is not None and record.credits == 18
+                return await db_balance(settings, created["id"]) == 18
 
             await eventually(persisted, what="the balance to reach the database")
 

@@ -11,15 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from functools import partial
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs import queues
-from jobs.accounting import CREDITS_KEY
-from jobs.client import redis_call
 from jobs.records import JobRecord, now_ms
 from jobs.scripts import TAKE_FOR_PERSIST
 from storage.db import Database
@@ -94,15 +91,8 @@ class Persister:
                     continue
                 state = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
                 records.append(JobRecord.from_hash(state))
-            metered = sorted({r.owner for r in records if r.balance is not None})
-            balances: dict[str, int] = {}
-            if metered:
-                live = await redis_call(partial(self.redis.hmget, CREDITS_KEY, metered))
-                balances = {k: int(v) for k, v in zip(metered, live, strict=True) if v is not None}
             try:
-                await self.db.write_finished(
-                    [r.to_row() for r in records], [r.usage_row() for r in records], balances
-                )
+                await self.db.write_finished([r.to_row() for r in records], [r.usage_row() for r in records])
             except (SQLAlchemyError, OSError):
                 # The lease is for a persister that dies; one whose write failed gives its batch
                 # back, so its own retry a second later writes it (not the lease, a minute later).

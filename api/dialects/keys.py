@@ -16,7 +16,17 @@ from api.validation import convert, decode_object
 from jobs.accounting import CREDITS_KEY
 from jobs.client import redis_call
 from jobs.queues import LAST_USED_KEY
-from storage.keys import KeyLimits, KeyRecord, add_credits, as_utc, create_key, get_key, list_keys, revoke_key
+from storage.keys import (
+    KeyLimits,
+    KeyRecord,
+    as_utc,
+    create_key,
+    credit_balances,
+    get_key,
+    grant_credits,
+    list_keys,
+    revoke_key,
+)
 from switchyard.errors import InvalidRequest, NotFound
 
 
@@ -47,6 +57,10 @@ async def _view(svc: Services, records: list[KeyRecord]) -> list[dict[str, objec
     if ids:
         used = await redis_call(lambda: svc.redis.hmget(LAST_USED_KEY, ids))
         live = await redis_call(lambda: svc.redis.hmget(CREDITS_KEY, ids))
+    live = live or [None] * len(records)
+    # A metered key whose balance Redis does not hold (yet, or any more): the database's figure.
+    unknown = [r.id for r, c in zip(records, live, strict=True) if r.metered and c is None]
+    derived = await credit_balances(svc.db, unknown)
     return [
         {
             "id": r.id,
@@ -57,10 +71,10 @@ async def _view(svc: Services, records: list[KeyRecord]) -> list[dict[str, objec
             "status": _state(r),
             "expires_at": _unix(r.expires_at),
             "limits": r.limits.to_dict(),
-            "credits": (int(c) if c is not None else r.credits) if r.metered else None,
+            "credits": (int(c) if c is not None else derived.get(r.id)) if r.metered else None,
             "models": list(r.models) if r.models is not None else None,
         }
-        for r, u, c in zip(records, used or [None] * len(records), live or [None] * len(records), strict=True)
+        for r, u, c in zip(records, used or [None] * len(records), live, strict=True)
     ]
 
 
@@ -116,10 +130,11 @@ async def top_up(request: Request, key_id: str) -> Response[bytes]:
     record = await get_key(svc.db, key_id)
     if record is None or record.revoked:
         raise NotFound(f"API key '{key_id}' not found")
-    # The live balance is Redis'; the database's copy seeds it when Redis has none.
-    await redis_call(lambda: svc.redis.hsetnx(CREDITS_KEY, key_id, str(record.credits or 0)))
+    # The live balance is Redis'; the database seeds it (granted less spent) when Redis has none.
+    seed = (await credit_balances(svc.db, [key_id])).get(key_id, 0)
+    await redis_call(lambda: svc.redis.hsetnx(CREDITS_KEY, key_id, str(seed)))
+    await grant_credits(svc.db, key_id, body.amount)
     balance = int(await redis_call(lambda: svc.redis.hincrby(CREDITS_KEY, key_id, body.amount)))
-    await add_credits(svc.db, key_id, balance)
     svc.keys.invalidate()
     return json_response({"id": key_id, "added": body.amount, "credits": balance})
 
