@@ -215,6 +215,12 @@ def base_env(redis_url: str, database_url: str, providers: Path, data_dir: Path)
     }
 
 
+def process_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a web or worker subprocess: this machine's, less its Switchyard
+    settings, plus the test's."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(_ENV_PREFIXES)} | env
+
+
 def make_settings(env: dict[str, str]) -> Settings:
     return Settings(_env_file=None, **env)  # type: ignore[call-arg]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
 import sys
 import time
@@ -34,7 +33,15 @@ from tests.accounts_support import (  # noqa: F401
     db_key,
     xkey,
 )
-from tests.conftest import Gateway, chat_body, eventually, make_settings, running_gateway, wait_for_status
+from tests.conftest import (
+    Gateway,
+    chat_body,
+    eventually,
+    make_settings,
+    process_env,
+    running_gateway,
+    wait_for_status,
+)
 
 
 @pytest.fixture
@@ -395,12 +402,7 @@ async def test_a_concurrent_burst_admits_exactly_the_remaining(gw: Gateway) -> N
 
 class WebProcesses:
     def __init__(self, env: dict[str, str], tmp_path: Path) -> None:
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("SWITCHYARD_", "REDIS_URL", "DATABASE_URL"))
-        }
-        self.env.update(env)
+        self.env = process_env(env)
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen[bytes]] = []
 

@@ -4,7 +4,6 @@ retried or finished, never lost and never left `running`."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from switchyard.standin import StandIn
-from tests.conftest import Gateway, chat_body, eventually, get_job, wait_for_status
+from tests.conftest import Gateway, chat_body, eventually, get_job, process_env, wait_for_status
 
 
 @pytest.fixture
@@ -25,12 +24,7 @@ def db_url(sqlite_url: str) -> str:
 
 class WorkerProcesses:
     def __init__(self, env: dict[str, str], tmp_path: Path) -> None:
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("SWITCHYARD_", "REDIS_URL", "DATABASE_URL"))
-        }
-        self.env.update(env)
+        self.env = process_env(env)
         self.env["SWITCHYARD_LOG_LEVEL"] = "WARNING"
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen[bytes]] = []
