@@ -273,3 +273,30 @@ async def test_models_of_a_provider_without_a_list_are_discovered(
             "/api/v1/chat", json=chat_body(model="not/listed"), headers={"Authorization": f"Bearer {key}"}
         )
         assert unknown.status_code == 404
+
+
+@pytest.mark.parametrize("prefix", ["/v1", "/openai/v1"])
+async def test_openai_client_lists_and_retrieves_models(base_url: str, key: str, prefix: str) -> None:
+    async with httpx.AsyncClient() as http:
+        client = openai.AsyncOpenAI(base_url=base_url + prefix, api_key=key, http_client=http, max_retries=0)
+        listed = [m async for m in client.models.list()]
+        assert {m.id for m in listed} == {"mock/echo", "mock/other"}
+        assert all(m.object == "model" and m.owned_by == "standin" for m in listed)
+        one = await client.models.retrieve("mock/echo")
+        assert one.id == "mock/echo"
+        with pytest.raises(openai.NotFoundError) as missing:
+            await client.models.retrieve("no/such-model")
+        assert "no/such-model" in missing.value.message
+
+
+async def test_model_list_needs_a_key_and_follows_the_key_s_model_list(gw: Gateway) -> None:
+    anonymous = await gw.client.get("/v1/models")
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["type"] == "authentication_error"
+    narrow = await gw.create_key("narrow", models=["mock/other"])
+    listed = await gw.client.get("/openai/v1/models", headers={"Authorization": f"Bearer {narrow}"})
+    assert listed.status_code == 200
+    assert [m["id"] for m in listed.json()["data"]] == ["mock/other"]
+    hidden = await gw.client.get("/v1/models/mock/echo", headers={"Authorization": f"Bearer {narrow}"})
+    assert hidden.status_code == 404
+    assert hidden.json()["error"]["param"] == "model"
