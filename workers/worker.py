@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -40,6 +41,20 @@ log = logging.getLogger("switchyard.worker")
 IDLE_SWEEP_S = 5.0  # an idle worker still looks at its queues this often (deferred or orphaned jobs)
 BLOCKED_WAIT_MIN_S, BLOCKED_WAIT_MAX_S = 0.01, 0.2  # a batch worker held back by interactive work
 MAX_DELIBERATE_RETRIES = 100  # a backstop: handlers bound their own retries well below this
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One claim of a job: what the claim returned, kept with the task that runs it."""
+
+    job_id: str
+    queue: str
+    state: dict[str, Any]
+    job_try: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.job_id}#{self.job_try}"
 
 
 class SwitchyardWorker(Worker):
@@ -71,9 +86,10 @@ class SwitchyardWorker(Worker):
         self._claim_order = [(queues.queue_name(p), p in serves) for p in queues.PRIORITIES[: lowest + 1]]
         self._wake = asyncio.Event()
         self._full = False
-        self._job_queue: dict[str, str] = {}
-        self._job_state: dict[str, dict[str, Any]] = {}
-        self._in_handler: set[str] = set()  # jobs whose handler is running (abortable)
+        # Jobs whose handler is running (abortable), by job id. Everything else about a run
+        # travels with it (`Run`): a retried job can be claimed again while the task of its
+        # previous run is still finishing.
+        self._in_handler: dict[str, asyncio.Task[Any]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._leases: asyncio.Task[None] | None = None
         self.persister: Persister | None = None
@@ -167,15 +183,13 @@ class SwitchyardWorker(Worker):
             argv += [name, 1 if served else 0]
         claimed, next_ms, blocked = await self._claim_script(args=argv)
         for job_id_b, queue_b, body, job_try, state_flat, aborted in claimed:
-            job_id = job_id_b.decode()
             state = {state_flat[i].decode(): state_flat[i + 1].decode() for i in range(0, len(state_flat), 2)}
-            self._job_queue[job_id] = queue_b.decode()
-            self._job_state[job_id] = state
+            run = Run(job_id_b.decode(), queue_b.decode(), state, int(job_try))
             self.job_counter += 1
             await self.sem.acquire()
-            task = self.loop.create_task(self._run_claimed(job_id, body or None, int(job_try), bool(aborted)))
+            task = self.loop.create_task(self._run_claimed(run, body or None, bool(aborted)))
             task.add_done_callback(self._job_task_done)
-            self.tasks[job_id] = task
+            self.tasks[run.key] = task
         return len(claimed), (int(next_ms) if next_ms else None), bool(blocked)
 
     def _job_task_done(self, _: asyncio.Task[Any]) -> None:
@@ -213,8 +227,8 @@ class SwitchyardWorker(Worker):
                 backoff = min(backoff * 2, 2.0)
 
     def _abort(self, job_id: str) -> None:
-        task = self.tasks.get(job_id)
-        if task is not None and not task.done() and job_id in self._in_handler:
+        task = self._in_handler.get(job_id)
+        if task is not None and not task.done():
             self.aborting_tasks.add(job_id)
             task.cancel()
 
@@ -223,7 +237,7 @@ class SwitchyardWorker(Worker):
         interval = self.lease_ms / 3000
         while True:
             await asyncio.sleep(interval)
-            running = [j for j, t in self.tasks.items() if not t.done()]
+            running = [key.split("#", 1)[0] for key, t in self.tasks.items() if not t.done()]
             if not running:
                 continue
             try:
@@ -235,11 +249,11 @@ class SwitchyardWorker(Worker):
                 log.warning("lease renewal failed: %s", exc)
 
     # --- one job -----------------------------------------------------------------------------
-    async def _run_claimed(self, job_id: str, body: bytes | None, job_try: int, aborted: bool) -> None:
-        state = self._job_state.get(job_id, {})
+    async def _run_claimed(self, run: Run, body: bytes | None, aborted: bool) -> None:
+        job_id, state, job_try = run.job_id, run.state, run.job_try
         try:
             if body is None:
-                await self._finish(job_id, FAILED, error=("expired", "the job expired before it ran", 502))
+                await self._finish(run, FAILED, error=("expired", "the job expired before it ran", 502))
                 return
             try:
                 function_name, args, kwargs, _, _ = deserialize_job_raw(
@@ -247,7 +261,7 @@ class SwitchyardWorker(Worker):
                 )
                 function = self.functions[function_name]
             except Exception as exc:  # noqa: BLE001 (a broken body fails that job, not the worker)
-                await self._finish(job_id, FAILED, error=("bad_job", f"cannot run this job: {exc}", 500))
+                await self._finish(run, FAILED, error=("bad_job", f"cannot run this job: {exc}", 500))
                 return
             assert isinstance(function, Function)
             # Deliberate retries (a provider's 429/5xx, a shutdown) are the handler's to bound;
@@ -257,59 +271,56 @@ class SwitchyardWorker(Worker):
             lost = int(state.get("lost", 0)) if state else job_try - 1
             if lost >= max_tries or job_try > max_tries + MAX_DELIBERATE_RETRIES:
                 await self._finish(
-                    job_id,
+                    run,
                     FAILED,
                     error=("worker_lost", f"the job was started {job_try} times without finishing", 502),
                 )
                 return
             if aborted:
-                await self._finish(job_id, CANCELED, error=("canceled", "canceled by the client", 409))
+                await self._finish(run, CANCELED, error=("canceled", "canceled by the client", 409))
                 return
             ctx = {**self.ctx, "job_id": job_id, "job_try": job_try, "job": state}
             timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
             # The job runs inline in this task (no task per job); an abort cancels this task.
-            self._in_handler.add(job_id)
+            current = asyncio.current_task()
+            assert current is not None
+            self._in_handler[job_id] = current
             try:
                 async with asyncio.timeout(timeout_s):
                     outcome = await function.coroutine(ctx, *args, **kwargs)
             finally:
-                self._in_handler.discard(job_id)
+                self._in_handler.pop(job_id, None)
         except Retry as exc:
             self.jobs_retried += 1
-            await self._requeue(job_id, exc.defer_score)
+            await self._requeue(run, exc.defer_score)
         except asyncio.CancelledError:
             if job_id in self.aborting_tasks:
                 self.aborting_tasks.discard(job_id)
                 self.jobs_failed += 1
-                await self._finish(job_id, CANCELED, error=("canceled", "canceled by the client", 409))
+                await self._finish(run, CANCELED, error=("canceled", "canceled by the client", 409))
             else:  # shutting down: give the job back for another worker
                 self.jobs_retried += 1
-                await self._requeue(job_id, None)
+                await self._requeue(run, None)
         except RetryJob:
             self.jobs_retried += 1
-            await self._requeue(job_id, None)
+            await self._requeue(run, None)
         except TimeoutError:
             self.jobs_failed += 1
             err = JobTimedOut(f"the job timed out after {timeout_s:g}s")
-            await self._finish(job_id, FAILED, error=(err.error_type, err.message, err.status_code))
+            await self._finish(run, FAILED, error=(err.error_type, err.message, err.status_code))
         except SwitchyardError as exc:
             self.jobs_failed += 1
-            await self._finish(job_id, FAILED, error=(exc.error_type, exc.message, exc.status_code))
+            await self._finish(run, FAILED, error=(exc.error_type, exc.message, exc.status_code))
         except Exception as exc:
             self.jobs_failed += 1
             log.exception("job %s failed", job_id)
-            await self._finish(
-                job_id, FAILED, error=("internal_error", f"{exc.__class__.__name__}: {exc}", 500)
-            )
+            await self._finish(run, FAILED, error=("internal_error", f"{exc.__class__.__name__}: {exc}", 500))
         else:
             self.jobs_complete += 1
-            await self._finish(job_id, SUCCEEDED, outcome=outcome)
-        finally:
-            self._job_queue.pop(job_id, None)
-            self._job_state.pop(job_id, None)
+            await self._finish(run, SUCCEEDED, outcome=outcome)
 
-    async def _requeue(self, job_id: str, defer_ms: int | None) -> None:
-        queue = self._job_queue[job_id]
+    async def _requeue(self, run: Run, defer_ms: int | None) -> None:
+        job_id, queue = run.job_id, run.queue
         async with self.pool.pipeline(transaction=True) as tr:
             tr.delete(queues.IN_PROGRESS_KEY + job_id)
             if defer_ms:
@@ -319,21 +330,18 @@ class SwitchyardWorker(Worker):
                 self.loop.call_later(defer_ms / 1000, self._wake.set)
             tr.hset(queues.STATE_KEY + job_id, "status", QUEUED)
             if not defer_ms:
-                tr.publish(
-                    queues.wake_channel(self._job_state.get(job_id, {}).get("priority", self.serves[0])), b""
-                )
+                tr.publish(queues.wake_channel(run.state.get("priority", self.serves[0])), b"")
             await asyncio.shield(tr.execute())
 
     async def _finish(
         self,
-        job_id: str,
+        run: Run,
         status: str,
         *,
         outcome: dict[str, Any] | None = None,
         error: tuple[str, str, int] | None = None,
     ) -> None:
-        state = self._job_state.get(job_id, {})
-        queue = self._job_queue.get(job_id, self.queue_name)
+        job_id, state, queue = run.job_id, run.state, run.queue
         update: dict[str, Any] = {"status": status, "finished": now_ms()}
         tokens_used = 0
         if outcome is not None:
