@@ -206,10 +206,6 @@ class JobClient:
             timer.cancel()
             self._waiters.pop(record.id, None)
 
-    def forget(self, record: JobRecord) -> None:
-        """Stop waiting for a job (the caller left); the job itself goes on."""
-        self._waiters.pop(record.id, None)
-
     # --- read --------------------------------------------------------------------------------
     async def get(self, job_id: str, owner: str) -> JobRecord:
         state = await redis_call(lambda: self.redis.hgetall(queues.STATE_KEY + job_id))

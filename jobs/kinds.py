@@ -11,7 +11,3 @@ KINDS: tuple[str, ...] = (CHAT_COMPLETION,)
 class ChatPayload(TypedDict):
     model: str
     request: dict[str, Any]  # the OpenAI chat-completions body sent upstream, model included
-
-
-class ChatResult(TypedDict):
-    completion: dict[str, Any]  # OpenAI `chat.completion` object as the provider returned it

@@ -6,7 +6,7 @@ tooling still sees our jobs; the `sy:` keys are Switchyard's job state beside th
 
 from __future__ import annotations
 
-from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 
 INTERACTIVE = "interactive"
 BATCH = "batch"
@@ -26,7 +26,6 @@ def wake_channel(priority: str) -> str:
 JOB_KEY = job_key_prefix
 IN_PROGRESS_KEY = in_progress_key_prefix
 RETRY_KEY = retry_key_prefix
-ABORT_SET = abort_jobs_ss
 
 STATE_KEY = "sy:job:"  # hash: the job's live state and, once finished, its result
 OWNER_KEY = "sy:owner:"  # zset per key: jobs not yet written to the database

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,7 +51,6 @@ class JobRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated_cost: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:

@@ -57,10 +57,6 @@ class Database:
         updatable = {c: stmt.excluded[c] for c in rows[0] if c != key}
         return stmt.on_conflict_do_update(index_elements=[key], set_=updatable)
 
-    async def upsert_jobs(self, rows: list[dict[str, Any]]) -> None:
-        """Write finished jobs in one statement; a job written twice keeps its latest state."""
-        await self.write_finished(rows, [])
-
     async def write_finished(self, jobs: list[dict[str, Any]], usage: list[dict[str, Any]]) -> None:
         """Finished jobs and their usage, in one transaction."""
         async with self.engine.begin() as conn:

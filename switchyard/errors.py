@@ -88,12 +88,6 @@ class JobNotFound(NotFound):
         super().__init__(f"Job '{job_id}' not found")
 
 
-class Conflict(SwitchyardError):
-    status_code = 409
-    error_type = "conflict"
-    title = "Conflict"
-
-
 class PayloadTooLarge(SwitchyardError):
     status_code = 413
     error_type = "request_too_large"
