@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 from redis.asyncio import Redis
 
 from api.auth import Principal
-from jobs.accounting import CREDITS_KEY, UNLIMITED, hour_reset_ms
+from jobs.accounting import CREDITS_KEY, UNLIMITED, USAGE, hour_reset_ms
 from jobs.client import redis_call
 from jobs.records import iso, now_ms
 from storage.db import Database
@@ -59,6 +59,7 @@ class Accounts:
         self.db = db
         self.sync_credits = sync_credits
         self.batch_credits = batch_credits
+        self._usage = redis.register_script(USAGE)  # sent as its SHA, not its text, per call
 
     def check_request(self, principal: Principal, *, model: str | None, max_tokens: int | None) -> None:
         """The key's own bounds on a request: its model list and its per-request token cap."""
@@ -88,6 +89,11 @@ class Accounts:
             _limit(getattr(limits.per_minute, modality)),
         ]  # fmt: skip
         return Plan(price, args, limits.hourly, now)
+
+    async def window_usage(self, key_id: str, now: int) -> tuple[int, int, int]:
+        """Requests this hour, requests today and tokens today, as admission counts them."""
+        hour, day, tokens = await redis_call(lambda: self._usage(args=[key_id, now]))
+        return int(hour), int(day), int(tokens)
 
     async def seed_balance(self, principal: Principal) -> None:
         """Redis lost (or never had) this key's balance: start it from the database's copy."""

@@ -14,8 +14,7 @@ from api.auth import Principal
 from api.errors import NATIVE, handlers_for
 from api.responses import json_response
 from api.state import Services, services
-from jobs.accounting import USAGE, day_reset_ms, hour_reset_ms
-from jobs.client import redis_call
+from jobs.accounting import day_reset_ms, hour_reset_ms
 from jobs.records import iso, now_ms
 from storage import usage
 from storage.keys import as_utc
@@ -81,7 +80,7 @@ async def _limits(svc: Services, principal: Principal) -> tuple[dict[str, Any] |
     if record is None:
         return None, "healthy"
     now = now_ms()
-    hour_used, day_used, tokens_used = await redis_call(lambda: svc.redis.eval(USAGE, 0, record.id, str(now)))
+    hour_used, day_used, tokens_used = await svc.accounts.window_usage(record.id, now)
     lim = record.limits
 
     def window(limit: int, used: int) -> dict[str, Any]:
