@@ -6,11 +6,13 @@ the API reads the catalog from there and never calls a provider.
 
 from __future__ import annotations
 
+import difflib
 import time
 
 from redis.asyncio import Redis
 
-from switchyard.providers import ProviderConfig, ProvidersConfig
+from switchyard.errors import InvalidRequest, ModelNotFound
+from switchyard.providers import ModelMeta, ProviderConfig, ProvidersConfig
 
 DISCOVERED_KEY = "sy:models:"  # set per provider name
 
@@ -54,13 +56,47 @@ class Catalog:
         await self.refresh()
         return bool(self.providers_for(model))
 
-    async def all_models(self) -> list[str]:
+    def model_meta(self, model: str) -> ModelMeta:
+        """What the providers file says of a model (its first provider that says anything)."""
+        for p in self.providers_for(model):
+            if model in p.meta:
+                return p.meta[model]
+        return ModelMeta()
+
+    def model_type(self, model: str) -> str | None:
+        """chat, completion, embedding, image or video; None when no provider serves it."""
+        providers = self.providers_for(model)
+        return providers[0].model_type(model) if providers else None
+
+    async def require(self, model: str, *types: str, field: str = "model") -> str:
+        """The model's type, when a provider serves it and it is one of `types` (any, if none given).
+
+        An unknown model is a 404 naming the closest known ids; a model of another type is a
+        400 naming the field, what it is and what the route wants.
+        """
         await self.refresh()
+        kind = self.model_type(model)
+        if kind is None:
+            known = self._known()
+            if types:
+                known = [m for m in known if self.model_type(m) in types]
+            raise ModelNotFound(model, suggestions=difflib.get_close_matches(model, known, n=5, cutoff=0.5))
+        if types and kind not in types:
+            wanted = " or ".join(types)
+            reason = f"'{model}' is a {kind} model; this route takes {wanted} models"
+            raise InvalidRequest.field(field, reason, model)
+        return kind
+
+    def _known(self) -> list[str]:
         seen: dict[str, None] = {}
         for p in self.config.providers:
             for m in self.models_of(p):
                 seen.setdefault(m)
         return list(seen)
+
+    async def all_models(self) -> list[str]:
+        await self.refresh()
+        return self._known()
 
     async def store_discovered(self, provider: str, models: list[str]) -> None:
         assert self.redis is not None

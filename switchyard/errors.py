@@ -74,11 +74,13 @@ class NotFound(SwitchyardError):
 class ModelNotFound(NotFound):
     error_type = "model_not_found"
 
-    def __init__(self, model: str) -> None:
-        super().__init__(
-            f"Model '{model}' not found",
-            details=[{"field": "model", "message": "unknown model", "value": model}],
-        )
+    def __init__(self, model: str, suggestions: list[str] | None = None) -> None:
+        hint = f"; did you mean {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+        detail: dict[str, Any] = {"field": "model", "message": "unknown model", "value": model}
+        if suggestions:
+            detail["suggestions"] = suggestions
+        super().__init__(f"Model '{model}' not found{hint}", details=[detail])
+        self.suggestions = suggestions or []
 
 
 class JobNotFound(NotFound):

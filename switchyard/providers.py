@@ -11,8 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from switchyard.errors import ConfigError
 
-ProviderKind = Literal["openai"]
 KNOWN_KINDS: tuple[str, ...] = ("openai",)
+
+MODEL_TYPES: tuple[str, ...] = ("chat", "completion", "embedding", "image", "video")
+# What a model of a provider is when the file says nothing about it.
+DEFAULT_TYPE_BY_KIND: dict[str, str] = {"openai": "chat"}
 
 # The keyless default when no providers file is given: Pollinations' OpenAI-compatible text API.
 POLLINATIONS_TEXT_MODELS = [
@@ -34,6 +37,23 @@ class ModelPrice(BaseModel):
         return (self.prompt * prompt_tokens + self.completion * completion_tokens) / 1_000_000
 
 
+class ModelMeta(BaseModel):
+    """What the providers file may say about one model; every field is optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["chat", "completion", "embedding", "image", "video"] | None = None
+    name: str | None = None
+    company: str | None = None
+    description: str | None = None
+    context_length: int | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+    capabilities: tuple[str, ...] = ()
+    supports_thinking: bool = False
+    max_duration_s: float | None = Field(default=None, gt=0)  # video models
+    deterministic: bool = False  # same prompt and seed give the same output: cacheable
+
+
 class ProviderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,6 +64,7 @@ class ProviderConfig(BaseModel):
     models: tuple[str, ...] | None = None
     timeout_s: float | None = Field(default=None, gt=0)
     prices: dict[str, ModelPrice] = Field(default_factory=dict)  # model id -> price; unknown: 0
+    meta: dict[str, ModelMeta] = Field(default_factory=dict)  # model id -> what the file says of it
 
     @field_validator("kind")
     @classmethod
@@ -58,6 +79,12 @@ class ProviderConfig(BaseModel):
         if not url.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
         return url.rstrip("/")
+
+    def model_type(self, model: str) -> str:
+        meta = self.meta.get(model)
+        if meta is not None and meta.type is not None:
+            return meta.type
+        return DEFAULT_TYPE_BY_KIND.get(self.kind, "chat")
 
     def resolved_api_key(self) -> str | None:
         """`env:NAME` reads the key from the environment at use, so secrets stay out of the file."""

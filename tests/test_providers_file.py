@@ -175,3 +175,50 @@ def test_worker_with_a_bad_providers_file_exits_2(tmp_path: Path, redis_url: str
     result = _run_cli(["worker", "--queue", "interactive"], env, tmp_path)
     assert result.returncode == 2, result.stderr
     assert "unknown kind 'nope'" in result.stderr
+
+
+META = """
+[[providers]]
+name = "local"
+kind = "openai"
+base_url = "http://127.0.0.1:1/v1"
+models = ["m/chat", "m/embed", "m/chat-large"]
+
+[providers.meta."m/embed"]
+type = "embedding"
+company = "Acme"
+
+[providers.meta."m/chat-large"]
+context_length = 128000
+supports_thinking = true
+capabilities = ["vision"]
+"""
+
+
+async def test_per_model_metadata_gives_types_and_the_catalog_checks_them() -> None:
+    from jobs.catalog import Catalog
+    from switchyard.errors import InvalidRequest, ModelNotFound
+
+    catalog = Catalog(parse_providers(META))
+    assert catalog.model_type("m/chat") == "chat"  # an openai provider's default
+    assert catalog.model_type("m/embed") == "embedding"
+    assert catalog.model_meta("m/embed").company == "Acme"
+    assert catalog.model_meta("m/chat-large").context_length == 128000
+    assert catalog.model_meta("m/chat-large").supports_thinking is True
+    assert await catalog.require("m/embed", "embedding") == "embedding"
+
+    with pytest.raises(InvalidRequest) as wrong:
+        await catalog.require("m/embed", "chat", "completion")
+    assert wrong.value.param == "model"
+    assert "embedding model" in wrong.value.message
+
+    with pytest.raises(ModelNotFound) as unknown:
+        await catalog.require("m/chat-larg", "chat")
+    assert unknown.value.suggestions[0] == "m/chat-large"
+    assert "m/embed" not in unknown.value.suggestions  # only models the route could take
+    assert unknown.value.status_code == 404
+
+
+def test_unknown_metadata_fields_are_named() -> None:
+    with pytest.raises(ConfigError, match=r"meta\.m/chat\.colour: is not a known field"):
+        parse_providers(META + '\n[providers.meta."m/chat"]\ncolour = "red"\n')

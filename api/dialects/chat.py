@@ -10,7 +10,6 @@ from api.state import services
 from api.submit import submit
 from api.validation import parse_chat
 from jobs.kinds import CHAT_COMPLETION, ChatPayload
-from switchyard.errors import ModelNotFound
 
 
 async def chat_route(
@@ -27,8 +26,7 @@ async def chat_route(
         # A default the caller did not ask for stays within the key's per-request cap.
         cap = principal.record.limits.max_tokens_per_request if principal.record is not None else None
         upstream["max_tokens"] = default_max_tokens if cap is None else min(default_max_tokens, cap)
-    if not await svc.catalog.serves(req.model):
-        raise ModelNotFound(req.model)
+    await svc.catalog.require(req.model, "chat", "completion")
     max_tokens = upstream.get("max_tokens") or upstream.get("max_completion_tokens")
     svc.accounts.check_request(principal, model=req.model, max_tokens=max_tokens)
     payload: ChatPayload = {"model": req.model, "request": upstream}
