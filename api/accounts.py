@@ -95,6 +95,15 @@ class Accounts:
         hour, day, tokens = await redis_call(lambda: self._usage(args=[key_id, now]))
         return int(hour), int(day), int(tokens)
 
+    async def hourly_headers(self, principal: Principal) -> dict[str, str]:
+        """The key's hourly window as `X-RateLimit-*` headers, for responses that admitted nothing."""
+        record = principal.record
+        if record is None:
+            return {}
+        now = now_ms()
+        hour_used, _, _ = await self.window_usage(record.id, now)
+        return rate_headers(record.limits.hourly, record.limits.hourly - hour_used, hour_reset_ms(now))
+
     async def seed_balance(self, principal: Principal) -> None:
         """Redis lost (or never had) this key's balance: start it from the database's copy."""
         assert principal.record is not None

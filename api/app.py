@@ -7,10 +7,11 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, Request, Response, get
 from litestar.openapi import OpenAPIConfig
+from litestar.types import Message, Scope
 from redis.asyncio import Redis
 
 from api.accounts import Accounts
-from api.auth import KeyCache
+from api.auth import PRINCIPAL_STATE, KeyCache
 from api.dialects import credits, jobs, keys, native, openai, status
 from api.errors import NATIVE, handlers_for
 from api.responses import json_response
@@ -18,6 +19,7 @@ from api.state import Services, services
 from jobs.catalog import Catalog
 from jobs.client import JobClient, redis_call
 from storage.db import Database
+from switchyard.errors import ServiceUnavailable
 from switchyard.providers import load_providers
 from switchyard.settings import Settings, get_settings
 
@@ -28,6 +30,26 @@ async def health(request: Request) -> Response[bytes]:
     svc = services(request)
     await redis_call(svc.redis.ping)
     return json_response({"status": "healthy"})
+
+
+async def rate_limit_headers(message: Message, scope: Scope) -> None:
+    """Every response to a key carries its hourly window (`X-RateLimit-*`); routes that admit
+    work set them from admission itself, the others get them here (one Redis read)."""
+    if message["type"] != "http.response.start":
+        return
+    principal = scope.get("state", {}).get(PRINCIPAL_STATE)
+    if principal is None or principal.record is None:
+        return
+    headers = list(message.get("headers", ()))
+    if any(name.lower() == b"x-ratelimit-limit" for name, _ in headers):
+        return
+    svc: Services = scope["app"].state.services
+    try:
+        extra = await svc.accounts.hourly_headers(principal)
+    except ServiceUnavailable:  # the response itself says what is wrong; it goes out without them
+        return
+    headers += [(name.encode(), value.encode()) for name, value in extra.items()]
+    message["headers"] = headers
 
 
 def create_app(
@@ -83,6 +105,7 @@ def create_app(
             health,
         ],
         lifespan=[lifespan],
+        before_send=[rate_limit_headers],
         exception_handlers=handlers_for(NATIVE),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="Switchyard", version="0.1.0", path="/schema"),

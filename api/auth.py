@@ -15,6 +15,7 @@ from storage.keys import KeyRecord, find_key, hash_key
 from switchyard.errors import Forbidden, ServiceUnavailable, Unauthorized
 
 ADMIN = "admin"
+PRINCIPAL_STATE = "switchyard_principal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +94,9 @@ class KeyCache:
             raise Forbidden("API key is inactive")
         if record.expired:
             raise Forbidden("API key has expired")
-        return Principal(record.id, record=record)
+        principal = Principal(record.id, record=record)
+        request.state[PRINCIPAL_STATE] = principal  # for the rate-limit headers of the response
+        return principal
 
     async def require_admin(self, request: Request) -> Principal:
         secret = presented_key(request)

@@ -87,6 +87,21 @@ async def test_key_created_with_every_field_carries_them(gw: Gateway) -> None:
     assert submitted.status_code == 202, submitted.text
     assert submitted.headers["x-ratelimit-limit"] == "7"
     assert submitted.headers["x-ratelimit-remaining"] == "6"
+    reset = submitted.headers["x-ratelimit-reset"]
+
+    # Responses that admit nothing carry the same window: reads, and errors after authentication.
+    job_id = submitted.json()["data"]["job_id"]
+    for response in (
+        await gw.client.get(f"/api/v1/jobs/{job_id}", headers=xkey(secret)),
+        await gw.client.get("/api/v1/status", headers=xkey(secret)),
+        await gw.client.get("/api/v1/jobs?limit=0", headers=xkey(secret)),
+        await gw.client.post("/api/v1/completion", json={"model": "mock/echo"}, headers=xkey(secret)),
+    ):
+        assert response.headers["x-ratelimit-limit"] == "7", response.request.url
+        assert response.headers["x-ratelimit-remaining"] == "6", response.request.url
+        assert response.headers["x-ratelimit-reset"] == reset
+    # The admin key has no limits, so no window to report.
+    assert "x-ratelimit-limit" not in (await gw.client.get("/api/keys", headers=admin_headers())).headers
 
 
 @SQLITE_ONLY
