@@ -10,7 +10,9 @@ import asyncio
 import base64
 import contextlib
 import inspect
+import itertools
 import logging
+import secrets
 import uuid
 from collections.abc import Callable
 from functools import partial
@@ -38,6 +40,15 @@ log = logging.getLogger(__name__)
 def job_body(kind: str, job_id: str, payload: dict[str, Any], enqueue_ms: int) -> bytes:
     """ARQ's job body (`arq.jobs.serialize_job`'s dict), serialized as JSON instead of pickle."""
     return orjson.dumps({"t": None, "f": kind, "a": [job_id, payload], "k": {}, "et": enqueue_ms})
+
+
+_sequence = itertools.count()
+
+
+def new_job_id(created_ms: int) -> str:
+    """32 hex digits that sort as the jobs were created: the millisecond, a per-process sequence
+    (jobs of one millisecond keep their order), then randomness (unique across processes)."""
+    return f"{created_ms:011x}{next(_sequence) & 0xFFFFF:05x}{secrets.token_hex(8)}"
 
 
 async def redis_call(fn: Callable[[], Any]) -> Any:
@@ -147,7 +158,7 @@ class JobClient:
             raise ValueError(f"unknown priority {priority!r}")
         created = now_ms()
         record = JobRecord(
-            id=uuid.uuid4().hex,
+            id=new_job_id(created),
             kind=kind,
             dialect=dialect,
             priority=priority,
