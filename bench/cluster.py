@@ -120,6 +120,10 @@ class Cluster:
             SWITCHYARD_PORT=str(self.web_port),
             SWITCHYARD_LOG_LEVEL="WARNING",
         )
+        # BENCH_SWITCHYARD_X=v runs the cluster with SWITCHYARD_X=v (to compare settings).
+        self.env.update(
+            {k[len("BENCH_") :]: v for k, v in os.environ.items() if k.startswith("BENCH_SWITCHYARD_")}
+        )
         await self.migrate()
         await self.wait_http("standin", self.standin_port, "/v1/models")
         self.spawn("web", [str(self.bin / "switchyard"), "web"])
