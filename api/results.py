@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from api.errors import CREDITS, NATIVE
-from jobs.kinds import CHAT_COMPLETION
+from api.errors import APIDOCS, CREDITS, NATIVE
+from jobs.kinds import CHAT_COMPLETION, EMBEDDING
 from jobs.queues import BATCH
 from jobs.records import JobRecord
 
@@ -54,7 +54,27 @@ def chat_body(record: JobRecord) -> dict[str, Any]:
     return completion
 
 
-RENDERERS: dict[str, Callable[[JobRecord], dict[str, Any]]] = {CHAT_COMPLETION: chat_body}
+def embedding_body(record: JobRecord) -> dict[str, Any]:
+    """OpenAI's embeddings list; api-reference 004's `/api/embedding/` takes one text and answers
+    its one vector."""
+    result = dict(record.result or {})
+    if record.model:
+        result["model"] = record.model
+    if record.dialect == APIDOCS:
+        data = result.get("data") or [{}]
+        usage = result.get("usage") or {}
+        prompt = int(usage.get("prompt_tokens") or 0)
+        return {
+            "embedding": data[0].get("embedding"),
+            "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+        }
+    return result
+
+
+RENDERERS: dict[str, Callable[[JobRecord], dict[str, Any]]] = {
+    CHAT_COMPLETION: chat_body,
+    EMBEDDING: embedding_body,
+}
 
 
 def result_body(record: JobRecord) -> Any:

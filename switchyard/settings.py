@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     web_workers: int = Field(
         default=1, ge=1, validation_alias=AliasChoices("SWITCHYARD_WEB_WORKERS", "WEB_CONCURRENCY")
     )
+    # The model of a route whose document makes it optional (api-reference 004); the defaults are
+    # the keyless default provider's chat model and OpenAI's small embedding model.
+    default_chat_model: str = Field(
+        default="openai", min_length=1, validation_alias="SWITCHYARD_DEFAULT_CHAT_MODEL"
+    )
+    default_embedding_model: str = Field(
+        default="text-embedding-3-small", min_length=1, validation_alias="SWITCHYARD_DEFAULT_EMBEDDING_MODEL"
+    )
 
     @property
     def database_url_or_default(self) -> str:

@@ -6,6 +6,8 @@ user message. Behaviour is steered per request by markers in that message — `[
 `[fail:N]` (500 for the first N calls carrying that marker), `[429]`, `[400]`, `[hang]`,
 `[sleep:S]`, `[html]` — or for every request by the `fail_next`/`status` attributes.
 
+`POST .../embeddings` answers vectors drawn from a hash of each input (markers work there too).
+
     python -m switchyard.standin --port 18080 --models mock/echo
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import re
 import time
 from collections import Counter
@@ -30,6 +33,8 @@ class StandIn:
         self.port = port
         self.calls = 0
         self.chat_calls = 0
+        self.embedding_calls = 0
+        self.authorizations: list[str] = []  # the Authorization header of each call, when recording
         self.fail_next = 0  # the next N chat calls answer 500
         self.status: int | None = None  # every chat call answers this status
         self.models_status = 200
@@ -64,6 +69,8 @@ class StandIn:
                 for line in lines[1:]:
                     if line[:15].lower() == "content-length:":
                         length = int(line[15:].strip())
+                    elif self.record and line[:14].lower() == "authorization:":
+                        self.authorizations.append(line[14:].strip())
                 body = await reader.readexactly(length) if length else b""
                 status, payload, ctype = await self.handle(method, path, body)
                 writer.write(
@@ -88,6 +95,8 @@ class StandIn:
             return 200, orjson.dumps({"object": "list", "data": data}), "application/json"
         if method == "POST" and path.endswith("/chat/completions"):
             return await self.chat(orjson.loads(body or b"{}"))
+        if method == "POST" and path.endswith("/embeddings"):
+            return await self.embeddings(orjson.loads(body or b"{}"))
         return 404, b'{"error":{"message":"no such route"}}', "application/json"
 
     async def chat(self, req: dict[str, Any]) -> tuple[int, bytes, str]:
@@ -137,6 +146,58 @@ class StandIn:
             },
         }
         return 200, orjson.dumps(body), "application/json"
+
+    async def embeddings(self, req: dict[str, Any]) -> tuple[int, bytes, str]:
+        """One vector per input, `dimensions` long (default 16): each value is a byte of a SHA-256
+        stream of the text, scaled to [-1, 1) in steps of 1/128 (exact in float32)."""
+        self.embedding_calls += 1
+        if self.record:
+            self.requests.append(req)
+        raw = req.get("input")
+        if isinstance(raw, str) or (isinstance(raw, list) and raw and isinstance(raw[0], int)):
+            raw = [raw]
+        if not isinstance(raw, list) or not raw:
+            return 400, b'{"error":{"message":"input is required"}}', "application/json"
+        texts = [t if isinstance(t, str) else " ".join(str(i) for i in t) for t in raw]
+        for text in texts:
+            for kind, arg in _MARK.findall(text):
+                if kind == "sleep":
+                    await asyncio.sleep(float(arg or 0))
+                elif kind == "fail":
+                    key = f"embed:{kind}:{arg}:{text}"
+                    self._marker_counts[key] += 1
+                    if not arg or self._marker_counts[key] <= float(arg):
+                        return 500, b'{"error":{"message":"stand-in failure"}}', "application/json"
+                elif kind in ("429", "400"):
+                    return (
+                        int(kind),
+                        b'{"error":{"message":"stand-in says %s"}}' % kind.encode(),
+                        "application/json",
+                    )
+        if self.status is not None:
+            return self.status, b'{"error":{"message":"stand-in status"}}', "application/json"
+        dims = int(req.get("dimensions") or 16)
+        tokens = sum(len(t.split()) if isinstance(t, str) else len(t) for t in raw)
+        body = {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": standin_vector(text, dims)}
+                for i, text in enumerate(texts)
+            ],
+            "model": req.get("model", "mock/embed"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return 200, orjson.dumps(body), "application/json"
+
+
+def standin_vector(text: str, dims: int) -> list[float]:
+    """The stand-in's embedding of `text` (tests compute the expected vectors with it)."""
+    stream = b""
+    block = 0
+    while len(stream) < dims:
+        stream += hashlib.sha256(f"{block}:{text}".encode()).digest()
+        block += 1
+    return [(b - 128) / 128 for b in stream[:dims]]
 
 
 async def _main(args: argparse.Namespace) -> None:

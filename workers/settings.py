@@ -11,11 +11,12 @@ from arq.connections import RedisSettings
 
 from jobs import queues
 from jobs.catalog import Catalog
-from jobs.kinds import CHAT_COMPLETION
+from jobs.kinds import CHAT_COMPLETION, EMBEDDING
 from storage.db import Database
 from switchyard.providers import load_providers
 from switchyard.settings import Settings, get_settings
 from workers.chat import chat_completion
+from workers.embedding import create_embeddings
 from workers.http import Upstream
 from workers.providers import ProviderError
 from workers.providers import openai as openai_provider
@@ -62,6 +63,12 @@ def job_functions(settings: Settings) -> list[Any]:
         func(
             cast(Any, chat_completion),  # arq types handlers loosely (ctx, *args)
             name=CHAT_COMPLETION,
+            timeout=settings.job_timeout_s,
+            max_tries=settings.worker_max_tries,
+        ),
+        func(
+            cast(Any, create_embeddings),
+            name=EMBEDDING,
             timeout=settings.job_timeout_s,
             max_tries=settings.worker_max_tries,
         ),

@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Request, Response, Router, get, post
 
 from api.dialects.chat import chat_route
+from api.dialects.embeddings import embedding_route
 from api.errors import OPENAI, handlers_for
 from api.responses import json_response
 from api.state import services
@@ -50,8 +51,15 @@ async def retrieve_model(request: Request, model_id: str) -> Response[bytes]:
     return json_response(_model(model_id, svc.catalog.providers_for(model_id)[0].name))
 
 
+@post(["/v1/embeddings", "/openai/v1/embeddings"], status_code=200)
+async def embeddings(request: Request) -> Response[bytes]:
+    """OpenAI embeddings: `input` a string, strings, a token array or token arrays; `model`
+    must be an embedding model."""
+    return await embedding_route(request, OPENAI)
+
+
 router = Router(
     path="/",
-    route_handlers=[chat_completions, list_models, retrieve_model],
+    route_handlers=[chat_completions, list_models, retrieve_model, embeddings],
     exception_handlers=handlers_for(OPENAI),
 )

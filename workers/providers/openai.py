@@ -86,3 +86,12 @@ async def list_models(http: Upstream, provider: ProviderConfig, timeout: float) 
     if not isinstance(items, list):
         raise ProviderError("model listing is not a list", retryable=False)
     return [str(m["id"]) for m in items if isinstance(m, dict) and "id" in m]
+
+
+async def embeddings(
+    http: Upstream, provider: ProviderConfig, request: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    data = await post_json(http, provider, "/embeddings", request, timeout)
+    if not isinstance(data.get("data"), list):
+        raise ProviderError("returned no `data`: not an embeddings response", retryable=True)
+    return data

@@ -1,0 +1,210 @@
+"""Embeddings: OpenAI's `/v1/embeddings` (and under `/openai/v1`) as jobs through the queue,
+against stand-in providers over real HTTP: the documented shape, base64, `?batch=1`, the
+usage and cost recorded, fallbacks, and bad input."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchyard.standin import StandIn, standin_vector
+from tests.conftest import Gateway, chat_body, get_job, wait_for_status
+from tests.llm_support import (
+    EMBED,
+    EMBED_PRICE,
+    assert_openai_error,
+    bearer,
+    usage_row,
+    write_llm_providers,
+)
+
+
+@pytest.fixture
+async def backup() -> AsyncIterator[StandIn]:
+    server = await StandIn().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def providers_file(tmp_path: Path, standin: StandIn, backup: StandIn) -> Path:
+    return write_llm_providers(
+        tmp_path / "providers.toml", ("standin", standin.base_url), ("backup", backup.base_url)
+    )
+
+
+def floats(b64: str) -> list[float]:
+    raw = base64.b64decode(b64)
+    return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+
+
+@pytest.mark.parametrize("prefix", ["/v1", "/openai/v1"])
+async def test_one_text_in_openai_shape(gw: Gateway, key: str, standin: StandIn, prefix: str) -> None:
+    gw.start_worker()
+    standin.record = True
+    response = await gw.client.post(
+        f"{prefix}/embeddings", json={"model": EMBED, "input": "hello embedding world"}, headers=bearer(key)
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    vector = standin_vector("hello embedding world", 16)
+    assert body == {
+        "object": "list",
+        "data": [{"object": "embedding", "index": 0, "embedding": vector}],
+        "model": EMBED,
+        "usage": {"prompt_tokens": 3, "total_tokens": 3},
+    }
+    (sent,) = standin.requests
+    assert sent["input"] == "hello embedding world" and sent["model"] == EMBED
+    job = await get_job(gw.client, key, response.headers["x-job-id"])
+    assert job["kind"] == "embedding" and job["status"] == "succeeded"
+    assert job["provider"] == "standin" and job["model"] == EMBED
+    assert job["result"] == body
+    row = await usage_row(gw.settings.database_url_or_default, job["id"])
+    assert (row.kind, row.model, row.prompt_tokens, row.completion_tokens) == ("embedding", EMBED, 3, 0)
+    assert row.estimated_cost == pytest.approx(3 * EMBED_PRICE / 1_000_000)
+
+
+async def test_several_inputs_token_arrays_dimensions_and_base64(
+    gw: Gateway, key: str, standin: StandIn
+) -> None:
+    gw.start_worker()
+    standin.record = True
+    texts = ["first text", "second", "third one here"]
+    listed = await gw.client.post(
+        "/v1/embeddings", json={"model": EMBED, "input": texts, "dimensions": 40}, headers=bearer(key)
+    )
+    assert listed.status_code == 200, listed.text
+    data = listed.json()["data"]
+    assert [d["index"] for d in data] == [0, 1, 2]
+    assert [d["embedding"] for d in data] == [standin_vector(t, 40) for t in texts]
+    assert listed.json()["usage"]["prompt_tokens"] == 6
+    assert standin.requests[-1]["dimensions"] == 40
+
+    tokens = await gw.client.post(
+        "/v1/embeddings", json={"model": EMBED, "input": [[1, 2, 3], [4]]}, headers=bearer(key)
+    )
+    assert tokens.status_code == 200, tokens.text
+    assert [d["embedding"] for d in tokens.json()["data"]] == [
+        standin_vector("1 2 3", 16),
+        standin_vector("4", 16),
+    ]
+    one_array = await gw.client.post(
+        "/v1/embeddings", json={"model": EMBED, "input": [7, 8]}, headers=bearer(key)
+    )
+    assert one_array.status_code == 200, one_array.text
+    assert len(one_array.json()["data"]) == 1
+
+    encoded = await gw.client.post(
+        "/v1/embeddings",
+        json={"model": EMBED, "input": texts, "encoding_format": "base64"},
+        headers=bearer(key),
+    )
+    assert encoded.status_code == 200, encoded.text
+    vectors = [d["embedding"] for d in encoded.json()["data"]]
+    assert all(isinstance(v, str) for v in vectors)
+    assert [floats(v) for v in vectors] == [standin_vector(t, 16) for t in texts]
+    # Providers are asked for floats whatever the caller wants; Switchyard encodes.
+    assert standin.requests[-1]["encoding_format"] == "float"
+
+
+async def test_batch_is_polled_to_the_synchronous_body(gw: Gateway, key: str) -> None:
+    gw.start_worker()
+    request = {"model": EMBED, "input": ["batch me", "and me"]}
+    sync = await gw.client.post("/v1/embeddings", json=request, headers=bearer(key))
+    assert sync.status_code == 200, sync.text
+    submitted = await gw.client.post("/openai/v1/embeddings?batch=1", json=request, headers=bearer(key))
+    assert submitted.status_code == 202, submitted.text
+    data = submitted.json()["data"]
+    assert submitted.headers["location"] == data["poll_url"]
+    assert data["job"]["kind"] == "embedding" and data["job"]["priority"] == "batch"
+    job = await wait_for_status(gw.client, key, data["job_id"], "succeeded")
+    assert job["result"] == sync.json()
+
+
+async def test_the_next_provider_serves_when_the_first_fails(
+    gw: Gateway, key: str, standin: StandIn, backup: StandIn
+) -> None:
+    gw.start_worker()
+    standin.status = 500
+    response = await gw.client.post(
+        "/v1/embeddings", json={"model": EMBED, "input": "fall back"}, headers=bearer(key)
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["data"][0]["embedding"] == standin_vector("fall back", 16)
+    job = await get_job(gw.client, key, response.headers["x-job-id"])
+    assert job["provider"] == "backup"
+    assert job["attempts"] == gw.settings.provider_attempts + 1
+    assert standin.embedding_calls == gw.settings.provider_attempts and backup.embedding_calls == 1
+
+
+async def test_a_provider_refusal_fails_the_job_with_its_reason(gw: Gateway, key: str) -> None:
+    gw.start_worker()
+    response = await gw.client.post(
+        "/v1/embeddings", json={"model": EMBED, "input": "[400] refuse me"}, headers=bearer(key)
+    )
+    error = assert_openai_error(response, 502)
+    assert "stand-in says 400" in error["message"]
+    job = await get_job(gw.client, key, response.headers["x-job-id"])
+    assert job["status"] == "failed" and job["error"]["type"] == "provider_rejected"
+
+
+BAD_INPUT: list[tuple[dict[str, Any], str]] = [
+    ({"model": EMBED}, "input"),
+    ({"model": EMBED, "input": ""}, "input"),
+    ({"model": EMBED, "input": "   "}, "input"),
+    ({"model": EMBED, "input": []}, "input"),
+    ({"model": EMBED, "input": ["ok", ""]}, "input[1]"),
+    ({"model": EMBED, "input": ["ok", 3]}, "input[1]"),
+    ({"model": EMBED, "input": [1, -2]}, "input[1]"),
+    ({"model": EMBED, "input": [[1], []]}, "input[1]"),
+    ({"model": EMBED, "input": [[1], "text"]}, "input[1]"),
+    ({"model": EMBED, "input": [{"text": "x"}]}, "input"),
+    ({"model": EMBED, "input": 42}, "input"),
+    ({"model": EMBED, "input": ["x"] * 2049}, "input"),
+    ({"model": EMBED, "input": "x", "encoding_format": "hex"}, "encoding_format"),
+    ({"model": EMBED, "input": "x", "dimensions": 0}, "dimensions"),
+    ({"model": EMBED, "input": "x", "dimensions": "many"}, "dimensions"),
+    ({"input": "x"}, "model"),
+    ({"model": "", "input": "x"}, "model"),
+    ({"model": 5, "input": "x"}, "model"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_INPUT)
+async def test_bad_input_names_the_field(gw: Gateway, key: str, body: dict[str, Any], field: str) -> None:
+    response = await gw.client.post("/v1/embeddings", json=body, headers=bearer(key))
+    error = assert_openai_error(response, 400, field)
+    assert error["type"] == "invalid_request_error"
+
+
+async def test_malformed_bodies_are_400s(gw: Gateway, key: str) -> None:
+    for content in (b"", b"{not json", b"[1, 2]"):
+        response = await gw.client.post(
+            "/v1/embeddings", content=content, headers={**bearer(key), "content-type": "application/json"}
+        )
+        assert_openai_error(response, 400, "body")
+    anonymous = await gw.client.post("/v1/embeddings", json={"model": EMBED, "input": "x"})
+    assert_openai_error(anonymous, 401)
+
+
+async def test_models_of_the_wrong_type_and_unknown_models(gw: Gateway, key: str) -> None:
+    chat_model = await gw.client.post(
+        "/v1/embeddings", json={"model": "mock/echo", "input": "x"}, headers=bearer(key)
+    )
+    error = assert_openai_error(chat_model, 400, "model")
+    assert "chat model" in error["message"] and "embedding" in error["message"]
+    embed_for_chat = await gw.client.post(
+        "/v1/chat/completions", json=chat_body(model=EMBED), headers=bearer(key)
+    )
+    assert_openai_error(embed_for_chat, 400, "model")
+    unknown = await gw.client.post(
+        "/v1/embeddings", json={"model": "mock/embedd", "input": "x"}, headers=bearer(key)
+    )
+    error = assert_openai_error(unknown, 404, "model")
+    assert "mock/embed" in error["message"]  # the closest embedding model is suggested
