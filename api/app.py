@@ -12,13 +12,14 @@ from redis.asyncio import Redis
 
 from api.accounts import Accounts
 from api.auth import PRINCIPAL_STATE, KeyCache
-from api.dialects import credits, jobs, keys, native, openai, status
+from api.dialects import credits, files, jobs, keys, native, openai, status
 from api.errors import NATIVE, handlers_for
 from api.responses import json_response
 from api.state import Services, services
 from jobs.catalog import Catalog
 from jobs.client import JobClient, redis_call
 from storage.db import Database
+from storage.files import Files
 from switchyard.errors import ServiceUnavailable
 from switchyard.providers import load_providers
 from switchyard.settings import Settings, get_settings
@@ -84,6 +85,7 @@ def create_app(
             accounts=Accounts(
                 r, database, sync_credits=settings.sync_credits, batch_credits=settings.batch_credits
             ),
+            files=Files.from_settings(settings, database),
         )
         try:
             yield
@@ -102,6 +104,7 @@ def create_app(
             jobs.router,
             keys.router,
             status.router,
+            files.router,
             health,
         ],
         lifespan=[lifespan],

@@ -12,6 +12,7 @@ from api.auth import KeyCache
 from jobs.catalog import Catalog
 from jobs.client import JobClient
 from storage.db import Database
+from storage.files import Files
 from switchyard.settings import Settings
 
 
@@ -24,6 +25,7 @@ class Services:
     catalog: Catalog
     keys: KeyCache
     accounts: Accounts
+    files: Files
 
 
 def services(request: Request) -> Services:

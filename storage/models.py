@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Column, Index
+from sqlalchemy import JSON, BigInteger, Column, Index
 from sqlmodel import Field, SQLModel
 
 
@@ -77,3 +77,26 @@ class Usage(SQLModel, table=True):
     estimated_cost: float = 0.0
     credits: int = 0  # net credits charged (0 when refunded)
     created_at: datetime
+
+
+class StoredFile(SQLModel, table=True):
+    """A file served at `/api/v1/files/{id}`: metadata here, the bytes in the blob store under
+    `blob_key` (content-addressed, so several rows may share one blob)."""
+
+    __tablename__ = "files"
+    __table_args__ = (
+        Index("ix_files_expires_at", "expires_at"),
+        Index("ix_files_blob_key", "blob_key"),
+        Index("ix_files_job_id", "job_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)  # public and unguessable
+    blob_key: str = Field(max_length=64)  # SHA-256 of the content, hex
+    mime_type: str = Field(max_length=200)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    filename: str = Field(max_length=255)
+    owner_key_id: str | None = Field(default=None, max_length=40)  # None: only the admin reads it
+    kind: str = Field(default="file", max_length=40)  # "media", "image", "thumbnail", ...
+    job_id: str | None = Field(default=None, max_length=40)
+    created_at: datetime
+    expires_at: datetime | None = None  # None: kept until deleted

@@ -39,6 +39,17 @@ class Settings(BaseSettings):
     sync_credits: int = Field(default=1, ge=0, validation_alias="SWITCHYARD_SYNC_CREDITS")
     batch_credits: int = Field(default=2, ge=0, validation_alias="SWITCHYARD_BATCH_CREDITS")
     result_ttl_s: int = Field(default=3600, ge=1, validation_alias="SWITCHYARD_RESULT_TTL_S")
+    # Files (storage/blobs.py, storage/files.py, GET /api/v1/files/{id}).
+    blob_dir: Path | None = Field(default=None, validation_alias="SWITCHYARD_BLOB_DIR")  # <data dir>/blobs
+    file_ttl_s: int = Field(default=86_400, ge=1, validation_alias="SWITCHYARD_FILE_TTL_S")
+    file_cleanup_interval_s: float = Field(
+        default=300.0, gt=0, validation_alias="SWITCHYARD_FILE_CLEANUP_INTERVAL_S"
+    )
+    # Files up to this size are also inlined as base64 `buffer` in JSON responses; larger: `url` only.
+    file_buffer_max_bytes: int = Field(
+        default=25_000_000, ge=0, validation_alias="SWITCHYARD_FILE_BUFFER_MAX_BYTES"
+    )
+    public_url: str | None = Field(default=None, validation_alias="SWITCHYARD_PUBLIC_URL")
     web_workers: int = Field(
         default=1, ge=1, validation_alias=AliasChoices("SWITCHYARD_WEB_WORKERS", "WEB_CONCURRENCY")
     )
@@ -56,6 +67,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'switchyard.db').resolve()}"
+
+    @property
+    def blob_dir_or_default(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
 
 
 @lru_cache(maxsize=1)

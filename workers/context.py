@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from jobs.catalog import Catalog
 from storage.db import Database
+from storage.files import Files
 from switchyard.settings import Settings
 from workers.http import Upstream
 
@@ -17,6 +18,7 @@ class WorkerCtx(TypedDict, total=False):
     redis: ArqRedis
     http: Upstream
     db: Database
+    files: Files  # stored files: what a job made, served at /api/v1/files/{id}
     catalog: Catalog
     settings: Settings
     job_id: str

@@ -13,6 +13,7 @@ from jobs import queues
 from jobs.catalog import Catalog
 from jobs.kinds import CHAT_COMPLETION, EMBEDDING
 from storage.db import Database
+from storage.files import Files
 from switchyard.providers import load_providers
 from switchyard.settings import Settings, get_settings
 from workers.chat import chat_completion
@@ -43,6 +44,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.setdefault("settings", get_settings())
     ctx.setdefault("http", Upstream(settings))
     ctx.setdefault("db", Database(settings.database_url_or_default))
+    ctx.setdefault("files", Files.from_settings(settings, ctx["db"]))
     if "catalog" not in ctx:
         ctx["catalog"] = Catalog(load_providers(settings.providers_file), ctx["redis"])
     else:
