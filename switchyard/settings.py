@@ -50,6 +50,18 @@ class Settings(BaseSettings):
         default=25_000_000, ge=0, validation_alias="SWITCHYARD_FILE_BUFFER_MAX_BYTES"
     )
     public_url: str | None = Field(default=None, validation_alias="SWITCHYARD_PUBLIC_URL")
+    # Model discovery: how often a worker refreshes the catalog (one worker per period), and
+    # how long a provider's `GET /models` may take.
+    discovery_interval_s: float = Field(
+        default=300.0, gt=0, validation_alias="SWITCHYARD_DISCOVERY_INTERVAL_S"
+    )
+    discovery_timeout_s: float = Field(default=10.0, gt=0, validation_alias="SWITCHYARD_DISCOVERY_TIMEOUT_S")
+    # A provider failing this many calls in a row is skipped for `provider_cooldown_s`
+    # (unless no other provider serves the model).
+    provider_cooldown_failures: int = Field(
+        default=5, ge=1, validation_alias="SWITCHYARD_PROVIDER_COOLDOWN_FAILURES"
+    )
+    provider_cooldown_s: float = Field(default=30.0, gt=0, validation_alias="SWITCHYARD_PROVIDER_COOLDOWN_S")
     web_workers: int = Field(
         default=1, ge=1, validation_alias=AliasChoices("SWITCHYARD_WEB_WORKERS", "WEB_CONCURRENCY")
     )

@@ -4,7 +4,8 @@ A small HTTP/1.1 keep-alive server on raw asyncio (cheap enough to sit beside a 
 on two cores). It answers `GET .../models` and `POST .../chat/completions`, echoing the last
 user message. Behaviour is steered per request by markers in that message — `[fail]` (500),
 `[fail:N]` (500 for the first N calls carrying that marker), `[429]`, `[400]`, `[hang]`,
-`[sleep:S]`, `[html]` — or for every request by the `fail_next`/`status` attributes.
+`[sleep:S]`, `[html]` — or for every request by the `fail_next`/`status` attributes;
+`models_status`/`models_body` steer `GET /models`.
 
 `POST .../embeddings` answers vectors drawn from a hash of each input (markers work there too).
 
@@ -38,6 +39,8 @@ class StandIn:
         self.fail_next = 0  # the next N chat calls answer 500
         self.status: int | None = None  # every chat call answers this status
         self.models_status = 200
+        self.models_body: bytes | None = None  # when set, `GET /models` answers exactly this
+        self.models_calls = 0
         self._marker_counts: Counter[str] = Counter()
         self.requests: list[dict[str, Any]] = []
         self.record = False
@@ -89,6 +92,9 @@ class StandIn:
     async def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
         self.calls += 1
         if method == "GET" and path.endswith("/models"):
+            self.models_calls += 1
+            if self.models_body is not None:
+                return self.models_status, self.models_body, "application/json"
             if self.models_status != 200:
                 return self.models_status, b'{"error":{"message":"models unavailable"}}', "application/json"
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "standin"} for m in self.models]

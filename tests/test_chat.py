@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 import uvicorn
 
 from api.app import create_app
-from jobs.catalog import DISCOVERED_KEY
+from jobs.catalog import CATALOG_KEY
 from switchyard.redis_server import free_port
 from switchyard.settings import Settings
 from switchyard.standin import StandIn
@@ -259,7 +259,7 @@ async def test_models_of_a_provider_without_a_list_are_discovered(
     async with running_gateway(settings) as gw:
         gw.start_worker()
         async with aioredis.Redis.from_url(settings.redis_url) as r:  # type: ignore[arg-type]
-            await eventually(lambda: r.smembers(DISCOVERED_KEY + "found"), what="model discovery")
+            await eventually(lambda: r.hexists(CATALOG_KEY, "found"), what="model discovery")
         key = await gw.create_key()
         response = await gw.client.post(
             "/api/v1/chat",

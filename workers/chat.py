@@ -27,6 +27,9 @@ async def chat_completion(ctx: WorkerCtx, job_id: str, payload: ChatPayload) -> 
     model = payload["model"]
     await ctx["catalog"].refresh()
     providers = ctx["catalog"].providers_for(model)
+    if not providers:  # the API saw the model: another worker may have just discovered it
+        await ctx["catalog"].refresh(force=True)
+        providers = ctx["catalog"].providers_for(model)
     if not providers:
         raise ModelNotFound(model)
     per_provider = settings.provider_attempts

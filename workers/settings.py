@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, cast
 
@@ -18,26 +19,12 @@ from switchyard.providers import load_providers
 from switchyard.settings import Settings, get_settings
 from workers.chat import chat_completion
 from workers.embedding import create_embeddings
+from workers.context import WorkerCtx
+from workers.discovery import discovery_loop
 from workers.http import Upstream
-from workers.providers import ProviderError
-from workers.providers import openai as openai_provider
 from workers.worker import SwitchyardWorker, lower_priority
 
 log = logging.getLogger("switchyard.worker")
-
-
-async def discover_models(ctx: dict[str, Any]) -> None:
-    """Fill the catalog for providers whose file entry lists no models."""
-    catalog: Catalog = ctx["catalog"]
-    for provider in catalog.config.providers:
-        if provider.models is not None:
-            continue
-        try:
-            models = await openai_provider.list_models(ctx["http"], provider, timeout=10.0)
-        except ProviderError as exc:
-            log.warning("model discovery for %s failed: %s", provider.name, exc)
-            continue
-        await catalog.store_discovered(provider.name, models)
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -49,13 +36,15 @@ async def startup(ctx: dict[str, Any]) -> None:
         ctx["catalog"] = Catalog(load_providers(settings.providers_file), ctx["redis"])
     else:
         ctx["catalog"].redis = ctx["catalog"].redis or ctx["redis"]
-    ctx["discovery"] = asyncio.create_task(discover_models(ctx))
+    ctx["discovery"] = asyncio.create_task(discovery_loop(cast(WorkerCtx, ctx)), name="model-discovery")
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     task = ctx.get("discovery")
     if task is not None:
         task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
     await ctx["http"].aclose()
     await ctx["db"].dispose()
 

@@ -73,19 +73,56 @@ async def chat_completion(
     return data
 
 
-async def list_models(http: Upstream, provider: ProviderConfig, timeout: float) -> list[str]:
+async def list_models(http: Upstream, provider: ProviderConfig, timeout: float) -> list[dict[str, Any]]:
+    """The provider's `GET /models`, each model reduced to what the catalog keeps; a listing
+    that is not one (an error status, not JSON, no list of objects with ids) is an error."""
     try:
         response = await http.client.get(
             provider.base_url + "/models", headers=_headers(provider), timeout=timeout
         )
-        response.raise_for_status()
+    except httpx.TimeoutException:
+        raise ProviderError(f"model listing timed out after {timeout:g}s", retryable=True) from None
+    except httpx.HTTPError as exc:
+        raise ProviderError(f"model listing failed: {exc.__class__.__name__}", retryable=True) from None
+    if response.status_code >= 400:
+        reason = _reason(UpstreamResponse(response.status_code, dict(response.headers), response.content))
+        raise ProviderError(f"model listing failed: HTTP {response.status_code}: {reason}", retryable=True)
+    try:
         data = orjson.loads(response.content)
-    except (httpx.HTTPError, orjson.JSONDecodeError) as exc:
-        raise ProviderError(f"model listing failed: {exc}", retryable=True) from None
-    items = data.get("data") if isinstance(data, dict) else data
+    except orjson.JSONDecodeError:
+        raise ProviderError("model listing is not JSON", retryable=False) from None
+    items = data.get("data", data.get("models")) if isinstance(data, dict) else data
     if not isinstance(items, list):
-        raise ProviderError("model listing is not a list", retryable=False)
-    return [str(m["id"]) for m in items if isinstance(m, dict) and "id" in m]
+        raise ProviderError("model listing has no list of models", retryable=False)
+    models = [
+        _listed_model(m) for m in items if isinstance(m, dict) and isinstance(m.get("id"), str) and m["id"]
+    ]
+    if items and not models:
+        raise ProviderError("model listing has no model ids", retryable=False)
+    return models
+
+
+def _listed_model(item: dict[str, Any]) -> dict[str, Any]:
+    """What the catalog keeps of a listed model: its id, and the common optional fields of
+    OpenAI, OpenRouter, vLLM and the like when they have the expected types."""
+    out: dict[str, Any] = {"id": item["id"]}
+    if isinstance(item.get("created"), int):
+        out["created"] = item["created"]
+    for name in ("owned_by", "name", "description"):
+        if isinstance(item.get(name), str) and item[name]:
+            out[name] = item[name][:500]
+    for name in ("context_length", "context_window", "max_model_len"):
+        if isinstance(item.get(name), int) and item[name] > 0:
+            out["context_length"] = item[name]
+            break
+    pricing = item.get("pricing")
+    if isinstance(pricing, dict):  # OpenRouter: US dollars per token, as strings
+        for src, dst in (("prompt", "input_cost"), ("completion", "output_cost")):
+            try:
+                out[dst] = round(float(pricing[src]) * 1000, 9)
+            except (KeyError, TypeError, ValueError):
+                pass
+    return out
 
 
 async def embeddings(
