@@ -18,9 +18,9 @@ from storage.files import Files
 from switchyard.providers import load_providers
 from switchyard.settings import Settings, get_settings
 from workers.chat import chat_completion
-from workers.embedding import create_embeddings
 from workers.context import WorkerCtx
 from workers.discovery import discovery_loop
+from workers.embedding import create_embeddings
 from workers.http import Upstream
 from workers.worker import SwitchyardWorker, lower_priority
 
