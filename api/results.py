@@ -51,6 +51,10 @@ def chat_body(record: JobRecord) -> dict[str, Any]:
         body["request_id"] = "req_" + record.id
         body["processing_time_ms"] = (record.finished_ms or record.created_ms) - record.created_ms
         return body
+    if record.dialect == APIDOCS:  # api-reference 004: the text and the usage, nothing else
+        choices = completion.get("choices") or [{}]
+        message = choices[0].get("message") or {}
+        return {"content": message.get("content") or "", "usage": _usage(completion)}
     return completion
 
 

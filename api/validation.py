@@ -109,9 +109,13 @@ def _lookup(raw: Any, field: str) -> Any:
     return cur if isinstance(cur, str | int | float | bool) or cur is None else None
 
 
-def parse_chat(body: bytes, *, max_tokens_cap: int | None = None) -> tuple[ChatRequest, dict[str, Any]]:
+def parse_chat(
+    body: bytes, *, max_tokens_cap: int | None = None, default_model: str | None = None
+) -> tuple[ChatRequest, dict[str, Any]]:
     """The validated request, and the body to send upstream (unknown OpenAI fields kept)."""
     raw = decode_object(body)
+    if default_model is not None and raw.get("model") is None:
+        raw["model"] = default_model
     req = convert(raw, ChatRequest)
     if max_tokens_cap is not None and req.max_tokens is not None and req.max_tokens > max_tokens_cap:
         raise InvalidRequest.field("max_tokens", f"must be at most {max_tokens_cap}", req.max_tokens)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Request, Response
 
 from api.responses import json_response
@@ -18,10 +20,16 @@ async def chat_route(
     *,
     max_tokens_cap: int | None = None,
     default_max_tokens: int | None = None,
+    default_model: str | None = None,
+    defaults: dict[str, Any] | None = None,
 ) -> Response[bytes]:
     svc = services(request)
     principal = await svc.keys.authenticate(request)
-    req, upstream = parse_chat(await request.body(), max_tokens_cap=max_tokens_cap)
+    req, upstream = parse_chat(
+        await request.body(), max_tokens_cap=max_tokens_cap, default_model=default_model
+    )
+    for name, value in (defaults or {}).items():  # a dialect's documented defaults
+        upstream.setdefault(name, value)
     if default_max_tokens is not None and req.max_tokens is None and req.max_completion_tokens is None:
         # A default the caller did not ask for stays within the key's per-request cap.
         cap = principal.record.limits.max_tokens_per_request if principal.record is not None else None

@@ -1,0 +1,49 @@
+"""More LLM routes: cloudgpt's `POST /api/chat` (api-reference 001) and api-reference 004's
+`POST /api/llm/generate/`, `/api/llm/instruct/` and `/api/embedding/`.
+
+Both dialects spell errors as OpenAI's error object; each has its own router so that stays
+theirs to change. 004's routes leave the model optional: the configured default serves.
+"""
+
+from __future__ import annotations
+
+from litestar import Request, Response, Router, post
+
+from api.dialects.chat import chat_route
+from api.dialects.embeddings import embedding_route
+from api.errors import APIDOCS, CLOUDGPT, handlers_for
+from api.state import services
+
+CLOUDGPT_DEFAULTS = {"temperature": 0.7}  # 001: "Sampling temperature (0-2). Default: 0.7"
+
+
+@post("/api/chat", status_code=200)
+async def cloudgpt_chat(request: Request) -> Response[bytes]:
+    """Chat completion (001): an OpenAI chat.completion; `?batch=1` answers 202 with a job."""
+    return await chat_route(request, CLOUDGPT, defaults=CLOUDGPT_DEFAULTS)
+
+
+@post("/api/llm/generate/", status_code=200)
+async def generate(request: Request) -> Response[bytes]:
+    """Text generation (004, text_gen): `{"content", "usage"}`."""
+    return await chat_route(request, APIDOCS, default_model=services(request).settings.default_chat_model)
+
+
+@post("/api/llm/instruct/", status_code=200)
+async def instruct(request: Request) -> Response[bytes]:
+    """Instruction following (004, text2text): `{"content", "usage"}`."""
+    return await chat_route(request, APIDOCS, default_model=services(request).settings.default_chat_model)
+
+
+@post("/api/embedding/", status_code=200)
+async def embedding(request: Request) -> Response[bytes]:
+    """One text's embedding (004): `{"embedding": [...], "usage"}`."""
+    return await embedding_route(
+        request, APIDOCS, default_model=services(request).settings.default_embedding_model, text_only=True
+    )
+
+
+cloudgpt_router = Router(path="/", route_handlers=[cloudgpt_chat], exception_handlers=handlers_for(CLOUDGPT))
+apidocs_router = Router(
+    path="/", route_handlers=[generate, instruct, embedding], exception_handlers=handlers_for(APIDOCS)
+)
