@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import hashlib
 import os
 import time
@@ -14,16 +16,22 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from alembic.script import ScriptDirectory
+from litestar import Request, post
 
 from api.app import create_app
+from api.files import file_buffer, file_fields, file_url, serve_file, wants_raw
+from api.state import services
 from storage.blobs import CHUNK_SIZE, BlobNotFound, LocalBlobStore
 from storage.db import Database
 from storage.files import Files, is_file_id
 from storage.keys import utcnow
 from storage.migrate import alembic_config
 from storage.models import StoredFile
-from tests.conftest import Gateway, admin_headers, app_lifespan
+from switchyard.settings import Settings
+from tests.conftest import Gateway, admin_headers, app_lifespan, eventually
+from workers.files import SWEEP_LOCK, sweep_expired_files
 
 
 async def chunks_of(data: bytes, size: int = 100_000) -> AsyncIterator[bytes]:
@@ -359,3 +367,143 @@ async def test_stored_file_rows_round_trip(gw: Gateway, files: Files) -> None:
 def test_migrations_have_a_single_head() -> None:
     script = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite:///:memory:"))
     assert len(script.get_heads()) == 1
+
+
+async def test_head_answers_the_headers_without_the_body(gw: Gateway, files: Files) -> None:
+    secret, key_id = await new_key(gw, "head")
+    stored = await files.store(b"0123456789", mime="video/mp4", filename="v.mp4", owner_key_id=key_id)
+    url = f"/api/v1/files/{stored.id}"
+    response = await gw.client.head(url, headers={"X-API-Key": secret})
+    assert response.status_code == 200 and response.content == b""
+    assert response.headers["content-length"] == "10"
+    assert response.headers["content-type"] == "video/mp4"
+    assert response.headers["accept-ranges"] == "bytes"
+    part = await gw.client.head(url, headers={"X-API-Key": secret, "Range": "bytes=2-4"})
+    assert part.status_code == 206 and part.headers["content-range"] == "bytes 2-4/10"
+    assert part.headers["content-length"] == "3"
+    other, _ = await new_key(gw, "other")
+    assert (await gw.client.head(url, headers={"X-API-Key": other})).status_code == 404
+
+
+# --- the expiry sweep ----------------------------------------------------------------------------
+def age_blob(files: Files, blob_key: str, seconds: float = 3600) -> None:
+    """As if the blob had been written a while ago (the sweep keeps blobs written just now)."""
+    assert isinstance(files.blobs, LocalBlobStore)
+    then = time.time() - seconds
+    os.utime(files.blobs.path(blob_key), (then, then))
+
+
+async def test_one_process_sweeps_per_period(gw: Gateway, files: Files) -> None:
+    expired = await files.store(b"old news", mime="text/plain", filename="o.txt", expires_in_s=0.01)
+    age_blob(files, expired.blob_key)
+    await asyncio.sleep(0.05)
+    redis = aioredis.Redis.from_url(gw.settings.redis_url or "")
+    try:
+        ctx: dict[str, Any] = {"settings": gw.settings, "files": files, "redis": redis}
+        other: dict[str, Any] = {**ctx}  # another worker process
+        assert await sweep_expired_files(ctx) == 1
+        assert await sweep_expired_files(other) is None  # this period is taken
+        assert await sweep_expired_files(ctx) is None
+        ttl = await redis.pttl(SWEEP_LOCK)
+        assert 0 < ttl <= gw.settings.file_cleanup_interval_s * 1000
+    finally:
+        await redis.aclose()
+    assert await files.get(expired.id, include_expired=True) is None
+    assert not await files.blobs.exists(expired.blob_key)
+
+
+@pytest.mark.settings(SWITCHYARD_FILE_CLEANUP_INTERVAL_S="0.2")
+async def test_workers_remove_expired_files_periodically(gw: Gateway, files: Files) -> None:
+    gw.start_worker()
+    gw.start_worker("batch")
+    kept = await files.store(b"kept", mime="text/plain", filename="k.txt", expires_in_s=None)
+    for round_ in range(2):  # the sweep runs again each period, not just once at startup
+        expired = await files.store(
+            f"gone {round_}".encode(), mime="text/plain", filename="g.txt", expires_in_s=0.01
+        )
+        age_blob(files, expired.blob_key)
+
+        async def swept(file: StoredFile = expired) -> bool:
+            return await files.get(file.id, include_expired=True) is None
+
+        await eventually(swept, timeout=10, what="the expired file to be swept")
+        await eventually(
+            lambda file=expired: _gone(files, file.blob_key), timeout=5, what="its blob to be removed"
+        )
+    assert await files.get(kept.id) is not None
+
+
+async def _gone(files: Files, blob_key: str) -> bool:
+    return not await files.blobs.exists(blob_key)
+
+
+# --- files in API responses ----------------------------------------------------------------------
+@post("/test/media", status_code=200)
+async def media_like_route(request: Request) -> Any:
+    """What a route that returns a file does (media, images): JSON with url and buffer, or the
+    file itself."""
+    data = await request.json()
+    svc = services(request)
+    file = await svc.files.get_for(data["file_id"], None, is_admin=True)
+    if wants_raw(request, file.mime_type, data.get("direct")):
+        return await serve_file(request, svc.files, file)
+    return {"success": True, "data": await file_fields(request, file)}
+
+
+@contextlib.asynccontextmanager
+async def probe_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    app.register(media_like_route)
+    async with (
+        app_lifespan(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gateway.test:8080/"
+        ) as client,
+    ):
+        yield client
+
+
+async def test_file_fields_give_url_and_buffer_or_the_raw_file(gw: Gateway, files: Files) -> None:
+    data = b"\xff\xfb" + os.urandom(5000)
+    stored = await files.store(data, mime="audio/mpeg", filename="song.mp3")
+
+    async with probe_app(gw.settings) as client:
+        body = (await client.post("/test/media", json={"file_id": stored.id})).json()["data"]
+        assert body["url"] == f"http://gateway.test:8080/api/v1/files/{stored.id}"
+        assert base64.b64decode(body["buffer"]) == data
+        assert (body["file_id"], body["filename"], body["mime_type"], body["size"]) == (
+            stored.id, "song.mp3", "audio/mpeg", len(data)
+        )  # fmt: skip
+        assert body["expires_at"].endswith("Z")
+
+        for ask in (
+            {"json": {"direct": True}},
+            {"headers": {"Accept": "audio/mpeg"}},
+            {"headers": {"Accept": "audio/*"}},
+        ):
+            extra = ask.get("json", {})
+            response = await client.post(
+                "/test/media", json={"file_id": stored.id, **extra}, headers=ask.get("headers", {})
+            )
+            assert response.status_code == 200, ask
+            assert response.content == data, ask
+            assert response.headers["content-type"] == "audio/mpeg"
+            assert response.headers["content-disposition"] == 'inline; filename="song.mp3"'
+
+        for accept in ("*/*", "application/json", "audio/mpeg;q=0, application/json", "video/mp4"):
+            response = await client.post(
+                "/test/media", json={"file_id": stored.id}, headers={"Accept": accept}
+            )
+            assert response.headers["content-type"].startswith("application/json"), accept
+
+    public = gw.settings.model_copy(
+        update={"public_url": "https://files.example.com/sy/", "file_buffer_max_bytes": 100}
+    )
+    async with probe_app(public) as client:
+        body = (await client.post("/test/media", json={"file_id": stored.id})).json()["data"]
+        assert body["url"] == f"https://files.example.com/sy/api/v1/files/{stored.id}"
+        assert body["buffer"] is None  # larger than the bound: by url only
+    assert file_url(public, stored.id) == f"https://files.example.com/sy/api/v1/files/{stored.id}"
+    assert file_url(gw.settings, stored.id) == f"/api/v1/files/{stored.id}"
+    assert await file_buffer(files, stored, len(data)) == base64.b64encode(data).decode()
+    assert await file_buffer(files, stored, len(data) - 1) is None

@@ -21,6 +21,7 @@ from workers.chat import chat_completion
 from workers.context import WorkerCtx
 from workers.discovery import discovery_loop
 from workers.embedding import create_embeddings
+from workers.files import run_file_sweeper
 from workers.http import Upstream
 from workers.worker import SwitchyardWorker, lower_priority
 
@@ -37,6 +38,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     else:
         ctx["catalog"].redis = ctx["catalog"].redis or ctx["redis"]
     ctx["discovery"] = asyncio.create_task(discovery_loop(cast(WorkerCtx, ctx)), name="model-discovery")
+    ctx["file_sweeper"] = asyncio.create_task(run_file_sweeper(ctx), name="file-sweeper")
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -45,6 +47,11 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    sweeper = ctx.get("file_sweeper")
+    if sweeper is not None:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
     await ctx["http"].aclose()
     await ctx["db"].dispose()
 
