@@ -18,6 +18,7 @@ from api.responses import json_response
 from api.state import Services, services
 from jobs.catalog import Catalog
 from jobs.client import JobClient, redis_call
+from jobs.streams import StreamHub
 from storage.db import Database
 from storage.files import Files
 from switchyard.errors import ServiceUnavailable
@@ -86,10 +87,12 @@ def create_app(
                 r, database, sync_credits=settings.sync_credits, batch_credits=settings.batch_credits
             ),
             files=Files.from_settings(settings, database),
+            streams=StreamHub(r),
         )
         try:
             yield
         finally:
+            await app.state.services.streams.close()
             await job_client.close()
             if own_redis:
                 await r.aclose()

@@ -11,6 +11,7 @@ from api.accounts import Accounts
 from api.auth import KeyCache
 from jobs.catalog import Catalog
 from jobs.client import JobClient
+from jobs.streams import StreamHub
 from storage.db import Database
 from storage.files import Files
 from switchyard.settings import Settings
@@ -26,6 +27,7 @@ class Services:
     keys: KeyCache
     accounts: Accounts
     files: Files
+    streams: StreamHub
 
 
 def services(request: Request) -> Services:

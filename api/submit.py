@@ -89,8 +89,7 @@ def job_error(record: JobRecord) -> SwitchyardError:
     return err
 
 
-async def submit(
-    request: Request,
+async def admit_and_enqueue(
     svc: Services,
     *,
     principal: Principal,
@@ -98,17 +97,13 @@ async def submit(
     payload: dict[str, Any],
     dialect: str,
     model: str | None,
-    modality: str = "chat",
-    reserve_tokens: int = 0,
-) -> tuple[JobRecord | Response[bytes], dict[str, str]]:
-    """Admit against the key's limits and credits, enqueue; with `?batch=1` answer 202 now,
-    else wait for the finished job.
-
-    Returns the finished record for the route to render (or a ready 202 when the wait bound
-    passed: the job goes on and can be polled), and the rate-limit headers for the response.
-    A failed job raises its error.
-    """
-    batch = wants_batch(request)
+    modality: str,
+    reserve_tokens: int,
+    batch: bool,
+) -> tuple[JobRecord, dict[str, str]]:
+    """Admit against the key's limits and credits and enqueue (a caller that does not submit
+    with `?batch=1` is notified when the job finishes); the job and its rate-limit headers.
+    A refusal raises its 402 or 429."""
     plan = svc.accounts.plan(principal, modality=modality, reserve_tokens=reserve_tokens, batch=batch)
     for attempt in range(2):
         record, verdict = await svc.jobs.enqueue(
@@ -129,7 +124,40 @@ async def submit(
             continue
         svc.accounts.refuse(plan, verdict)
     assert record is not None
-    headers = plan.headers(record.limits_remaining["hourly"] if record.limits_remaining else None)
+    return record, plan.headers(record.limits_remaining["hourly"] if record.limits_remaining else None)
+
+
+async def submit(
+    request: Request,
+    svc: Services,
+    *,
+    principal: Principal,
+    kind: str,
+    payload: dict[str, Any],
+    dialect: str,
+    model: str | None,
+    modality: str = "chat",
+    reserve_tokens: int = 0,
+) -> tuple[JobRecord | Response[bytes], dict[str, str]]:
+    """Admit against the key's limits and credits, enqueue; with `?batch=1` answer 202 now,
+    else wait for the finished job.
+
+    Returns the finished record for the route to render (or a ready 202 when the wait bound
+    passed: the job goes on and can be polled), and the rate-limit headers for the response.
+    A failed job raises its error.
+    """
+    batch = wants_batch(request)
+    record, headers = await admit_and_enqueue(
+        svc,
+        principal=principal,
+        kind=kind,
+        payload=payload,
+        dialect=dialect,
+        model=model,
+        modality=modality,
+        reserve_tokens=reserve_tokens,
+        batch=batch,
+    )
     if batch:
         return accepted(record, headers), headers
     done = await svc.jobs.wait(record, wait_bound(request, svc.settings.sync_timeout_s))

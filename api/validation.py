@@ -24,6 +24,10 @@ class Message(msgspec.Struct, forbid_unknown_fields=False):
     name: str | None = None
 
 
+class StreamOptions(msgspec.Struct, forbid_unknown_fields=False):
+    include_usage: bool | None = None
+
+
 class ChatRequest(msgspec.Struct, forbid_unknown_fields=False):
     """Every parameter api-reference 000 documents for chat completion, with its range."""
 
@@ -38,6 +42,7 @@ class ChatRequest(msgspec.Struct, forbid_unknown_fields=False):
     stop: str | Annotated[list[str], Meta(max_length=4)] | None = None
     seed: int | None = None
     stream: bool | None = None
+    stream_options: StreamOptions | None = None
     thinking_enabled: bool | None = None
     thinking_model: str | None = None
     top_k: Annotated[int, Meta(ge=1, le=100)] | None = None
@@ -119,9 +124,8 @@ def parse_chat(
     req = convert(raw, ChatRequest)
     if max_tokens_cap is not None and req.max_tokens is not None and req.max_tokens > max_tokens_cap:
         raise InvalidRequest.field("max_tokens", f"must be at most {max_tokens_cap}", req.max_tokens)
-    if req.stream:
-        raise InvalidRequest.field(
-            "stream", "streaming responses are not available yet; send stream=false", True
-        )
-    upstream = {k: v for k, v in raw.items() if k not in ("thinking_enabled", "thinking_model", "stream")}
+    if req.stream_options is not None and not req.stream:
+        raise InvalidRequest.field("stream_options", "is only allowed when stream is true")
+    ours = ("thinking_enabled", "thinking_model", "stream", "stream_options")
+    upstream = {k: v for k, v in raw.items() if k not in ours}
     return req, upstream

@@ -217,6 +217,19 @@ class JobClient:
             timer.cancel()
             self._waiters.pop(record.id, None)
 
+    def outcome(self, job_id: str) -> asyncio.Future[JobRecord | None]:
+        """The future the finished job resolves (a job enqueued with notify=True by this
+        client), for a caller that waits in its own way; `release` it when done."""
+        fut = self._waiters.get(job_id)
+        if fut is None:
+            raise ValueError("outcome() needs a job enqueued with notify=True by this client")
+        return fut
+
+    def release(self, job_id: str) -> None:
+        fut = self._waiters.pop(job_id, None)
+        if fut is not None and not fut.done():
+            fut.cancel()
+
     # --- read --------------------------------------------------------------------------------
     async def get(self, job_id: str, owner: str) -> JobRecord:
         state = await redis_call(lambda: self.redis.hgetall(queues.STATE_KEY + job_id))

@@ -22,6 +22,7 @@ class ChatPayload(TypedDict):
     model: str
     request: dict[str, Any]  # the OpenAI chat-completions body sent upstream, model included
     upstream: NotRequired[UpstreamOverride]
+    stream: NotRequired[bool]  # relay the provider's chunks through the job's stream (jobs.streams)
 
 
 class EmbeddingPayload(TypedDict):

@@ -9,6 +9,13 @@ user message. Behaviour is steered per request by markers in that message — `[
 
 `POST .../embeddings` answers vectors drawn from a hash of each input (markers work there too).
 
+With `"stream": true` the reply comes as Server-Sent Events in OpenAI's chunk format, one
+word per chunk, over a chunked response: a role chunk, the content chunks, a finish chunk, a
+usage chunk when `stream_options.include_usage`, then `data: [DONE]`. Markers for streams:
+`[gap:S]` waits S seconds before each content chunk (a client that goes away meanwhile is
+counted in `streams_abandoned`), `[die:N]` drops the connection after N content chunks,
+`[sse-error:N]` sends an `error` event after N content chunks and ends the stream.
+
     python -m switchyard.standin --port 18080 --models mock/echo
 """
 
@@ -20,11 +27,25 @@ import hashlib
 import re
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-_MARK = re.compile(r"\[(fail|429|400|hang|sleep|html)(?::([0-9.]+))?\]")
+_MARK = re.compile(r"\[(fail|429|400|hang|sleep|html|gap|die|sse-error)(?::([0-9.]+))?\]")
+
+
+@dataclass
+class SSEReply:
+    """A streamed answer: `events` are whole SSE events (bytes), each flagged as content or not."""
+
+    events: list[tuple[bool, bytes]] = field(default_factory=list)
+    gap_s: float = 0.0  # before each content event
+    die_after: int | None = None  # content events sent before the connection is dropped
+
+    def add(self, data: Any, *, content: bool = False) -> None:
+        payload = data if isinstance(data, bytes) else orjson.dumps(data)
+        self.events.append((content, b"data: " + payload + b"\n\n"))
 
 
 class StandIn:
@@ -41,6 +62,9 @@ class StandIn:
         self.models_status = 200
         self.models_body: bytes | None = None  # when set, `GET /models` answers exactly this
         self.models_calls = 0
+        self.stream_calls = 0
+        self.streams_died = 0  # streams dropped on purpose by `[die:N]`
+        self.streams_abandoned = 0  # streams whose client went away before the end
         self._marker_counts: Counter[str] = Counter()
         self.requests: list[dict[str, Any]] = []
         self.record = False
@@ -76,6 +100,10 @@ class StandIn:
                         self.authorizations.append(line[14:].strip())
                 body = await reader.readexactly(length) if length else b""
                 status, payload, ctype = await self.handle(method, path, body)
+                if isinstance(payload, SSEReply):
+                    if not await self._stream(reader, writer, payload):
+                        return
+                    continue
                 writer.write(
                     b"HTTP/1.1 %d X\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n"
                     % (status, ctype.encode(), len(payload))
@@ -89,7 +117,41 @@ class StandIn:
         finally:
             writer.close()
 
-    async def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
+    async def _stream(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reply: SSEReply
+    ) -> bool:
+        """Write `reply` as a chunked event stream; False when the connection is to be dropped."""
+        self.stream_calls += 1
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        sent = 0
+        for content, event in reply.events:
+            if content:
+                if reply.die_after is not None and sent >= reply.die_after:
+                    self.streams_died += 1
+                    writer.transport.abort()  # no terminating chunk: the body is cut short
+                    return False
+                if reply.gap_s > 0 and await self._client_gone(reader, reply.gap_s):
+                    self.streams_abandoned += 1
+                    return False
+                sent += 1
+            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    @staticmethod
+    async def _client_gone(reader: asyncio.StreamReader, wait_s: float) -> bool:
+        """Wait `wait_s`, noticing meanwhile whether the client closed the connection."""
+        try:
+            return await asyncio.wait_for(reader.read(1), wait_s) == b""
+        except TimeoutError:
+            return False
+
+    async def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes | SSEReply, str]:
         self.calls += 1
         if method == "GET" and path.endswith("/models"):
             self.models_calls += 1
@@ -105,7 +167,7 @@ class StandIn:
             return await self.embeddings(orjson.loads(body or b"{}"))
         return 404, b'{"error":{"message":"no such route"}}', "application/json"
 
-    async def chat(self, req: dict[str, Any]) -> tuple[int, bytes, str]:
+    async def chat(self, req: dict[str, Any]) -> tuple[int, bytes | SSEReply, str]:
         self.chat_calls += 1
         if self.record:
             self.requests.append(req)
@@ -137,6 +199,8 @@ class StandIn:
         reply = "echo: " + text
         prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)
         completion_tokens = len(reply.split())
+        if req.get("stream") is True:
+            return 200, self._sse(req, text, reply, prompt_tokens, completion_tokens), "text/event-stream"
         body = {
             "id": f"chatcmpl-standin{self.chat_calls}",
             "object": "chat.completion",
@@ -152,6 +216,43 @@ class StandIn:
             },
         }
         return 200, orjson.dumps(body), "application/json"
+
+    def _sse(
+        self, req: dict[str, Any], text: str, reply: str, prompt_tokens: int, completion_tokens: int
+    ) -> SSEReply:
+        marks = {kind: arg for kind, arg in _MARK.findall(text)}
+        out = SSEReply(gap_s=float(marks.get("gap") or 0))
+        if "die" in marks:
+            out.die_after = int(float(marks["die"] or 0))
+        head = {
+            "id": f"chatcmpl-standin{self.chat_calls}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": req.get("model", "mock/echo"),
+        }
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+        out.add(chunk({"role": "assistant", "content": ""}))
+        words = reply.split(" ")
+        error_after = int(float(marks["sse-error"] or 0)) if "sse-error" in marks else None
+        for i, word in enumerate(words):
+            if error_after is not None and i == error_after:
+                out.add({"error": {"message": "stand-in stream error", "type": "server_error"}}, content=True)
+                return out
+            out.add(chunk({"content": word if i == 0 else " " + word}), content=True)
+        out.add(chunk({}, "stop"))
+        options = req.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
+            out.add({**head, "choices": [], "usage": usage})
+        out.add(b"[DONE]")
+        return out
 
     async def embeddings(self, req: dict[str, Any]) -> tuple[int, bytes, str]:
         """One vector per input, `dimensions` long (default 16): each value is a byte of a SHA-256

@@ -79,7 +79,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("too many stop sequences", chat_body(stop=["a", "b", "c", "d", "e"]), "stop"),
     ("top_logprobs too high", chat_body(top_logprobs=21), "top_logprobs"),
     ("repetition_penalty too low", chat_body(repetition_penalty=0.01), "repetition_penalty"),
-    ("stream is not supported", chat_body(stream=True), "stream"),
+    ("stream not a boolean", chat_body(stream="yes"), "stream"),
 ]
 
 

@@ -11,6 +11,7 @@ from switchyard.errors import ModelNotFound, ProviderFailed
 from workers.context import WorkerCtx
 from workers.providers import ProviderError
 from workers.providers import openai as openai_provider
+from workers.streaming import relay_chat_stream
 
 
 def backoff_s(base: float, attempt: int) -> float:
@@ -43,7 +44,12 @@ async def chat_completion(ctx: WorkerCtx, job_id: str, payload: ChatPayload) -> 
     last_attempt = index == len(providers) - 1 and attempt % per_provider == 0
     timeout = provider.timeout_s or settings.provider_timeout_s
     try:
-        completion = await openai_provider.chat_completion(ctx["http"], provider, payload["request"], timeout)
+        if payload.get("stream"):
+            completion = await relay_chat_stream(ctx, job_id, provider, model, payload["request"], timeout)
+        else:
+            completion = await openai_provider.chat_completion(
+                ctx["http"], provider, payload["request"], timeout
+            )
     except ProviderError as exc:
         if not exc.retryable:
             refused = ProviderFailed(f"provider {provider.name!r} refused the request: {exc}")

@@ -13,7 +13,10 @@ which with 64 jobs in flight on one pool costs more than the calls themselves.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpcore
 import httpx
@@ -26,6 +29,33 @@ class UpstreamResponse:
     status_code: int
     headers: dict[str, str]
     content: bytes
+
+
+@dataclass(slots=True)
+class UpstreamStream:
+    """A response whose body is read as it arrives (a provider's event stream)."""
+
+    status_code: int
+    headers: dict[str, str]
+    _response: httpcore.Response
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.aiter_stream():
+                yield chunk
+        except httpcore.TimeoutException as exc:
+            raise UpstreamTimeout(str(exc) or exc.__class__.__name__) from None
+        except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
+            raise UpstreamConnectionError(f"{exc.__class__.__name__}: {exc}") from None
+
+    async def read(self, limit: int = 65536) -> bytes:
+        """The body (of an error answer), up to about `limit` bytes."""
+        body = b""
+        async for chunk in self.chunks():
+            body += chunk
+            if len(body) >= limit:
+                break
+        return body
 
 
 POOL_SHARDS = 16
@@ -65,9 +95,9 @@ class Upstream:
             )
         return url
 
-    async def post(
+    def _request(
         self, url: str, content: bytes, headers: list[tuple[bytes, bytes]], timeout: float
-    ) -> UpstreamResponse:
+    ) -> tuple[httpcore.AsyncConnectionPool, httpcore.URL, list[tuple[bytes, bytes]], dict[str, Any]]:
         target = self._url(url)
         all_headers = [
             (b"host", target.host if target.port is None else b"%s:%d" % (target.host, target.port))
@@ -76,8 +106,33 @@ class Upstream:
         all_headers.append((b"content-length", str(len(content)).encode()))
         ext = {"timeout": {"connect": min(10.0, timeout), "read": timeout, "write": timeout, "pool": timeout}}
         self._next = (self._next + 1) % POOL_SHARDS
+        return self.pools[self._next], target, all_headers, ext
+
+    @asynccontextmanager
+    async def stream_post(
+        self, url: str, content: bytes, headers: list[tuple[bytes, bytes]], timeout: float
+    ) -> AsyncIterator[UpstreamStream]:
+        """POST and hand over the response before its body is read; `timeout` bounds each read.
+        Leaving the block early closes the connection (a canceled stream stops the provider)."""
+        pool, target, all_headers, ext = self._request(url, content, headers, timeout)
         try:
-            response = await self.pools[self._next].request(
+            async with pool.stream(
+                b"POST", target, headers=all_headers, content=content, extensions=ext
+            ) as r:
+                yield UpstreamStream(
+                    r.status, {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in r.headers}, r
+                )
+        except httpcore.TimeoutException as exc:
+            raise UpstreamTimeout(str(exc) or exc.__class__.__name__) from None
+        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol, OSError) as exc:
+            raise UpstreamConnectionError(f"{exc.__class__.__name__}: {exc}") from None
+
+    async def post(
+        self, url: str, content: bytes, headers: list[tuple[bytes, bytes]], timeout: float
+    ) -> UpstreamResponse:
+        pool, target, all_headers, ext = self._request(url, content, headers, timeout)
+        try:
+            response = await pool.request(
                 b"POST", target, headers=all_headers, content=content, extensions=ext
             )
         except httpcore.TimeoutException as exc:

@@ -9,6 +9,7 @@ from litestar import Request, Response
 from api.responses import json_response
 from api.results import chat_body
 from api.state import services
+from api.streaming import stream_chat
 from api.submit import submit
 from api.validation import parse_chat
 from jobs.kinds import CHAT_COMPLETION, ChatPayload
@@ -38,6 +39,16 @@ async def chat_route(
     max_tokens = upstream.get("max_tokens") or upstream.get("max_completion_tokens")
     svc.accounts.check_request(principal, model=req.model, max_tokens=max_tokens)
     payload: ChatPayload = {"model": req.model, "request": upstream}
+    if req.stream:
+        return await stream_chat(
+            request,
+            svc,
+            principal=principal,
+            dialect=dialect,
+            payload=payload,
+            reserve_tokens=int(max_tokens or 0),
+            include_usage=bool(req.stream_options and req.stream_options.include_usage),
+        )
     outcome, headers = await submit(
         request,
         svc,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -10,6 +11,7 @@ import orjson
 from switchyard.providers import ProviderConfig
 from workers.http import Upstream, UpstreamConnectionError, UpstreamResponse, UpstreamTimeout
 from workers.providers import ProviderError
+from workers.sse import SSEDecoder, SSEError
 
 
 def _headers(provider: ProviderConfig) -> list[tuple[bytes, bytes]]:
@@ -71,6 +73,108 @@ async def chat_completion(
     if not isinstance(data.get("choices"), list):
         raise ProviderError("returned no `choices`: not a chat completion", retryable=True)
     return data
+
+
+async def stream_chat_completion(
+    http: Upstream, provider: ProviderConfig, request: dict[str, Any], timeout: float
+) -> AsyncGenerator[dict[str, Any], None]:
+    """The provider's `chat.completion.chunk` objects as they arrive (`request` asks for a
+    stream). Every failure is a `ProviderError`, whether before the first chunk or after it;
+    the caller knows which. Closing the generator early closes the connection."""
+    headers = [(k, b"text/event-stream" if k == b"accept" else v) for k, v in _headers(provider)]
+    try:
+        async with http.stream_post(
+            provider.base_url + "/chat/completions", orjson.dumps(request), headers, timeout
+        ) as response:
+            status = response.status_code
+            if status >= 400:
+                body = await response.read()
+                retry_after = None
+                if status == 429:
+                    try:
+                        retry_after = float(response.headers.get("retry-after", ""))
+                    except ValueError:
+                        retry_after = None
+                reason = _reason(UpstreamResponse(status, response.headers, body))
+                raise ProviderError(
+                    f"HTTP {status}: {reason}",
+                    retryable=status == 429 or status >= 500,
+                    status=status,
+                    retry_after=retry_after,
+                )
+            ctype = response.headers.get("content-type", "")
+            if not ctype.startswith("text/event-stream"):
+                # Some providers ignore `stream` and answer in one piece: still a completion.
+                body = await response.read(limit=16_000_000)
+                yield _as_chunk(_completion(UpstreamResponse(status, response.headers, body)))
+                return
+            decoder = SSEDecoder()
+            done = False
+            async for piece in response.chunks():
+                for event in decoder.feed(piece):
+                    chunk = _chunk(event.data, event.event)
+                    if chunk is None:
+                        done = True
+                        break
+                    yield chunk
+                if done:
+                    break
+            if not done:
+                for event in decoder.close():
+                    chunk = _chunk(event.data, event.event)
+                    if chunk is None:
+                        done = True
+                        break
+                    yield chunk
+            if not done:
+                raise ProviderError("the stream ended without `data: [DONE]`", retryable=True, status=status)
+    except UpstreamTimeout:
+        raise ProviderError(f"no data for {timeout:g}s", retryable=True) from None
+    except UpstreamConnectionError as exc:
+        raise ProviderError(f"connection failed: {exc}", retryable=True) from None
+    except SSEError as exc:
+        raise ProviderError(f"broken event stream: {exc}", retryable=True) from None
+
+
+def _chunk(data: str, event: str) -> dict[str, Any] | None:
+    """One event's chunk; None for `[DONE]`. An error event or object is a ProviderError."""
+    if data.strip() == "[DONE]":
+        return None
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ProviderError(f"sent an event that is not JSON: {data[:120]!r}", retryable=True) from None
+    if not isinstance(chunk, dict):
+        raise ProviderError("sent an event that is not a JSON object", retryable=True)
+    err = chunk.get("error")
+    if err is not None or event == "error":
+        message = err.get("message") if isinstance(err, dict) else err
+        raise ProviderError(f"error in the stream: {message or data[:200]}", retryable=True)
+    return chunk
+
+
+def _completion(response: UpstreamResponse) -> dict[str, Any]:
+    try:
+        data = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        raise ProviderError("returned a body that is not JSON", retryable=True) from None
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        raise ProviderError("returned no `choices`: not a chat completion", retryable=True)
+    return data
+
+
+def _as_chunk(completion: dict[str, Any]) -> dict[str, Any]:
+    """A whole completion as the one chunk that carries all of it."""
+    choices = []
+    for i, choice in enumerate(completion["choices"]):
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message")
+        delta = dict(message) if isinstance(message, dict) else {}
+        choices.append(
+            {"index": choice.get("index", i), "delta": delta, "finish_reason": choice.get("finish_reason")}
+        )
+    return {**completion, "object": "chat.completion.chunk", "choices": choices}
 
 
 async def list_models(http: Upstream, provider: ProviderConfig, timeout: float) -> list[dict[str, Any]]:
