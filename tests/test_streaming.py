@@ -23,6 +23,7 @@ ROUTES = {
     "native": "/api/v1/completion",
     "openai": "/v1/chat/completions",
     "openai-prefixed": "/openai/v1/chat/completions",
+    "cloudgpt": "/api/chat",
 }
 DONE = "[DONE]"
 
@@ -188,8 +189,15 @@ async def test_many_concurrent_streams_each_get_their_own_chunks(
 
 
 # --- faults ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("marker", ["[die:2]", "[sse-error:2]"])
-@pytest.mark.parametrize("route", ["native", "openai"])
+@pytest.mark.parametrize(
+    ("route", "marker"),
+    [
+        ("native", "[die:2]"),
+        ("openai", "[die:2]"),
+        ("openai", "[sse-error:2]"),
+        ("cloudgpt", "[sse-error:2]"),
+    ],
+)
 async def test_a_provider_dying_mid_stream_is_an_error_event_and_a_failed_job(
     gw: Gateway, http: httpx.AsyncClient, key: str, standin: StandIn, marker: str, route: str
 ) -> None:
@@ -321,7 +329,7 @@ BAD_STREAM_INPUT: list[tuple[str, dict[str, Any], dict[str, str], str]] = [
 ]
 
 
-@pytest.mark.parametrize("route", ["native", "openai"])
+@pytest.mark.parametrize("route", ["native", "openai", "cloudgpt"])
 async def test_bad_stream_input_is_400_naming_the_field(
     gw: Gateway, http: httpx.AsyncClient, key: str, standin: StandIn, route: str
 ) -> None:
@@ -340,12 +348,14 @@ async def test_bad_stream_input_is_400_naming_the_field(
     assert listing.json()["data"] == []  # none of them became a job
 
 
-async def test_the_credits_route_does_not_stream(gw: Gateway, key: str) -> None:
-    response = await gw.client.post(
-        "/api/v1/chat", json=chat_body(stream=True), headers={"Authorization": f"Bearer {key}"}
-    )
-    assert response.status_code == 400
-    assert "stream" in response.json()["error"]
+async def test_routes_whose_documents_have_no_stream_refuse_it(gw: Gateway, key: str) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
+    credits = await gw.client.post("/api/v1/chat", json=chat_body(stream=True), headers=headers)
+    assert credits.status_code == 400
+    assert credits.json()["error"].startswith("stream: this route does not stream")
+    generate = await gw.client.post("/api/llm/generate/", json=chat_body(stream=True), headers=headers)
+    assert generate.status_code == 400
+    assert generate.json()["error"]["param"] == "stream"
 
 
 # --- the official client ------------------------------------------------------------------------
