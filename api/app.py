@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from api.accounts import Accounts
 from api.auth import PRINCIPAL_STATE, KeyCache
-from api.dialects import credits, files, jobs, keys, llm, native, openai, status
+from api.dialects import credits, files, jobs, keys, llm, models, native, openai, status
 from api.errors import NATIVE, handlers_for
 from api.responses import json_response
 from api.state import Services, services
@@ -111,6 +111,8 @@ def create_app(
             llm.cloudgpt_router,
             llm.apidocs_router,
             health,
+            models.native_router,
+            models.cloudgpt_router,
         ],
         lifespan=[lifespan],
         before_send=[rate_limit_headers],

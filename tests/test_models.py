@@ -172,3 +172,157 @@ async def test_a_failing_or_garbage_listing_keeps_the_old_catalog_and_shows_the_
     assert outcome["providers_updated"] == ["alpha"]
     statuses = await _statuses_of(redis, "alpha")
     assert statuses is not None and statuses["alpha"]["status"] == "active"
+
+
+# --- native (000) and cloudgpt (001) listings ------------------------------------------------------
+async def test_native_list_groups_by_type_with_counts(mgw: Gateway) -> None:
+    key = await mgw.create_key()
+    response = await mgw.client.get("/api/v1/models", headers={"X-API-Key": key})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["success"] is True
+    data = body["data"]
+    models = data["models"]
+    assert set(models) >= {"chat", "image", "completion", "video", "embedding"}
+    assert [m["id"] for m in models["chat"]] == [
+        "alpha/chat-one",
+        "alpha/chat-two",
+        "shared/model",
+        "beta/thinker",
+    ]
+    assert [m["id"] for m in models["image"]] == ["beta/painter"]
+    assert [m["id"] for m in models["video"]] == ["beta/clip"]
+    thinker = models["chat"][3]
+    assert thinker == {
+        "id": "beta/thinker",
+        "nvidia_model_id": "beta/thinker",
+        "name": "Beta Thinker",
+        "type": "chat",
+        "description": None,
+        "max_tokens": 200000,
+        "context_length": 200000,
+        "supports_thinking": True,
+        "empresa": "beta",
+        "provider": "beta",
+        "capabilities": ["vision", "function_calling"],
+    }
+    assert models["image"][0]["empresa"] == "Painters"
+    assert data["total"] == 6
+    assert data["counts"] == {"alpha": 3, "beta": 3, "total": 6}
+
+
+async def test_native_list_needs_a_key_and_follows_the_key_s_models(mgw: Gateway) -> None:
+    anonymous = await mgw.client.get("/api/v1/models")
+    assert anonymous.status_code == 401
+    assert anonymous.json()["success"] is False
+    narrow = await mgw.create_key("narrow", models=["beta/painter"])
+    response = await mgw.client.get("/api/v1/models", params={"api_key": narrow})
+    assert response.status_code == 200
+    assert response.json()["data"]["total"] == 1
+    hidden = await mgw.client.get("/api/v1/models/shared/model/info", headers={"X-API-Key": narrow})
+    assert hidden.status_code == 404
+
+
+async def test_native_list_with_stats_and_sync(mgw: Gateway, alpha: StandIn) -> None:
+    key = await mgw.create_key()
+    chat = await mgw.client.post(
+        "/api/v1/completion",
+        json={"model": "alpha/chat-one", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"X-API-Key": key},
+    )
+    assert chat.status_code == 200, chat.text
+
+    async def counted() -> dict[str, Any] | None:
+        response = await mgw.client.get("/api/v1/models?include_stats=true", headers={"X-API-Key": key})
+        chat_models = response.json()["data"]["models"]["chat"]
+        one = next(m for m in chat_models if m["id"] == "alpha/chat-one")
+        return one["stats"] if one["stats"]["requests"] == 1 else None
+
+    stats = await eventually(counted, what="usage to reach the database")
+    assert stats["successful_requests"] == 1 and stats["total_tokens"] > 0
+
+    alpha.models = [*ALPHA_MODELS, "alpha/new-one"]
+    synced = await mgw.client.get("/api/v1/models?sync=true", headers={"X-API-Key": key})
+    data = synced.json()["data"]
+    assert data["sync"]["status"] == "success"
+    assert "alpha/new-one" in [m["id"] for m in data["models"]["chat"]]
+    assert "stats" not in data["models"]["chat"][0]
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("/api/v1/models?sync=maybe", "sync"),
+        ("/api/v1/models?include_stats=2", "include_stats"),
+        ("/api/v1/models?colour=red", "colour"),
+        ("/api/v1/models/chat?limit=3", "limit"),
+    ],
+)
+async def test_native_bad_query_is_400_naming_the_field(mgw: Gateway, path: str, problem: str) -> None:
+    key = await mgw.create_key()
+    response = await mgw.client.get(path, headers={"X-API-Key": key})
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["success"] is False and body["details"][0]["field"] == problem
+
+
+async def test_native_by_type_company_thinking_and_info(mgw: Gateway) -> None:
+    key = await mgw.create_key()
+    headers = {"X-API-Key": key}
+
+    async def get(path: str) -> dict[str, Any]:
+        response = await mgw.client.get(path, headers=headers)
+        assert response.status_code == 200, (path, response.text)
+        return response.json()["data"]  # type: ignore[no-any-return]
+
+    image = await get("/api/v1/models/image")
+    assert image["type"] == "image" and [m["id"] for m in image["models"]] == ["beta/painter"]
+    thinking = await get("/api/v1/models/thinking")
+    assert [m["id"] for m in thinking["models"]] == ["beta/thinker"]
+    company = await get("/api/v1/models/ALPHA")
+    assert company["company"] == "alpha" and company["total"] == 3  # its company, or its provider
+    painters = await get("/api/v1/models/painters")
+    assert [m["id"] for m in painters["models"]] == ["beta/painter"]
+    info = await get("/api/v1/models/shared/model/info")
+    assert info["id"] == "shared/model"
+    assert info["providers"] == [{"name": "alpha", "status": "active"}, {"name": "beta", "status": "active"}]
+    assert info["pricing"] == {"input_per_1k": 1.0, "output_per_1k": 2.0, "currency": "USD"}
+
+    unknown = await mgw.client.get("/api/v1/models/alpha/chat-on/info", headers=headers)
+    assert unknown.status_code == 404
+    assert "alpha/chat-one" in unknown.json()["details"][0]["suggestions"]
+    nobody = await mgw.client.get("/api/v1/models/nobody", headers=headers)
+    assert nobody.status_code == 404
+    assert "types: chat" in nobody.json()["message"]
+
+
+async def test_cloudgpt_lists_per_modality_with_bearer_auth(mgw: Gateway) -> None:
+    key = await mgw.create_key()
+    headers = {"Authorization": f"Bearer {key}"}
+    chat = (await mgw.client.get("/api/models/chat", headers=headers)).json()
+    assert chat["object"] == "list"
+    assert [m["id"] for m in chat["data"]] == [
+        "alpha/chat-one",
+        "alpha/chat-two",
+        "shared/model",
+        "beta/thinker",
+    ]
+    assert chat["data"][3] == {
+        "id": "beta/thinker",
+        "name": "Beta Thinker",
+        "provider": "beta",
+        "description": "Beta Thinker via beta",
+        "context_window": 200000,
+    }
+    image = (await mgw.client.get("/api/models/image", headers=headers)).json()
+    assert image["data"][0]["description"] == "Paints pictures"
+    video = (await mgw.client.get("/api/models/video", headers=headers)).json()
+    assert video["data"] == [
+        {"id": "beta/clip", "name": "beta/clip", "provider": "beta", "description": "beta/clip via beta",
+         "maxDuration": 8.0}
+    ]  # fmt: skip
+    anonymous = await mgw.client.get("/api/models/chat")
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["type"] == "authentication_error"
+    bad = await mgw.client.get("/api/models/chat?page=2", headers=headers)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "page"
