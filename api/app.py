@@ -12,8 +12,9 @@ from redis.asyncio import Redis
 
 from api.accounts import Accounts
 from api.auth import PRINCIPAL_STATE, KeyCache
-from api.dialects import credits, files, jobs, keys, llm, models, native, openai, status
+from api.dialects import credits, custom, files, jobs, keys, llm, models, native, openai, status
 from api.errors import NATIVE, handlers_for
+from api.personas import CustomModelCache
 from api.responses import json_response
 from api.state import Services, services
 from jobs.catalog import Catalog
@@ -88,6 +89,7 @@ def create_app(
             ),
             files=Files.from_settings(settings, database),
             streams=StreamHub(r),
+            custom_models=CustomModelCache(database),
         )
         try:
             yield
@@ -110,6 +112,7 @@ def create_app(
             files.router,
             llm.cloudgpt_router,
             llm.apidocs_router,
+            custom.router,
             health,
             models.native_router,
             models.cloudgpt_router,

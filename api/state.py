@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from api.accounts import Accounts
 from api.auth import KeyCache
+from api.personas import CustomModelCache
 from jobs.catalog import Catalog
 from jobs.client import JobClient
 from jobs.streams import StreamHub
@@ -28,6 +29,7 @@ class Services:
     accounts: Accounts
     files: Files
     streams: StreamHub
+    custom_models: CustomModelCache
 
 
 def services(request: Request) -> Services:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Column, Index
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -100,3 +100,26 @@ class StoredFile(SQLModel, table=True):
     job_id: str | None = Field(default=None, max_length=40)
     created_at: datetime
     expires_at: datetime | None = None  # None: kept until deleted
+
+
+class CustomModel(SQLModel, table=True):
+    """A persona: a base model run with a system prompt made from these fields, owned by one key."""
+
+    __tablename__ = "custom_models"
+    # The unique pair is also the index a chat call's `@org/name` lookup reads.
+    __table_args__ = (UniqueConstraint("owner_key_id", "name", name="uq_custom_models_owner_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner_key_id: str = Field(max_length=40)
+    name: str = Field(max_length=50)
+    display_name: str = Field(max_length=100)
+    description: str = Field(default="", max_length=500)
+    personality_summary: str = Field(sa_column=Column(Text, nullable=False))
+    system_prompt: str = Field(sa_column=Column(Text, nullable=False))
+    base_model: str = Field(max_length=200)
+    # Sampling defaults for calls that do not set their own; None: the base model's.
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    created_at: datetime
+    updated_at: datetime

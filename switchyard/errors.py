@@ -90,6 +90,14 @@ class JobNotFound(NotFound):
         super().__init__(f"Job '{job_id}' not found")
 
 
+class Conflict(SwitchyardError):
+    """The resource clashes with one that exists (a custom model name the key already uses)."""
+
+    status_code = 409
+    error_type = "conflict"
+    title = "Conflict"
+
+
 class PayloadTooLarge(SwitchyardError):
     status_code = 413
     error_type = "request_too_large"

@@ -73,6 +73,15 @@ class Settings(BaseSettings):
     default_embedding_model: str = Field(
         default="text-embedding-3-small", min_length=1, validation_alias="SWITCHYARD_DEFAULT_EMBEDDING_MODEL"
     )
+    # Custom persona models are called as "@<custom_org>/<name>"; one created without a base
+    # model gets `custom_base_model` when the catalog serves it, else the first chat model.
+    custom_org: str = Field(
+        default="switchyard", min_length=1, max_length=50, pattern=r"^[A-Za-z0-9_.-]+$",
+        validation_alias="SWITCHYARD_CUSTOM_ORG",
+    )  # fmt: skip
+    custom_base_model: str = Field(
+        default="microsoft/phi-3-medium-128k-instruct", validation_alias="SWITCHYARD_CUSTOM_BASE_MODEL"
+    )
 
     @property
     def database_url_or_default(self) -> str:
