@@ -4,12 +4,14 @@ chat calls through `@org/name` reaching the stand-in provider with the persona's
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from api.personas import SUGGESTIONS, render_prompt
-from tests.conftest import Gateway
+from switchyard.standin import StandIn
+from tests.conftest import Gateway, chat_body, eventually, make_settings, running_gateway, write_providers
 
 BASE = "mock/echo"
 ORG = "switchyard"
@@ -360,3 +362,225 @@ async def test_default_base_model_is_the_first_chat_model_when_the_documented_on
     made = await gw.client.post("/api/v1/custom", json=body, headers=h(key))
     assert made.status_code == 201, made.text
     assert made.json()["data"]["base_model"] == BASE
+
+
+# --- chat through "@org/name" --------------------------------------------------------------------
+async def test_chat_runs_the_base_model_with_the_persona_prompt_first(
+    gw: Gateway, key: str, standin: StandIn
+) -> None:
+    gw.start_worker()
+    standin.record = True
+    made = await create(gw, key, temperature=0.2, top_p=0.5, max_tokens=77)
+    model = f"@{ORG}/coding-mentor"
+
+    native = await gw.client.post(
+        "/api/v1/completion", json=chat_body("Explain recursion", model=model), headers=h(key)
+    )
+    assert native.status_code == 200, native.text
+    body = native.json()
+    assert body["success"] is True
+    assert body["data"]["model"] == model
+    assert body["data"]["choices"][0]["message"]["content"] == "echo: Explain recursion"
+    sent = standin.requests[-1]
+    assert sent["model"] == BASE
+    assert sent["messages"] == [
+        {"role": "system", "content": made["system_prompt"]},
+        {"role": "user", "content": "Explain recursion"},
+    ]
+    # The persona's defaults, where the caller set none.
+    assert (sent["temperature"], sent["top_p"], sent["max_tokens"]) == (0.2, 0.5, 77)
+    job = (await gw.client.get(f"/api/v1/jobs/{native.headers['x-job-id']}", headers=h(key))).json()["data"]
+    assert job["model"] == model and job["status"] == "succeeded"
+
+    # OpenAI's routes; the caller's own settings win and its system message follows the persona's.
+    for path in ("/v1/chat/completions", "/openai/v1/chat/completions"):
+        response = await gw.client.post(
+            path,
+            json={
+                "model": model,
+                "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],
+                "temperature": 1.1,
+                "max_tokens": 20,
+            },
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["model"] == model
+        sent = standin.requests[-1]
+        assert sent["messages"] == [
+            {"role": "system", "content": made["system_prompt"] + "\n\nBe brief."},
+            {"role": "user", "content": "hi"},
+        ]
+        assert (sent["temperature"], sent["top_p"], sent["max_tokens"]) == (1.1, 0.5, 20)
+
+    # An edit is seen by the next call (the lookup cache is invalidated).
+    await gw.client.put(f"/api/v1/custom/{made['id']}", json={"system_prompt": "Only haiku."}, headers=h(key))
+    await gw.client.post("/api/v1/completion", json=chat_body("again", model=model), headers=h(key))
+    assert standin.requests[-1]["messages"][0] == {"role": "system", "content": "Only haiku."}
+
+
+async def test_chat_with_another_keys_or_a_deleted_persona_is_not_found(
+    gw: Gateway, key: str, standin: StandIn
+) -> None:
+    gw.start_worker()
+    made = await create(gw, key)
+    other = await gw.create_key("other")
+    model = f"@{ORG}/coding-mentor"
+    calls_before = standin.chat_calls
+
+    native = await gw.client.post("/api/v1/completion", json=chat_body(model=model), headers=h(other))
+    body = assert_native_error(native, 404, "model")
+    assert model in body["message"]
+    openai_style = await gw.client.post(
+        "/v1/chat/completions", json=chat_body(model=model), headers={"Authorization": f"Bearer {other}"}
+    )
+    assert openai_style.status_code == 404, openai_style.text
+    assert openai_style.json()["error"]["code"] == "model_not_found"
+    for wrong in ("@cognima/coding-mentor", f"@{ORG}/", f"@{ORG}/nobody", "@coding-mentor"):
+        response = await gw.client.post("/api/v1/completion", json=chat_body(model=wrong), headers=h(key))
+        assert_native_error(response, 404, "model")
+
+    ok = await gw.client.post("/api/v1/completion", json=chat_body(model=model), headers=h(key))
+    assert ok.status_code == 200, ok.text
+    assert (await gw.client.delete(f"/api/v1/custom/{made['id']}", headers=h(key))).status_code == 200
+    gone = await gw.client.post("/api/v1/completion", json=chat_body(model=model), headers=h(key))
+    assert_native_error(gone, 404, "model")
+    # Only the one allowed call reached the provider, and no refused one became a job.
+    assert standin.chat_calls == calls_before + 1
+    jobs = (await gw.client.get("/api/v1/jobs", headers=h(key))).json()["data"]
+    assert len(jobs) == 1
+    assert (await gw.client.get("/api/v1/jobs", headers=h(other))).json()["data"] == []
+
+
+async def test_persona_whose_base_model_is_no_longer_served(
+    gw: Gateway, key: str, standin: StandIn, env: dict[str, str], tmp_path: Path
+) -> None:
+    await create(gw, key, base_model="mock/other")
+    narrower = write_providers(
+        tmp_path / "narrower.toml",
+        [{"name": "standin", "kind": "openai", "base_url": standin.base_url, "models": [BASE]}],
+    )
+    async with running_gateway(make_settings({**env, "SWITCHYARD_PROVIDERS": str(narrower)})) as later:
+        response = await later.client.post(
+            "/api/v1/completion", json=chat_body(model=f"@{ORG}/coding-mentor"), headers=h(key)
+        )
+        body = assert_native_error(response, 404)
+        assert "mock/other" in body["message"] and f"@{ORG}/coding-mentor" in body["message"]
+
+
+@pytest.mark.settings(SWITCHYARD_CUSTOM_ORG="acme")
+async def test_org_comes_from_the_settings(gw: Gateway, key: str, standin: StandIn) -> None:
+    gw.start_worker()
+    made = await create(gw, key)
+    assert made["full_name"] == "@acme/coding-mentor"
+    ok = await gw.client.post(
+        "/api/v1/completion", json=chat_body(model="@acme/coding-mentor"), headers=h(key)
+    )
+    assert ok.status_code == 200, ok.text
+    wrong = await gw.client.post(
+        "/api/v1/completion", json=chat_body(model=f"@{ORG}/coding-mentor"), headers=h(key)
+    )
+    assert_native_error(wrong, 404, "model")
+
+
+async def test_persona_default_max_tokens_stays_within_the_keys_cap(gw: Gateway, standin: StandIn) -> None:
+    gw.start_worker()
+    standin.record = True
+    key = await gw.create_key("capped", limits={"max_tokens_per_request": 50})
+    await create(gw, key, max_tokens=4000)
+    response = await gw.client.post(
+        "/api/v1/completion", json=chat_body(model=f"@{ORG}/coding-mentor"), headers=h(key)
+    )
+    assert response.status_code == 200, response.text
+    assert standin.requests[-1]["max_tokens"] == 50
+
+
+async def test_stats_and_usage_count_come_from_recorded_usage(gw: Gateway, key: str) -> None:
+    gw.start_worker()
+    mentor = await create(gw, key)
+    guide = await create(gw, key, name="travel-guide")
+    idle = await create(gw, key, name="idle")
+    for text in ("one", "two", "three"):
+        response = await gw.client.post(
+            "/api/v1/completion", json=chat_body(text, model=f"@{ORG}/coding-mentor"), headers=h(key)
+        )
+        assert response.status_code == 200, response.text
+    failed = await gw.client.post(
+        "/api/v1/completion", json=chat_body("[400]", model=f"@{ORG}/travel-guide"), headers=h(key)
+    )
+    assert failed.status_code >= 400
+    # Another key's calls on its own persona of the same name do not count for this key.
+    other = await gw.create_key("other")
+    await create(gw, other)
+    await gw.client.post(
+        "/api/v1/completion", json=chat_body(model=f"@{ORG}/coding-mentor"), headers=h(other)
+    )
+    # A call to the base model directly is not a use of the persona.
+    await gw.client.post("/api/v1/completion", json=chat_body(), headers=h(key))
+
+    async def recorded() -> dict[str, Any] | None:
+        data = (await gw.client.get("/api/v1/custom/stats", headers=h(key))).json()["data"]
+        return data if data["total_requests"] == 4 else None
+
+    data = await eventually(recorded, what="persona usage to be recorded")
+    assert data["days"] == 30 and data["total_models"] == 3
+    assert data["most_used"] == f"@{ORG}/coding-mentor"
+    by_name = {m["name"]: m for m in data["models"]}
+    assert [m["name"] for m in data["models"]] == ["coding-mentor", "travel-guide", "idle"]
+    assert by_name["coding-mentor"]["requests"] == 3
+    assert by_name["coding-mentor"]["successful_requests"] == 3
+    assert by_name["coding-mentor"]["total_tokens"] > 0
+    assert by_name["coding-mentor"]["last_used_at"].endswith("Z")
+    assert by_name["travel-guide"]["requests"] == 1
+    assert by_name["travel-guide"]["failed_requests"] == 1
+    assert by_name["idle"]["requests"] == 0 and by_name["idle"]["last_used_at"] is None
+
+    listed = (await gw.client.get("/api/v1/custom", headers=h(key))).json()["data"]["models"]
+    assert {m["id"]: m["usage_count"] for m in listed} == {mentor["id"]: 3, guide["id"]: 1, idle["id"]: 0}
+    one = (await gw.client.get(f"/api/v1/custom/{mentor['id']}", headers=h(key))).json()["data"]
+    assert one["usage_count"] == 3
+
+    async def other_recorded() -> dict[str, Any] | None:
+        data = (await gw.client.get("/api/v1/custom/stats", headers=h(other))).json()["data"]
+        return data if data["total_requests"] == 1 else None
+
+    other_stats = await eventually(other_recorded, what="the other key's persona usage")
+    assert other_stats["total_models"] == 1 and other_stats["models"][0]["requests"] == 1
+
+    # A persona made again under a deleted one's name starts from zero.
+    await gw.client.delete(f"/api/v1/custom/{mentor['id']}", headers=h(key))
+    remade = await create(gw, key)
+    fresh = (await gw.client.get(f"/api/v1/custom/{remade['id']}", headers=h(key))).json()["data"]
+    assert fresh["usage_count"] == 0
+    one_day = (await gw.client.get("/api/v1/custom/stats?days=1", headers=h(key))).json()["data"]
+    assert one_day["days"] == 1 and one_day["total_requests"] == 1
+
+
+async def test_persona_on_the_other_chat_routes(gw: Gateway, key: str, standin: StandIn) -> None:
+    """cloudgpt's /api/chat and 004's /api/llm routes share the chat flow: the persona applies,
+    and its default wins over the dialect's own (/api/chat's temperature 0.7)."""
+    gw.start_worker()
+    standin.record = True
+    made = await create(gw, key, temperature=0.3)
+    model = f"@{ORG}/coding-mentor"
+    bearer = {"Authorization": f"Bearer {key}"}
+    response = await gw.client.post("/api/chat", json=chat_body("hello", model=model), headers=bearer)
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == model
+    sent = standin.requests[-1]
+    assert sent["model"] == BASE and sent["temperature"] == 0.3
+    assert sent["messages"][0] == {"role": "system", "content": made["system_prompt"]}
+    await gw.client.put(f"/api/v1/custom/{made['id']}", json={"temperature": None}, headers=h(key))
+    await gw.client.post("/api/chat", json=chat_body("hello", model=model), headers=bearer)
+    assert standin.requests[-1]["temperature"] == 0.7  # no persona default left: the dialect's
+
+    generated = await gw.client.post("/api/llm/generate/", json=chat_body("hi", model=model), headers=bearer)
+    assert generated.status_code == 200, generated.text
+    assert standin.requests[-1]["messages"][0]["role"] == "system"
+
+    other = await gw.create_key("other")
+    missing = await gw.client.post(
+        "/api/chat", json=chat_body(model=model), headers={"Authorization": f"Bearer {other}"}
+    )
+    assert missing.status_code == 404, missing.text
+    assert missing.json()["error"]["code"] == "model_not_found"

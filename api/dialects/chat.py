@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Request, Response
 
+from api.personas import resolve_custom_model
 from api.responses import json_response
 from api.results import chat_body
 from api.state import services
@@ -29,6 +30,7 @@ async def chat_route(
     req, upstream = parse_chat(
         await request.body(), max_tokens_cap=max_tokens_cap, default_model=default_model
     )
+    req, job_model = await resolve_custom_model(svc, principal, req, upstream)  # "@org/name" -> base
     for name, value in (defaults or {}).items():  # a dialect's documented defaults
         upstream.setdefault(name, value)
     if default_max_tokens is not None and req.max_tokens is None and req.max_completion_tokens is None:
@@ -56,7 +58,7 @@ async def chat_route(
         kind=CHAT_COMPLETION,
         payload=dict(payload),
         dialect=dialect,
-        model=req.model,
+        model=job_model,
         modality="chat",
         reserve_tokens=int(max_tokens or 0),
     )
