@@ -57,6 +57,7 @@ async def stream_chat(
     reserve_tokens: int,
     include_usage: bool,
     kind: str = CHAT_COMPLETION,
+    model: str | None = None,  # the job's model when not the payload's (a persona's "@org/name")
 ) -> Response[Any]:
     """Enqueue a streamed chat job and answer with its event stream (see the module's doc)."""
     if dialect not in STREAM_DIALECTS:
@@ -71,7 +72,7 @@ async def stream_chat(
         kind=kind,
         payload={**payload, "stream": True},
         dialect=dialect,
-        model=payload.get("model"),
+        model=model or payload.get("model"),
         modality="chat",
         reserve_tokens=reserve_tokens,
         batch=False,

@@ -584,3 +584,31 @@ async def test_persona_on_the_other_chat_routes(gw: Gateway, key: str, standin: 
     )
     assert missing.status_code == 404, missing.text
     assert missing.json()["error"]["code"] == "model_not_found"
+
+
+async def test_streamed_chat_through_a_persona(gw: Gateway, key: str, standin: StandIn) -> None:
+    gw.start_worker()
+    standin.record = True
+    made = await create(gw, key)
+    model = f"@{ORG}/coding-mentor"
+    response = await gw.client.post(
+        "/v1/chat/completions",
+        json=chat_body("stream me", model=model, stream=True),
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    lines = [line[len("data: ") :] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    sent = standin.requests[-1]
+    assert sent["stream"] is True and sent["model"] == BASE
+    assert sent["messages"][0] == {"role": "system", "content": made["system_prompt"]}
+    # The job is recorded under the persona's name, so its use counts.
+    job = (await gw.client.get(f"/api/v1/jobs/{response.headers['x-job-id']}", headers=h(key))).json()["data"]
+    assert job["model"] == model
+
+    async def counted() -> bool:
+        one = (await gw.client.get(f"/api/v1/custom/{made['id']}", headers=h(key))).json()["data"]
+        return bool(one["usage_count"] == 1)
+
+    await eventually(counted, what="the streamed call to count as a use")

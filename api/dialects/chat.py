@@ -50,6 +50,7 @@ async def chat_route(
             payload=payload,
             reserve_tokens=int(max_tokens or 0),
             include_usage=bool(req.stream_options and req.stream_options.include_usage),
+            model=job_model,
         )
     outcome, headers = await submit(
         request,
