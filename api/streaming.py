@@ -167,23 +167,31 @@ class Forwarder:
 
     async def events(self, first: Entry | Finished) -> AsyncIterator[bytes]:
         try:
-            item = first
+            assert self.sub is not None
+            item: Entry | Finished | None = first
             while True:
+                if item is None:
+                    item = await self.next()
                 if isinstance(item, Entry) and item.kind == CHUNK:
-                    yield event(item.data)
-                elif isinstance(item, Entry) and item.kind == END:
-                    if self.include_usage:
-                        yield event(item.data)
+                    # What has arrived together goes out together (one write to the client).
+                    parts = [event(item.data)]
+                    item = self.sub.pop_ready()
+                    while item is not None and item.kind == CHUNK:
+                        parts.append(event(item.data))
+                        item = self.sub.pop_ready()
+                    yield b"".join(parts)
+                    continue
+                if isinstance(item, Entry) and item.kind == END:
                     self.ended = True
-                    yield DONE
+                    yield (event(item.data) if self.include_usage else b"") + DONE
                     return
-                elif isinstance(item, Finished) or item.kind == ERROR:
+                if isinstance(item, Finished) or item.kind == ERROR:
                     err = await self.failure(item)
                     self.ended = True
                     # A job that succeeded without an end entry (its stream expired): done.
                     yield DONE if err is None else event(orjson.dumps(error_body(self.dialect, err)))
                     return
-                item = await self.next()
+                item = None  # an entry of a kind this process does not know: skipped
         finally:
             self.close(cancel_job=not self.ended)
 

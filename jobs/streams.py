@@ -87,6 +87,15 @@ class Subscription:
         self._finished = Finished(record)
         self._ready.set()
 
+    def pop_ready(self) -> Entry | None:
+        """An entry already delivered, without waiting."""
+        if self._items:
+            item = self._items.popleft()
+            if isinstance(item, Entry):
+                return item
+            self._items.appendleft(item)
+        return None
+
     async def next(self, redis: Redis) -> Entry | Finished:
         while True:
             if self._items:

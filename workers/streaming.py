@@ -140,6 +140,17 @@ def _merge_tool_calls(calls: list[dict[str, Any]], deltas: list[Any]) -> None:
                     call["function"][name] += fn[name]
 
 
+def _is_preamble(chunk: dict[str, Any]) -> bool:
+    """A chunk with no output in it: only the role, or empty content."""
+    for choice in chunk["choices"]:
+        if not isinstance(choice, dict) or choice.get("finish_reason") is not None:
+            return False
+        delta = choice.get("delta")
+        if isinstance(delta, dict) and any(v not in (None, "") for k, v in delta.items() if k != "role"):
+            return False
+    return True
+
+
 def _int(value: Any) -> int:
     try:
         return max(0, int(value))
@@ -156,24 +167,28 @@ class StreamWriter:
         self.ttl_s = int(ctx["settings"].job_timeout_s) + STREAM_END_TTL_S
         self.sent = 0
 
-    async def chunk(self, chunk: dict[str, Any]) -> None:
-        await self._add(CHUNK, orjson.dumps(chunk), self.ttl_s if self.sent == 0 else None)
-        self.sent += 1
+    async def chunks(self, chunks: list[dict[str, Any]]) -> None:
+        """One entry per chunk, in one round trip."""
+        await self._add([(CHUNK, orjson.dumps(c)) for c in chunks], self.ttl_s if self.sent == 0 else None)
+        self.sent += len(chunks)
 
     async def end(self, usage_chunk: dict[str, Any]) -> None:
-        await self._add(END, orjson.dumps(usage_chunk), STREAM_END_TTL_S)
+        await self._add([(END, orjson.dumps(usage_chunk))], STREAM_END_TTL_S)
 
     async def error(self, message: str, error_type: str, status: int) -> None:
         body = {"message": message, "type": error_type, "code": error_type, "status": status}
-        await self._add(ERROR, orjson.dumps(body), STREAM_END_TTL_S)
+        await self._add([(ERROR, orjson.dumps(body))], STREAM_END_TTL_S)
 
-    async def _add(self, kind: bytes, data: bytes, ttl_s: int | None) -> None:
-        if ttl_s is None:
+    async def _add(self, entries: list[tuple[bytes, bytes]], ttl_s: int | None) -> None:
+        if ttl_s is None and len(entries) == 1:
+            kind, data = entries[0]
             await self.redis.xadd(self.key, {kind: data}, maxlen=STREAM_MAXLEN, approximate=True)
             return
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self.key, {kind: data}, maxlen=STREAM_MAXLEN, approximate=True)
-            pipe.expire(self.key, ttl_s)
+            for kind, data in entries:
+                pipe.xadd(self.key, {kind: data}, maxlen=STREAM_MAXLEN, approximate=True)
+            if ttl_s is not None:
+                pipe.expire(self.key, ttl_s)
             await pipe.execute()
 
 
@@ -188,11 +203,20 @@ async def relay_chat_stream(
     assembler = Assembler(job_id, model)
     try:
         chunks = openai_provider.stream_chat_completion(ctx["http"], provider, upstream, timeout)
+        # Chunks that carry nothing yet (the role, empty content) wait for the first one that
+        # does and go out with it: one Redis round trip less before the first token.
+        held: list[dict[str, Any]] = []
         async with contextlib.aclosing(chunks):
-            async for chunk in chunks:
-                out = assembler.add(chunk)
-                if out is not None:
-                    await writer.chunk(out)
+            async for batch in chunks:
+                relayed = held + [out for out in map(assembler.add, batch) if out is not None]
+                if writer.sent == 0 and all(map(_is_preamble, relayed)):
+                    held = relayed
+                    continue
+                held = []
+                if relayed:
+                    await writer.chunks(relayed)
+        if held:
+            await writer.chunks(held)
     except ProviderError as exc:
         if writer.sent == 0:
             raise  # nothing went out yet: retried or passed to the next provider like any call

@@ -11,7 +11,7 @@ import orjson
 from switchyard.providers import ProviderConfig
 from workers.http import Upstream, UpstreamConnectionError, UpstreamResponse, UpstreamTimeout
 from workers.providers import ProviderError
-from workers.sse import SSEDecoder, SSEError
+from workers.sse import Event, SSEDecoder, SSEError
 
 
 def _headers(provider: ProviderConfig) -> list[tuple[bytes, bytes]]:
@@ -77,10 +77,12 @@ async def chat_completion(
 
 async def stream_chat_completion(
     http: Upstream, provider: ProviderConfig, request: dict[str, Any], timeout: float
-) -> AsyncGenerator[dict[str, Any], None]:
+) -> AsyncGenerator[list[dict[str, Any]], None]:
     """The provider's `chat.completion.chunk` objects as they arrive (`request` asks for a
-    stream). Every failure is a `ProviderError`, whether before the first chunk or after it;
-    the caller knows which. Closing the generator early closes the connection."""
+    stream), in batches: the chunks that one read from the connection completed. Every failure
+    is a `ProviderError`, whether before the first chunk or after it (the chunks before it in
+    the same read come first); the caller knows which. Closing the generator early closes the
+    connection."""
     headers = [(k, b"text/event-stream" if k == b"accept" else v) for k, v in _headers(provider)]
     try:
         async with http.stream_post(
@@ -106,26 +108,24 @@ async def stream_chat_completion(
             if not ctype.startswith("text/event-stream"):
                 # Some providers ignore `stream` and answer in one piece: still a completion.
                 body = await response.read(limit=16_000_000)
-                yield _as_chunk(_completion(UpstreamResponse(status, response.headers, body)))
+                yield [_as_chunk(_completion(UpstreamResponse(status, response.headers, body)))]
                 return
             decoder = SSEDecoder()
             done = False
             async for piece in response.chunks():
-                for event in decoder.feed(piece):
-                    chunk = _chunk(event.data, event.event)
-                    if chunk is None:
-                        done = True
-                        break
-                    yield chunk
+                batch, done, failure = _chunks(decoder.feed(piece))
+                if batch:
+                    yield batch
+                if failure is not None:
+                    raise failure
                 if done:
                     break
             if not done:
-                for event in decoder.close():
-                    chunk = _chunk(event.data, event.event)
-                    if chunk is None:
-                        done = True
-                        break
-                    yield chunk
+                batch, done, failure = _chunks(decoder.close())
+                if batch:
+                    yield batch
+                if failure is not None:
+                    raise failure
             if not done:
                 raise ProviderError("the stream ended without `data: [DONE]`", retryable=True, status=status)
     except UpstreamTimeout:
@@ -134,6 +134,20 @@ async def stream_chat_completion(
         raise ProviderError(f"connection failed: {exc}", retryable=True) from None
     except SSEError as exc:
         raise ProviderError(f"broken event stream: {exc}", retryable=True) from None
+
+
+def _chunks(events: list[Event]) -> tuple[list[dict[str, Any]], bool, ProviderError | None]:
+    """The chunks of `events` up to `[DONE]` or a failure; whether `[DONE]` came; the failure."""
+    batch: list[dict[str, Any]] = []
+    for event in events:
+        try:
+            chunk = _chunk(event.data, event.event)
+        except ProviderError as exc:
+            return batch, False, exc
+        if chunk is None:
+            return batch, True, None
+        batch.append(chunk)
+    return batch, False, None
 
 
 def _chunk(data: str, event: str) -> dict[str, Any] | None:
