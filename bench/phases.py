@@ -42,6 +42,7 @@ class Sizes:
     drain_usage_s: float = 3.0  # CPU and Redis per batch job: this long, before the interactive probe
     persist_limit_s: float = 20.0
     idle_s: float = 5.0
+    ttft_n: int = 200  # streamed calls per path (direct, through Switchyard)
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -53,6 +54,7 @@ class Sizes:
             throughput_warmup_s=1.0,
             batch_jobs=2000,
             drain_usage_s=1.0,
+            ttft_n=40,
         )
 
 

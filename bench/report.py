@@ -74,6 +74,11 @@ def default_figures() -> list[Figure]:
             "interactive_p95_draining", "interactive p95 while a batch worker drains", "≤ 2 × empty-queue p95"
         ),
         Figure("redis_idle", "Redis commands/s with idle workers", "≤ 10 per worker"),
+        Figure(
+            "stream_ttft",
+            "time to first streamed token added, 1 client",
+            "a few ms (p50 ≤ 3 ms, p99 ≤ 10 ms added)",
+        ),
     ]
 
 

@@ -31,6 +31,7 @@ from bench.phases import (
 )
 from bench.probes import Probe
 from bench.report import Report
+from bench.ttft import stream_ttft
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 PHASE_LIMIT_S = 420.0  # a safety net: every loop inside a phase is bounded far below this
@@ -38,6 +39,7 @@ PHASE_LIMIT_S = 420.0  # a safety net: every loop inside a phase is bounded far 
 PHASES = [
     ("added latency (1 client, direct vs through Switchyard)", ("added_latency",), added_latency),
     ("interactive p95, empty queue", ("interactive_p95_empty",), p95_empty),
+    ("time to first streamed token (1 client, direct vs through Switchyard)", ("stream_ttft",), stream_ttft),
     ("sync throughput (64 clients)", ("sync_throughput",), throughput),
     ("?batch=1 submissions (64 clients, no batch worker)", ("batch_submit",), batch_submit),
     ("interactive p95 while batch jobs wait", ("interactive_p95_waiting",), p95_waiting),
