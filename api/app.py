@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from api.accounts import Accounts
 from api.auth import PRINCIPAL_STATE, KeyCache
 from api.dialects import credits, custom, files, jobs, keys, llm, models, native, openai, status
+from api.dialects import images as image_routes
 from api.errors import NATIVE, handlers_for
 from api.personas import CustomModelCache
 from api.responses import json_response
@@ -116,6 +117,7 @@ def create_app(
             health,
             models.native_router,
             models.cloudgpt_router,
+            *image_routes.routers,
         ],
         lifespan=[lifespan],
         before_send=[rate_limit_headers],

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from api.errors import APIDOCS, CREDITS, NATIVE
-from jobs.kinds import CHAT_COMPLETION, EMBEDDING
+from api.image_results import image_body, video_body
+from jobs.kinds import CHAT_COMPLETION, EMBEDDING, IMAGE_GENERATION, VIDEO_GENERATION
 from jobs.queues import BATCH
 from jobs.records import JobRecord
 
@@ -79,6 +80,7 @@ RENDERERS: dict[str, Callable[[JobRecord], dict[str, Any]]] = {
     CHAT_COMPLETION: chat_body,
     EMBEDDING: embedding_body,
 }
+RENDERERS.update({IMAGE_GENERATION: image_body, VIDEO_GENERATION: video_body})
 
 
 def result_body(record: JobRecord) -> Any:

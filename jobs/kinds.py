@@ -7,6 +7,9 @@ from typing import Any, NotRequired, TypedDict
 CHAT_COMPLETION = "chat_completion"
 EMBEDDING = "embedding"
 KINDS: tuple[str, ...] = (CHAT_COMPLETION, EMBEDDING)
+IMAGE_GENERATION = "image_generation"
+VIDEO_GENERATION = "video_generation"
+KINDS += (IMAGE_GENERATION, VIDEO_GENERATION)
 
 
 class UpstreamOverride(TypedDict, total=False):
@@ -29,3 +32,25 @@ class EmbeddingPayload(TypedDict):
     model: str
     request: dict[str, Any]  # the OpenAI embeddings body (input, encoding_format, dimensions...)
     upstream: NotRequired[UpstreamOverride]
+
+
+class ImagePayload(TypedDict):
+    model: str
+    prompt: str
+    width: int
+    height: int
+    n: int
+    format: str  # png, jpeg or webp: what the caller receives
+    quality: int | None  # JPEG/WebP encoder quality, 1-100
+    seed: int | None
+    response_format: str  # url, b64_json or binary (the route returns the bytes themselves)
+    options: dict[str, Any]  # what else the caller asked of the provider (negative_prompt, style...)
+
+
+class VideoPayload(TypedDict):
+    model: str
+    prompt: str
+    width: int
+    height: int
+    duration: float
+    seed: int | None

@@ -12,10 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from switchyard.errors import ConfigError
 
 KNOWN_KINDS: tuple[str, ...] = ("openai",)
+KNOWN_KINDS += ("pollinations-image", "http-video")
 
 MODEL_TYPES: tuple[str, ...] = ("chat", "completion", "embedding", "image", "video")
 # What a model of a provider is when the file says nothing about it.
 DEFAULT_TYPE_BY_KIND: dict[str, str] = {"openai": "chat"}
+DEFAULT_TYPE_BY_KIND.update({"pollinations-image": "image", "http-video": "video"})
 
 # The keyless default when no providers file is given: Pollinations' OpenAI-compatible text API.
 POLLINATIONS_TEXT_MODELS = [
@@ -23,6 +25,8 @@ POLLINATIONS_TEXT_MODELS = [
     "deepseek", "grok", "mistral", "qwen-coder", "perplexity-fast", "perplexity-reasoning",
     "kimi-k2-thinking", "nova-micro",
 ]  # fmt: skip
+# The keyless default image API: GET https://image.pollinations.ai/prompt/{prompt}.
+POLLINATIONS_IMAGE_MODELS = ["flux", "turbo", "kontext", "gptimage", "seedream", "nanobanana"]
 
 
 class ModelPrice(BaseModel):
@@ -32,6 +36,8 @@ class ModelPrice(BaseModel):
 
     prompt: float = Field(default=0.0, ge=0)
     completion: float = Field(default=0.0, ge=0)
+    image: float = Field(default=0.0, ge=0)  # per image generated
+    video_second: float = Field(default=0.0, ge=0)  # per second of video generated
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (self.prompt * prompt_tokens + self.completion * completion_tokens) / 1_000_000
@@ -112,6 +118,12 @@ def default_providers() -> ProvidersConfig:
                 kind="openai",
                 base_url="https://text.pollinations.ai/openai",
                 models=tuple(POLLINATIONS_TEXT_MODELS),
+            ),
+            ProviderConfig(
+                name="pollinations-image",
+                kind="pollinations-image",
+                base_url="https://image.pollinations.ai",
+                models=tuple(POLLINATIONS_IMAGE_MODELS),
             ),
         )
     )

@@ -21,6 +21,15 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, validation_alias="SWITCHYARD_PORT")
     sync_timeout_s: float = Field(default=60.0, gt=0, validation_alias="SWITCHYARD_SYNC_TIMEOUT_S")
     allow_private_urls: bool = Field(default=False, validation_alias="SWITCHYARD_ALLOW_PRIVATE_URLS")
+    # Images and video (workers/images.py, workers/imaging.py).
+    image_max_pixels: int = Field(default=40_000_000, gt=0, validation_alias="SWITCHYARD_IMAGE_MAX_PIXELS")
+    image_max_bytes: int = Field(default=25_000_000, gt=0, validation_alias="SWITCHYARD_IMAGE_MAX_BYTES")
+    image_cache_ttl_s: int = Field(default=86_400, ge=0, validation_alias="SWITCHYARD_IMAGE_CACHE_TTL_S")
+    video_timeout_s: float = Field(default=300.0, gt=0, validation_alias="SWITCHYARD_VIDEO_TIMEOUT_S")
+    video_max_bytes: int = Field(default=200_000_000, gt=0, validation_alias="SWITCHYARD_VIDEO_MAX_BYTES")
+    video_max_duration_s: float = Field(
+        default=10.0, gt=0, validation_alias="SWITCHYARD_VIDEO_MAX_DURATION_S"
+    )
 
     # Beyond DESIGN.md's contract: tuning knobs with safe defaults.
     max_body_bytes: int = Field(default=1_000_000, gt=0, validation_alias="SWITCHYARD_MAX_BODY_BYTES")

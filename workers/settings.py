@@ -12,7 +12,7 @@ from arq.connections import RedisSettings
 
 from jobs import queues
 from jobs.catalog import Catalog
-from jobs.kinds import CHAT_COMPLETION, EMBEDDING
+from jobs.kinds import CHAT_COMPLETION, EMBEDDING, IMAGE_GENERATION, VIDEO_GENERATION
 from storage.db import Database
 from storage.files import Files
 from switchyard.providers import load_providers
@@ -23,6 +23,7 @@ from workers.discovery import discovery_loop
 from workers.embedding import create_embeddings
 from workers.files import run_file_sweeper
 from workers.http import Upstream
+from workers.images import image_generation, video_generation
 from workers.worker import SwitchyardWorker, lower_priority
 
 log = logging.getLogger("switchyard.worker")
@@ -68,6 +69,18 @@ def job_functions(settings: Settings) -> list[Any]:
             cast(Any, create_embeddings),
             name=EMBEDDING,
             timeout=settings.job_timeout_s,
+            max_tries=settings.worker_max_tries,
+        ),
+        func(
+            cast(Any, image_generation),
+            name=IMAGE_GENERATION,
+            timeout=settings.job_timeout_s,
+            max_tries=settings.worker_max_tries,
+        ),
+        func(
+            cast(Any, video_generation),
+            name=VIDEO_GENERATION,
+            timeout=max(settings.job_timeout_s, settings.video_timeout_s + 30),
             max_tries=settings.worker_max_tries,
         ),
     ]

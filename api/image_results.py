@@ -1,0 +1,78 @@
+"""A finished image or video job's result in each dialect's shape (see api/results.py).
+
+The worker's result lists its images (`images`: mime, size, a file id and, when the caller
+asked for `b64_json`, the bytes inline); each dialect shows them its own way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.errors import APIDOCS, CLOUDGPT, NATIVE
+from jobs.records import JobRecord
+
+
+def image_ref(entry: dict[str, Any], response_format: str) -> dict[str, Any]:
+    """`{"b64_json": ...}` or `{"url": ...}` for one stored image (or video)."""
+    if response_format == "b64_json" and entry.get("b64") is not None:
+        return {"b64_json": entry["b64"]}
+    if entry.get("url"):
+        return {"url": entry["url"]}
+    if entry.get("b64") is not None:  # no blob store to serve it from: a data URL still shows it
+        return {"url": f"data:{entry['mime']};base64,{entry['b64']}"}
+    return {"url": None}
+
+
+def _processing_ms(record: JobRecord) -> int:
+    return (record.finished_ms or record.created_ms) - record.created_ms
+
+
+def image_body(record: JobRecord) -> dict[str, Any]:
+    result: dict[str, Any] = record.result or {}
+    images: list[dict[str, Any]] = result.get("images") or []
+    fmt = str(result.get("response_format") or "url")
+    if record.dialect == NATIVE:
+        data = [
+            {
+                **image_ref(e, fmt),
+                "revised_prompt": e.get("revised_prompt"),
+                "size": result.get("size"),
+                "quality": result.get("quality") or "standard",
+                "index": e.get("index", i) + 1,
+            }
+            for i, e in enumerate(images)
+        ]
+        return {
+            "success": True,
+            "data": {"created": result.get("created"), "data": data},
+            "usage": {"images_generated": len(images), "estimated_cost": record.estimated_cost},
+            "request_id": "img_" + record.id,
+            "processing_time_ms": _processing_ms(record),
+        }
+    if record.dialect == CLOUDGPT:  # the route answers bytes; a polled job describes them
+        data = [
+            {**image_ref(e, fmt), "content_type": e.get("mime"), "width": e.get("width"),
+             "height": e.get("height"), "bytes": e.get("bytes"), "seed": e.get("seed")}
+            for e in images
+        ]  # fmt: skip
+        return {"created": result.get("created"), "model": result.get("model"), "data": data}
+    data = [{**image_ref(e, fmt), "revised_prompt": e.get("revised_prompt")} for e in images]
+    if record.dialect == APIDOCS:
+        first = data[0] if data else {"url": None, "revised_prompt": None}
+        return {**first, "data": data} if len(data) > 1 else first
+    return {"created": result.get("created"), "data": data}  # OpenAI's ImagesResponse
+
+
+def video_body(record: JobRecord) -> dict[str, Any]:
+    result: dict[str, Any] = record.result or {}
+    video: dict[str, Any] = result.get("video") or {}
+    return {
+        "created": result.get("created"),
+        "model": result.get("model"),
+        "duration": result.get("duration"),
+        "width": result.get("width"),
+        "height": result.get("height"),
+        "content_type": video.get("mime", "video/mp4"),
+        "bytes": video.get("bytes"),
+        **image_ref(video, "url"),
+    }

@@ -1,0 +1,238 @@
+"""Image and video generation jobs: provider calls with retries and fallbacks, the Pillow
+pipeline (workers/imaging.py), a cache for deterministic models, and where results are kept.
+
+A job makes its n images with n provider calls at once; any failure fails the attempt, which is
+retried (deferred, with backoff) and then falls back to the next provider serving the model,
+as chat completions do. A provider that answers something other than an image of at most
+`SWITCHYARD_IMAGE_MAX_PIXELS` pixels has failed, with that as its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import time
+from collections.abc import Coroutine
+from typing import Any, NoReturn, TypeVar
+
+import orjson
+from arq import Retry
+
+from jobs.kinds import ImagePayload, VideoPayload
+from switchyard.errors import InvalidRequest, ModelNotFound, ProviderFailed
+from switchyard.providers import ProviderConfig
+from workers import imaging
+from workers.context import WorkerCtx
+from workers.providers import ProviderError, http_video, openai_images, pollinations_image
+
+T = TypeVar("T")
+
+CACHE_KEY = "sy:imgcache:"  # string per (model, prompt, seed, size, ...): a deterministic model's images
+CACHE_MAX_BYTES = 16_000_000
+IMAGE_KINDS = ("pollinations-image", "openai")
+VIDEO_KINDS = ("http-video",)
+
+
+def backoff_s(base: float, attempt: int) -> float:
+    return min(base * (2 ** (attempt - 1)), 10.0)
+
+
+def _provider_for_attempt(
+    ctx: WorkerCtx, model: str, providers: list[ProviderConfig]
+) -> tuple[ProviderConfig, bool]:
+    """The provider this try goes to (each gets `provider_attempts` tries, in file order), and
+    whether it is the last try left."""
+    per_provider = ctx["settings"].provider_attempts
+    attempt = ctx["job_try"]
+    index = (attempt - 1) // per_provider
+    if index >= len(providers):
+        raise ProviderFailed(
+            f"all {len(providers)} provider(s) for {model!r} failed after {attempt - 1} attempts"
+        )
+    last = index == len(providers) - 1 and attempt % per_provider == 0
+    return providers[index], last
+
+
+def _failed(ctx: WorkerCtx, provider: ProviderConfig, exc: ProviderError, last: bool) -> NoReturn:
+    settings = ctx["settings"]
+    attempt = ctx["job_try"]
+    if not exc.retryable:
+        refused = ProviderFailed(f"provider {provider.name!r} refused the request: {exc}")
+        refused.error_type = refused.code = "provider_rejected"  # the request's fault: no refund
+        raise refused from None
+    if last:
+        raise ProviderFailed(
+            f"provider {provider.name!r} failed on attempt {attempt} (no fallback left): {exc}"
+        ) from None
+    if attempt % settings.provider_attempts == 0:  # this provider is spent: the next one goes at once
+        raise Retry(defer=None) from None
+    delay = exc.retry_after if exc.retry_after is not None else backoff_s(settings.retry_backoff_s, attempt)
+    raise Retry(defer=min(delay, 30.0)) from None
+
+
+async def _all_or_nothing(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run the calls at once; the first ProviderError cancels the others and is raised."""
+    tasks: list[asyncio.Task[T]] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks += [group.create_task(call) for call in calls]
+    except* ProviderError as failures:
+        raise failures.exceptions[0] from None
+    return [t.result() for t in tasks]
+
+
+def _providers(ctx: WorkerCtx, model: str, kinds: tuple[str, ...], what: str) -> list[ProviderConfig]:
+    providers = ctx["catalog"].providers_for(model)
+    if not providers:
+        raise ModelNotFound(model)
+    usable = [p for p in providers if p.kind in kinds]
+    if not usable:
+        names = ", ".join(f"{p.name} ({p.kind})" for p in providers)
+        raise InvalidRequest.field("model", f"no provider makes {what} for {model!r}: {names}", model)
+    return usable
+
+
+# --- where results are kept -------------------------------------------------------------------------
+async def keep_image(
+    ctx: WorkerCtx, image: imaging.ProcessedImage, *, job_id: str, index: int
+) -> dict[str, Any]:
+    """How the result refers to one image's bytes."""
+    return {"b64": base64.b64encode(image.data).decode()}
+
+
+async def keep_video(ctx: WorkerCtx, data: bytes, *, job_id: str) -> dict[str, Any]:
+    return {"b64": base64.b64encode(data).decode()}
+
+
+# --- images -------------------------------------------------------------------------------------------
+def cache_key(payload: ImagePayload) -> str:
+    fields = {k: v for k, v in payload.items() if k != "response_format"}
+    return CACHE_KEY + hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+async def _make_one(
+    ctx: WorkerCtx, provider: ProviderConfig, payload: ImagePayload, index: int, timeout: float
+) -> tuple[imaging.ProcessedImage, str | None, int | None]:
+    settings = ctx["settings"]
+    seed = payload["seed"] + index if payload["seed"] is not None else None
+    common: dict[str, Any] = dict(
+        model=payload["model"],
+        prompt=payload["prompt"],
+        width=payload["width"],
+        height=payload["height"],
+        seed=seed,
+        options=payload["options"],
+        timeout=timeout,
+        max_bytes=settings.image_max_bytes,
+    )
+    revised: str | None = None
+    if provider.kind == "openai":
+        raw, revised = await openai_images.generate(
+            ctx["http"], provider, allow_private_urls=settings.allow_private_urls, **common
+        )
+    else:
+        raw = await pollinations_image.generate(ctx["http"], provider, **common)
+    spec = imaging.ImageSpec(payload["width"], payload["height"], payload["format"], payload["quality"])
+    try:
+        processed = await imaging.process_async(raw, spec, max_pixels=settings.image_max_pixels)
+    except (imaging.NotAnImage, imaging.ImageTooLarge) as exc:
+        raise ProviderError(str(exc), retryable=True) from None
+    return processed, revised, seed
+
+
+async def image_generation(ctx: WorkerCtx, job_id: str, payload: ImagePayload) -> dict[str, Any]:
+    settings = ctx["settings"]
+    catalog = ctx["catalog"]
+    model = payload["model"]
+    await catalog.refresh()
+    providers = _providers(ctx, model, IMAGE_KINDS, "images")
+    key = None
+    if catalog.model_meta(model).deterministic and payload["seed"] is not None and settings.image_cache_ttl_s:
+        key = cache_key(payload)
+        hit = await ctx["redis"].get(key)
+        if hit is not None:
+            cached = orjson.loads(hit)
+            cached["result"]["created"] = int(time.time())
+            cached["cached"] = True
+            return cached  # type: ignore[no-any-return]
+    provider, last = _provider_for_attempt(ctx, model, providers)
+    timeout = provider.timeout_s or settings.provider_timeout_s
+    try:
+        made = await _all_or_nothing(
+            [_make_one(ctx, provider, payload, i, timeout) for i in range(payload["n"])]
+        )
+    except ProviderError as exc:
+        _failed(ctx, provider, exc, last)
+    images = []
+    for index, (image, revised, seed) in enumerate(made):
+        entry = {
+            "index": index,
+            "mime": image.mime,
+            "width": image.width,
+            "height": image.height,
+            "bytes": len(image.data),
+            "revised_prompt": revised or payload["prompt"],
+            "seed": seed,
+        }
+        entry.update(await keep_image(ctx, image, job_id=job_id, index=index))
+        images.append(entry)
+    price = provider.prices.get(model)
+    outcome: dict[str, Any] = {
+        "result": {
+            "created": int(time.time()),
+            "model": model,
+            "size": f"{payload['width']}x{payload['height']}",
+            "format": payload["format"],
+            "quality": payload["options"].get("quality"),
+            "response_format": payload["response_format"],
+            "images": images,
+        },
+        "provider": provider.name,
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0},
+        "cost": price.image * len(images) if price else 0.0,
+    }
+    if key is not None:
+        blob = orjson.dumps(outcome)
+        if len(blob) <= CACHE_MAX_BYTES:
+            await ctx["redis"].set(key, blob, ex=settings.image_cache_ttl_s)
+    return outcome
+
+
+# --- video -----------------------------------------------------------------------------------------
+async def video_generation(ctx: WorkerCtx, job_id: str, payload: VideoPayload) -> dict[str, Any]:
+    settings = ctx["settings"]
+    model = payload["model"]
+    await ctx["catalog"].refresh()
+    providers = _providers(ctx, model, VIDEO_KINDS, "videos")
+    provider, last = _provider_for_attempt(ctx, model, providers)
+    try:
+        data = await http_video.generate(
+            ctx["http"],
+            provider,
+            model=model,
+            prompt=payload["prompt"],
+            width=payload["width"],
+            height=payload["height"],
+            duration=payload["duration"],
+            seed=payload["seed"],
+            timeout=provider.timeout_s or settings.video_timeout_s,
+            max_bytes=settings.video_max_bytes,
+        )
+    except ProviderError as exc:
+        _failed(ctx, provider, exc, last)
+    video = {"mime": "video/mp4", "bytes": len(data), **await keep_video(ctx, data, job_id=job_id)}
+    price = provider.prices.get(model)
+    return {
+        "result": {
+            "created": int(time.time()),
+            "model": model,
+            "duration": payload["duration"],
+            "width": payload["width"],
+            "height": payload["height"],
+            "video": video,
+        },
+        "provider": provider.name,
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0},
+        "cost": price.video_second * payload["duration"] if price else 0.0,
+    }
