@@ -169,29 +169,34 @@ class ImageStandIn:
             writer.close()
 
     async def handle(self, method: str, target: str, body: bytes) -> Response:
+        parts = urlsplit(target)
+        path = parts.path
+        if method == "GET" and path.endswith("/models"):  # model discovery: nothing beyond the file
+            return 200, b'{"object":"list","data":[]}', JSON
+        if path.startswith("/files/"):
+            return self.file(path[len("/files/") :])
         self.inflight += 1
         self.max_inflight = max(self.max_inflight, self.inflight)
         try:
-            return await self._route(method, target, body)
+            return await self._generate(method, path, parts.query, body)
         finally:
             self.inflight -= 1
 
-    async def _route(self, method: str, target: str, body: bytes) -> Response:
-        parts = urlsplit(target)
-        path = parts.path
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    def file(self, token: str) -> Response:
+        self.calls["file"] += 1
+        found = self._files.get(token)
+        if found is None:
+            return 404, b"no such file", "text/plain"
+        return 200, found[0], found[1]
+
+    async def _generate(self, method: str, path: str, raw_query: str, body: bytes) -> Response:
+        query = {k: v[-1] for k, v in parse_qs(raw_query).items()}
         if method == "GET" and path.startswith("/prompt/"):
             return await self.image(unquote(path[len("/prompt/") :]), query)
         if method == "POST" and path.endswith("/images/generations"):
             return await self.openai_images(orjson.loads(body or b"{}"))
         if method == "GET" and path.startswith("/video/prompt/"):
             return await self.video(unquote(path[len("/video/prompt/") :]), query)
-        if method == "GET" and path.startswith("/files/"):
-            self.calls["file"] += 1
-            found = self._files.get(path[len("/files/") :])
-            if found is None:
-                return 404, b"no such file", "text/plain"
-            return 200, found[0], found[1]
         return 404, b'{"error":{"message":"no such route"}}', JSON
 
     # --- shared fault handling -----------------------------------------------------------------
