@@ -104,7 +104,7 @@ async def test_each_route_streams_openai_chunks_ending_with_done(
 
     # The job is an ordinary job: succeeded, its result the completion the same call without
     # `stream` would have answered.
-    job = await get_job(gw.client, key, job_id)
+    job = await wait_for_status(gw.client, key, job_id, "succeeded")  # [DONE] may beat the finish
     assert job["status"] == "succeeded" and job["priority"] == "interactive"
     assert job["provider"] == "standin" and job["attempts"] == 1
     completion = job["result"]["data"] if route == "native" else job["result"]
@@ -175,6 +175,28 @@ async def test_chunks_are_forwarded_as_the_provider_sends_them(
     assert arrivals[0] < arrivals[-1] - 4 * gap
 
 
+async def test_a_persona_s_stream_names_the_persona_as_its_model(
+    gw: Gateway, http: httpx.AsyncClient, key: str, standin: StandIn
+) -> None:
+    standin.record = True
+    persona = {
+        "name": "stream-poet",
+        "display_name": "Stream Poet",
+        "personality_summary": "You answer every question with a short and cheerful poem.",
+        "base_model": "mock/echo",
+    }
+    made = await gw.client.post("/api/v1/custom", json=persona, headers={"X-API-Key": key})
+    assert made.status_code == 201, made.text
+    model = made.json()["data"]["full_name"]
+    response, events = await stream(http, "openai", key, chat_body("a poem", model=model, stream=True))
+    assert response.status_code == 200, response.text
+    assert events[-1] == DONE
+    assert {e["model"] for e in events[:-1]} == {model}
+    assert standin.requests[-1]["model"] == "mock/echo"  # the base model serves it
+    job = await wait_for_status(gw.client, key, response.headers["x-job-id"], "succeeded")
+    assert job["result"]["model"] == model
+
+
 async def test_many_concurrent_streams_each_get_their_own_chunks(
     gw: Gateway, http: httpx.AsyncClient, key: str
 ) -> None:
@@ -227,7 +249,7 @@ async def test_a_failure_before_the_first_chunk_is_retried_then_streams(
     assert response.status_code == 200
     assert content_of(events) == "echo: [fail:1] retry me" and events[-1] == DONE
     assert standin.chat_calls == 2 and standin.stream_calls == 1
-    job = await get_job(gw.client, key, response.headers["x-job-id"])
+    job = await wait_for_status(gw.client, key, response.headers["x-job-id"], "succeeded")
     assert job["status"] == "succeeded" and job["attempts"] == 2
 
 

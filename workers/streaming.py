@@ -200,7 +200,9 @@ async def relay_chat_stream(
     if ctx.get("job_try", 1) > 1 and await ctx["redis"].exists(writer.key):
         raise ProviderFailed("the stream was interrupted after chunks were sent; a stream is not retried")
     upstream = {**request, "stream": True, "stream_options": {"include_usage": True}}
-    assembler = Assembler(job_id, model)
+    # Chunks name the model the caller asked for (a persona's "@org/name", say), as the
+    # completion without `stream` does, not the base model that serves it.
+    assembler = Assembler(job_id, (ctx.get("job") or {}).get("model") or model)
     try:
         chunks = openai_provider.stream_chat_completion(ctx["http"], provider, upstream, timeout)
         # Chunks that carry nothing yet (the role, empty content) wait for the first one that
