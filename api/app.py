@@ -5,35 +5,26 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar, Request, Response, get
+from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.types import Message, Scope
 from redis.asyncio import Redis
 
 from api.accounts import Accounts
 from api.auth import PRINCIPAL_STATE, KeyCache
-from api.dialects import credits, custom, files, jobs, keys, llm, models, native, openai, status
+from api.dialects import credits, custom, discovery, files, jobs, keys, llm, models, native, openai, status
 from api.dialects import images as image_routes
 from api.errors import NATIVE, handlers_for
 from api.personas import CustomModelCache
-from api.responses import json_response
-from api.state import Services, services
+from api.state import Services
 from jobs.catalog import Catalog
-from jobs.client import JobClient, redis_call
+from jobs.client import JobClient
 from jobs.streams import StreamHub
 from storage.db import Database
 from storage.files import Files
 from switchyard.errors import ServiceUnavailable
 from switchyard.providers import load_providers
 from switchyard.settings import Settings, get_settings
-
-
-@get("/health", exclude_from_auth=True)
-async def health(request: Request) -> Response[bytes]:
-    """Liveness plus a Redis round trip: 503 when the queue cannot be reached."""
-    svc = services(request)
-    await redis_call(svc.redis.ping)
-    return json_response({"status": "healthy"})
 
 
 async def rate_limit_headers(message: Message, scope: Scope) -> None:
@@ -95,6 +86,7 @@ def create_app(
         try:
             yield
         finally:
+            await discovery.close_model_events(app)
             await app.state.services.streams.close()
             await job_client.close()
             if own_redis:
@@ -114,10 +106,10 @@ def create_app(
             llm.cloudgpt_router,
             llm.apidocs_router,
             custom.router,
-            health,
             models.native_router,
             models.cloudgpt_router,
             *image_routes.routers,
+            discovery.router,  # 003, and /health
         ],
         lifespan=[lifespan],
         before_send=[rate_limit_headers],

@@ -18,7 +18,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.responses import json_response
-from switchyard.errors import InvalidRequest, ServiceUnavailable, SwitchyardError
+from switchyard.errors import InvalidRequest, ModelNotFound, ServiceUnavailable, SwitchyardError
 
 log = logging.getLogger("switchyard.api")
 
@@ -46,8 +46,13 @@ def error_body(dialect: str, err: SwitchyardError) -> dict[str, Any]:
         return {"error": err.message, **err.extra}
     if dialect == DISCOVERY:
         return {
-            "error": {"code": err.code, "message": err.message, "details": err.details},
+            "error": {
+                "code": _discovery_code(err),
+                "message": err.message,
+                "details": _discovery_details(err),
+            },
             "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            **err.extra,
         }
     # cloudgpt, openai, apidocs: OpenAI's error object
     body: dict[str, Any] = {
@@ -57,6 +62,31 @@ def error_body(dialect: str, err: SwitchyardError) -> dict[str, Any]:
         "param": err.param,
     }
     return {"error": body, **err.extra}
+
+
+# api-reference 003 spells its error codes in capitals, with its own names for some.
+_DISCOVERY_CODES = {
+    "model_not_found": "MODEL_NOT_FOUND",
+    "invalid_request_error": "INVALID_FILTER",
+    "provider_error": "PROVIDER_ERROR",
+    "rate_limit_exceeded": "RATE_LIMITED",
+    "authentication_error": "UNAUTHORIZED",
+    "permission_error": "FORBIDDEN",
+    "not_found_error": "NOT_FOUND",
+}
+
+
+def _discovery_code(err: SwitchyardError) -> str:
+    return _DISCOVERY_CODES.get(err.code, err.code.upper())
+
+
+def _discovery_details(err: SwitchyardError) -> Any:
+    """003 gives details as one object: the unknown model and the ones that exist, or the field."""
+    if isinstance(err, ModelNotFound):
+        return {"model_id": err.details[0]["value"], "available_models": err.suggestions}
+    if len(err.details) == 1:
+        return dict(err.details[0])
+    return err.details or None
 
 
 def render(dialect: str, err: SwitchyardError) -> Response[bytes]:

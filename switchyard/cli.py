@@ -92,6 +92,8 @@ def cmd_web(args: argparse.Namespace) -> int:
         workers=settings.web_workers,
         loop="uvloop",
         http="httptools",
+        # websockets' own protocol; uvicorn's older binding to it is deprecated by websockets 14
+        ws="websockets-sansio" if "websockets-sansio" in uvicorn.config.WS_PROTOCOLS else "auto",
         log_level="warning",
         access_log=False,
         proxy_headers=False,  # a middleware per request for nothing unless behind a proxy

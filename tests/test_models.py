@@ -6,6 +6,8 @@ discovered from its `GET /models`), `beta` lists its models with metadata and pr
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,12 +15,16 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
+import uvicorn
+from websockets.asyncio.client import connect
 
+from api.app import create_app
 from jobs.catalog import CATALOG_KEY, STATUS_KEY
 from jobs.discovery import request_refresh
+from switchyard.redis_server import free_port
 from switchyard.settings import Settings
 from switchyard.standin import StandIn
-from tests.conftest import Gateway, base_env, eventually, make_settings, running_gateway
+from tests.conftest import ADMIN_KEY, Gateway, base_env, eventually, make_settings, running_gateway
 
 ALPHA_MODELS = ["alpha/chat-one", "alpha/chat-two", "shared/model"]
 BETA_MODELS = ["shared/model", "beta/painter", "beta/thinker", "beta/clip"]
@@ -326,3 +332,320 @@ async def test_cloudgpt_lists_per_modality_with_bearer_auth(mgw: Gateway) -> Non
     assert anonymous.json()["error"]["type"] == "authentication_error"
     bad = await mgw.client.get("/api/models/chat?page=2", headers=headers)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "page"
+
+
+# --- discovery (003) -------------------------------------------------------------------------------
+DISCOVERY_FIELDS = {
+    "id", "name", "provider", "providers", "type", "company", "context_length", "max_tokens", "supports_chat",
+    "supports_completion", "supports_thinking", "input_cost", "output_cost", "description", "capabilities",
+    "created_at", "updated_at",
+}  # fmt: skip
+
+
+async def test_discovery_list_shape_and_filters(mgw: Gateway) -> None:
+    response = await mgw.client.get("/api/models")  # no key needed
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [m["id"] for m in body["models"]] == sorted([*ALPHA_MODELS, *BETA_MODELS[1:]])
+    assert body["count"] == 6
+    assert body["providers"] == ["alpha", "beta"]
+    assert body["cache_hit"] is True
+    assert body["timestamp"].endswith("Z")
+    assert body["pagination"] == {
+        "limit": 50, "offset": 0, "total": 6, "has_next": False, "next_offset": None, "next_cursor": None,
+    }  # fmt: skip
+    shared = next(m for m in body["models"] if m["id"] == "shared/model")
+    assert set(shared) >= DISCOVERY_FIELDS
+    assert shared["providers"] == ["alpha", "beta"] and shared["provider"] == "alpha"
+    assert shared["input_cost"] == 1.0 and shared["output_cost"] == 2.0
+    assert shared["supports_chat"] is True and shared["supports_completion"] is True
+
+    async def ids(params: dict[str, Any]) -> list[str]:
+        r = await mgw.client.get("/api/models", params=params)
+        assert r.status_code == 200, (params, r.text)
+        return [m["id"] for m in r.json()["models"]]
+
+    assert await ids({"provider": "beta"}) == ["beta/clip", "beta/painter", "beta/thinker", "shared/model"]
+    assert await ids({"supports_chat": "false"}) == ["beta/clip", "beta/painter"]
+    assert await ids({"min_context": "100000"}) == ["beta/thinker"]
+    assert await ids({"max_cost": "2.5"}) == ["shared/model"]
+    assert await ids({"max_cost": "1.5"}) == []
+    assert await ids({"capabilities": "vision,function_calling"}) == ["beta/thinker"]
+    assert await ids({"capabilities": '["vision"]', "provider": "alpha"}) == []
+    assert await ids({"type": "video"}) == ["beta/clip"]
+
+
+async def test_discovery_pagination_by_offset_and_cursor(mgw: Gateway) -> None:
+    everything = [m["id"] for m in (await mgw.client.get("/api/models")).json()["models"]]
+    first = (await mgw.client.get("/api/models?limit=4")).json()
+    assert [m["id"] for m in first["models"]] == everything[:4]
+    assert first["pagination"]["has_next"] is True and first["pagination"]["next_offset"] == 4
+    by_offset = (await mgw.client.get("/api/models?limit=4&offset=4")).json()
+    assert [m["id"] for m in by_offset["models"]] == everything[4:]
+    assert by_offset["pagination"]["has_next"] is False
+    cursor = first["pagination"]["next_cursor"]
+    by_cursor = (await mgw.client.get("/api/models", params={"limit": 4, "cursor": cursor})).json()
+    assert [m["id"] for m in by_cursor["models"]] == everything[4:]
+    assert by_cursor["pagination"]["offset"] == 4
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("supports_chat=perhaps", "supports_chat"),
+        ("min_context=lots", "min_context"),
+        ("min_context=-1", "min_context"),
+        ("max_cost=-2", "max_cost"),
+        ("max_cost=nan", "max_cost"),
+        ("provider=nobody", "provider"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("offset=x", "offset"),
+        ("cursor=not-a-cursor", "cursor"),
+        ("cursor=eyJpZCI6ImEifQ&offset=1", "cursor"),
+        ("type=audio", "type"),
+        ("capabilities=[1,2]", "capabilities"),
+        ("sort=name", "sort"),
+    ],
+)
+async def test_discovery_bad_filters_are_400_invalid_filter(mgw: Gateway, query: str, field: str) -> None:
+    response = await mgw.client.get(f"/api/models?{query}")
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["error"]["code"] == "INVALID_FILTER"
+    assert body["error"]["details"]["field"] == field
+    assert field in body["error"]["message"]
+    assert body["timestamp"].endswith("Z")
+
+
+async def test_discovery_search(mgw: Gateway) -> None:
+    response = await mgw.client.get("/api/models/search", params={"q": "chat", "supports_chat": "true"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [m["id"] for m in body["models"]] == ["alpha/chat-one", "alpha/chat-two"]
+    assert body["count"] == 2 and body["query"] == "chat"
+    assert body["filters_applied"] == {"supports_chat": True}
+    described = (await mgw.client.get("/api/models/search", params={"q": "paints"})).json()
+    assert [m["id"] for m in described["models"]] == ["beta/painter"]
+    exact_first = (await mgw.client.get("/api/models/search", params={"q": "shared/model"})).json()
+    assert exact_first["models"][0]["id"] == "shared/model"
+    filtered = (
+        await mgw.client.get(
+            "/api/models/search",
+            params={"q": "beta", "min_context": "1000", "max_input_cost": "5", "capabilities": "vision"},
+        )
+    ).json()
+    assert filtered["models"] == []
+    assert filtered["filters_applied"] == {
+        "min_context": 1000,
+        "max_input_cost": 5.0,
+        "capabilities": ["vision"],
+    }
+    thinker = (
+        await mgw.client.get(
+            "/api/models/search", params={"q": "thinker", "capabilities": ["vision", "function_calling"]}
+        )
+    ).json()
+    assert [m["id"] for m in thinker["models"]] == ["beta/thinker"]
+    empty_q = await mgw.client.get("/api/models/search?q=")
+    assert empty_q.status_code == 400 and empty_q.json()["error"]["details"]["field"] == "q"
+
+
+async def test_discovery_model_details_and_unknown_model(mgw: Gateway) -> None:
+    response = await mgw.client.get("/api/models/beta/thinker")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"]["id"] == "beta/thinker" and body["model"]["context_length"] == 200000
+    assert set(body["model"]) >= DISCOVERY_FIELDS | {"training_data", "knowledge_cutoff"}
+    assert body["provider_info"]["name"] == "beta" and body["provider_info"]["status"] == "active"
+    assert body["provider_info"]["last_check"].endswith("Z")
+    missing = await mgw.client.get("/api/models/beta/thinkr")
+    assert missing.status_code == 404
+    error = missing.json()["error"]
+    assert error["code"] == "MODEL_NOT_FOUND"
+    assert error["details"]["model_id"] == "beta/thinkr"
+    assert error["details"]["available_models"][0] == "beta/thinker"  # the closest first
+
+
+async def test_discovery_refresh_needs_a_key_and_validates_its_body(mgw: Gateway, alpha: StandIn) -> None:
+    anonymous = await mgw.client.post("/api/models/refresh")
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["code"] == "UNAUTHORIZED"
+    key = await mgw.create_key()
+    headers = {"Authorization": f"Bearer {key}"}
+    for body, field in [
+        ({"providers": ["nobody"]}, "providers"),
+        ({"providers": "alpha"}, "providers"),
+        ({"force": "yes"}, "force"),
+        ({"everything": True}, "everything"),
+    ]:
+        bad = await mgw.client.post("/api/models/refresh", json=body, headers=headers)
+        assert bad.status_code == 400, (body, bad.text)
+        assert bad.json()["error"]["details"]["field"] == field
+    calls = alpha.models_calls
+    alpha.models = ["alpha/only"]
+    done = await mgw.client.post(
+        "/api/models/refresh", json={"providers": ["alpha"], "force": True}, headers=headers
+    )
+    assert done.status_code == 200, done.text
+    body = done.json()
+    assert body["status"] == "success" and body["message"] == "Models refreshed successfully"
+    assert body["providers_updated"] == ["alpha"] and body["models_discovered"] == 5
+    assert body["duration_ms"] >= 0 and body["timestamp"].endswith("Z")
+    assert alpha.models_calls == calls + 1
+    listed = (await mgw.client.get("/api/providers/alpha/models")).json()
+    assert [m["id"] for m in listed["models"]] == ["alpha/only"]
+    gone = await mgw.client.post(
+        "/api/v1/chat",
+        json={"model": "alpha/chat-one", "messages": [{"role": "user", "content": "x"}]},
+        headers=headers,
+    )
+    assert gone.status_code == 404
+
+
+async def test_discovery_refresh_without_a_worker_is_202(models_settings: Settings) -> None:
+    async with running_gateway(models_settings) as gw:
+        key = await gw.create_key()
+        response = await gw.client.post(
+            "/api/models/refresh", headers={"Authorization": f"Bearer {key}", "Prefer": "wait=0.2"}
+        )
+        assert response.status_code == 202
+        assert response.json()["status"] == "queued"
+
+
+async def test_provider_status_and_provider_models(mgw: Gateway, alpha: StandIn) -> None:
+    status = (await mgw.client.get("/api/providers/status")).json()
+    assert set(status["providers"]) == {"alpha", "beta"}
+    a = status["providers"]["alpha"]
+    assert a["status"] == "active" and a["models_count"] == 3 and a["error"] is None
+    assert a["last_check"].endswith("Z") and a["response_time_ms"] >= 0
+    assert status["summary"]["total_providers"] == 2 and status["summary"]["active_providers"] == 2
+    assert status["summary"]["total_models"] == 6 and status["summary"]["last_update"].endswith("Z")
+
+    models = (await mgw.client.get("/api/providers/beta/models")).json()
+    assert models["provider"] == "beta" and models["count"] == 4 and models["cache_hit"] is True
+    assert [m["id"] for m in models["models"]] == [
+        "beta/clip",
+        "beta/painter",
+        "beta/thinker",
+        "shared/model",
+    ]
+    assert models["last_updated"].endswith("Z")
+    unknown = await mgw.client.get("/api/providers/nobody/models")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "PROVIDER_NOT_FOUND"
+    needs_key = await mgw.client.get("/api/providers/alpha/models?refresh=true")
+    assert needs_key.status_code == 401
+    key = await mgw.create_key()
+    alpha.models = [*ALPHA_MODELS, "alpha/fresh"]
+    refreshed = await mgw.client.get("/api/providers/alpha/models?refresh=true", headers={"X-API-Key": key})
+    assert refreshed.json()["cache_hit"] is False
+    assert "alpha/fresh" in [m["id"] for m in refreshed.json()["models"]]
+    bad = await mgw.client.get("/api/providers/alpha/models?refresh=sometimes")
+    assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "refresh"
+
+
+async def test_cache_stats_and_clear(mgw: Gateway, redis: aioredis.Redis) -> None:
+    await mgw.client.get("/api/models")
+    await mgw.client.get("/api/providers/alpha/models")
+    stats = (await mgw.client.get("/api/cache/stats")).json()
+    cache = stats["cache_stats"]
+    assert cache["hits"] == 2 and cache["misses"] == 0 and cache["hit_rate"] == 100.0
+    assert cache["total_entries"] == 6 and cache["memory_usage_mb"] > 0
+    assert cache["oldest_entry"].endswith("Z") and cache["newest_entry"].endswith("Z")
+    assert stats["provider_stats"]["alpha"] == {"hits": 2, "misses": 0, "hit_rate": 100.0}
+    assert stats["provider_stats"]["beta"] == {"hits": 1, "misses": 0, "hit_rate": 100.0}
+
+    anonymous = await mgw.client.delete("/api/cache?provider=alpha")
+    assert anonymous.status_code == 401
+    key = await mgw.create_key()
+    not_admin = await mgw.client.delete("/api/cache?provider=alpha", headers={"X-API-Key": key})
+    assert not_admin.status_code == 403
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    bad = await mgw.client.delete("/api/cache?provider=nobody", headers=admin)
+    assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "provider"
+    cleared = await mgw.client.delete("/api/cache?provider=alpha", headers=admin)
+    assert cleared.status_code == 200, cleared.text
+    assert cleared.json() == {
+        "status": "success",
+        "message": "Cache cleared for provider: alpha",
+        "cleared_entries": 3,
+    }
+    # A worker lists the provider again at once.
+    await eventually(lambda: redis.hexists(CATALOG_KEY, "alpha"), what="alpha's listing to come back")
+    stats = (await mgw.client.get("/api/cache/stats")).json()
+    assert stats["provider_stats"]["alpha"]["hits"] == 0
+
+
+async def test_health_in_the_discovery_shape(mgw: Gateway) -> None:
+    response = await mgw.client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "healthy" and body["timestamp"].endswith("Z")
+    assert body["services"]["discovery"] == "ok" and body["services"]["cache"] == "ok"
+    assert body["services"]["providers"] == {"alpha": "ok", "beta": "ok"}
+    assert body["metrics"]["uptime_seconds"] >= 0 and body["metrics"]["memory_usage_mb"] > 0
+    assert 0 <= body["metrics"]["cache_hit_rate"] <= 100
+
+
+# --- /ws/models ----------------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def served(settings: Settings) -> AsyncIterator[str]:
+    """Another web process: the app under uvicorn, with WebSockets, on a free loopback port."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws="websockets-sansio",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(500):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.01)
+        assert server.started, "uvicorn did not start"
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+async def _next(ws: Any) -> dict[str, Any]:
+    return orjson.loads(await asyncio.wait_for(ws.recv(), 10))  # type: ignore[no-any-return]
+
+
+async def test_a_refresh_that_changes_the_catalog_pushes_events_to_every_web_process(
+    mgw: Gateway, models_settings: Settings, alpha: StandIn, redis: aioredis.Redis
+) -> None:
+    async with served(models_settings) as first, served(models_settings) as second:
+        async with connect(first + "/ws/models") as ws1, connect(second + "/ws/models") as ws2:
+            for ws in (ws1, ws2):
+                hello = await _next(ws)
+                assert hello["type"] == "connected" and hello["models"] == 6
+            # alpha drops chat-two, adds brand-new and names chat-one
+            listing = {"data": [{"id": "alpha/chat-one", "name": "Chat One"}, {"id": "alpha/brand-new"},
+                                {"id": "shared/model"}]}  # fmt: skip
+            alpha.models_body = orjson.dumps(listing)
+            key = await mgw.create_key()
+            refreshed = await mgw.client.post("/api/models/refresh", headers={"X-API-Key": key})
+            assert refreshed.json()["changes"] == 3
+            for ws in (ws1, ws2):
+                events = [await _next(ws) for _ in range(3)]
+                by_type = {e["type"]: e for e in events}
+                assert set(by_type) == {"model_added", "model_updated", "model_removed"}
+                assert by_type["model_added"]["model"]["id"] == "alpha/brand-new"
+                assert by_type["model_added"]["model"]["provider"] == "alpha"
+                assert by_type["model_updated"]["model"]["id"] == "alpha/chat-one"
+                assert by_type["model_updated"]["model"]["name"] == "Chat One"
+                assert by_type["model_updated"]["changes"] == ["name"]
+                assert by_type["model_removed"]["model"]["id"] == "alpha/chat-two"
+                assert all(e["timestamp"].endswith("Z") for e in events)
+            # A refresh that changes nothing sends nothing.
+            again = await mgw.client.post("/api/models/refresh", headers={"X-API-Key": key})
+            assert again.json()["changes"] == 0
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(ws1.recv(), 0.3)

@@ -1,0 +1,86 @@
+"""Catalog changes relayed to this web process's `/ws/models` sockets.
+
+Workers publish each refresh's changes on one Redis channel; every web process holds one
+subscription to it (started with the first socket) and copies each event to every socket's
+queue. A socket too slow to keep up loses events rather than holding the others back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from jobs.discovery import EVENTS_CHANNEL
+
+log = logging.getLogger("switchyard.api")
+
+QUEUE_SIZE = 1000
+
+
+class ModelEvents:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    async def subscribe(self, timeout: float = 5.0) -> asyncio.Queue[dict[str, Any]]:
+        """A queue of the events to come; once this returns, none published later is missed."""
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(), name="switchyard-model-events")
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
+        self._queues.add(queue)
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), timeout)
+        except TimeoutError:
+            self._queues.discard(queue)
+            raise
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self._queues.discard(queue)
+
+    async def _listen(self) -> None:
+        backoff = 0.05
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(EVENTS_CHANNEL)
+                self._subscribed.set()
+                backoff = 0.05
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                    if msg is None or msg["type"] != "message":
+                        continue
+                    try:
+                        events = orjson.loads(msg["data"])
+                    except orjson.JSONDecodeError:
+                        continue
+                    for queue in list(self._queues):
+                        for event in events if isinstance(events, list) else [events]:
+                            with contextlib.suppress(asyncio.QueueFull):
+                                queue.put_nowait(event)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                raise
+            except (RedisError, OSError) as exc:
+                self._subscribed.clear()
+                log.warning("model-events subscription lost (%s); reconnecting", exc)
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+            self._listener = None
