@@ -1,7 +1,8 @@
 """A finished image or video job's result in each dialect's shape (see api/results.py).
 
-The worker's result lists its images (`images`: mime, size, a file id and, when the caller
-asked for `b64_json`, the bytes inline); each dialect shows them its own way.
+The worker's result lists its images (`images`: mime, size, the stored file's id and URL, its
+thumbnail's, and when the caller asked for `b64_json` the bytes inline); each dialect shows
+them its own way.
 """
 
 from __future__ import annotations
@@ -16,11 +17,7 @@ def image_ref(entry: dict[str, Any], response_format: str) -> dict[str, Any]:
     """`{"b64_json": ...}` or `{"url": ...}` for one stored image (or video)."""
     if response_format == "b64_json" and entry.get("b64") is not None:
         return {"b64_json": entry["b64"]}
-    if entry.get("url"):
-        return {"url": entry["url"]}
-    if entry.get("b64") is not None:  # no blob store to serve it from: a data URL still shows it
-        return {"url": f"data:{entry['mime']};base64,{entry['b64']}"}
-    return {"url": None}
+    return {"url": entry.get("url")}
 
 
 def _processing_ms(record: JobRecord) -> int:
@@ -39,6 +36,7 @@ def image_body(record: JobRecord) -> dict[str, Any]:
                 "size": result.get("size"),
                 "quality": result.get("quality") or "standard",
                 "index": e.get("index", i) + 1,
+                "thumbnail_url": e.get("thumbnail_url"),
             }
             for i, e in enumerate(images)
         ]
@@ -51,8 +49,9 @@ def image_body(record: JobRecord) -> dict[str, Any]:
         }
     if record.dialect == CLOUDGPT:  # the route answers bytes; a polled job describes them
         data = [
-            {**image_ref(e, fmt), "content_type": e.get("mime"), "width": e.get("width"),
-             "height": e.get("height"), "bytes": e.get("bytes"), "seed": e.get("seed")}
+            {**image_ref(e, fmt), "file_id": e.get("file_id"), "content_type": e.get("mime"),
+             "width": e.get("width"), "height": e.get("height"), "bytes": e.get("bytes"),
+             "seed": e.get("seed"), "thumbnail_url": e.get("thumbnail_url")}
             for e in images
         ]  # fmt: skip
         return {"created": result.get("created"), "model": result.get("model"), "data": data}
@@ -74,5 +73,6 @@ def video_body(record: JobRecord) -> dict[str, Any]:
         "height": result.get("height"),
         "content_type": video.get("mime", "video/mp4"),
         "bytes": video.get("bytes"),
-        **image_ref(video, "url"),
+        "file_id": video.get("file_id"),
+        "url": video.get("url"),
     }

@@ -45,6 +45,7 @@ class ImagePayload(TypedDict):
     seed: int | None
     response_format: str  # url, b64_json or binary (the route returns the bytes themselves)
     options: dict[str, Any]  # what else the caller asked of the provider (negative_prompt, style...)
+    files_base: NotRequired[str]  # where the API serves files (`{files_base}/api/v1/files/{id}`)
 
 
 class VideoPayload(TypedDict):
@@ -54,3 +55,4 @@ class VideoPayload(TypedDict):
     height: int
     duration: float
     seed: int | None
+    files_base: NotRequired[str]

@@ -142,7 +142,8 @@ async def test_cloud_image_batch_is_a_job_to_poll(gw: Gateway, key: str) -> None
     assert job["priority"] == "batch"
     (item,) = job["result"]["data"]
     assert item["content_type"] == "image/png" and item["width"] == 128
-    assert item["url"]
+    stored = await gw.client.get(item["url"], headers=bearer(key))
+    assert stored.status_code == 200 and image_of(stored.content).size == (128, 128)
 
 
 # --- native (000) --------------------------------------------------------------------------------------
@@ -174,11 +175,23 @@ async def test_native_generate_b64_json_runs_n_calls_at_once(
 
 async def test_native_generate_url_and_batch(gw: Gateway, key: str) -> None:
     gw.start_worker()
-    body = {"model": "flux", "prompt": "a tower", "size": "512x512"}
+    body = {"model": "flux", "prompt": "a tower", "size": "512x512", "output_format": "jpeg"}
     response = await gw.client.post("/api/v1/generate", json=body, headers={"X-API-Key": key})
     assert response.status_code == 200, response.text
     (item,) = response.json()["data"]["data"]
-    assert item["url"] and "b64_json" not in item
+    assert "b64_json" not in item
+    assert item["url"].startswith("http://testserver.local/api/v1/files/file_")
+    stored = await gw.client.get(item["url"], headers={"X-API-Key": key})
+    assert stored.status_code == 200, stored.text
+    assert stored.headers["content-type"] == "image/jpeg"
+    im = image_of(stored.content)
+    assert im.format == "JPEG" and im.size == (512, 512)
+    thumb = await gw.client.get(item["thumbnail_url"], headers={"X-API-Key": key})
+    assert thumb.headers["content-type"] == "image/webp"
+    assert image_of(thumb.content).size == (256, 256)
+    # A file is its owner's: another key gets a 404, as for a file that does not exist.
+    other = await gw.create_key("other")
+    assert (await gw.client.get(item["url"], headers={"X-API-Key": other})).status_code == 404
     submitted = await gw.client.post("/api/v1/generate?batch=1", json=body, headers={"X-API-Key": key})
     assert submitted.status_code == 202
     job = await wait_for_status(gw.client, key, submitted.json()["data"]["job_id"], "succeeded")
@@ -215,6 +228,15 @@ async def test_deterministic_model_serves_same_seed_and_prompt_from_cache(
     again = await make("fixed", 42)
     assert again == first
     assert pics.calls["image"] == 1
+    # Another key asking the same gets the same picture as files of its own.
+    other = await gw.create_key("other")
+    body = {"prompt": "a fixed star", "model": "fixed", "width": 96, "height": 96, "seed": 42}
+    theirs = await gw.client.post("/api/image?batch=1", json=body, headers=bearer(other))
+    job = await wait_for_status(gw.client, other, theirs.json()["data"]["job_id"], "succeeded")
+    assert pics.calls["image"] == 1
+    url = job["result"]["data"][0]["url"]
+    assert (await gw.client.get(url, headers=bearer(other))).content == first
+    assert (await gw.client.get(url, headers=bearer(key))).status_code == 404
     await make("fixed", 43)  # another seed: another picture
     assert pics.calls["image"] == 2
     await make("flux", 42)
@@ -278,7 +300,10 @@ async def test_openai_client_images_generate(gw: Gateway, key: str, prefix: str)
             assert im.size == (512, 512) and im.format == "PNG"
         by_url = await client.images.generate(model="dall-e-3", prompt="an owl", size="1024x1024")
         assert by_url.data is not None and by_url.data[0].url
+        assert by_url.data[0].url.startswith(base_url + "/api/v1/files/")
         assert by_url.data[0].revised_prompt == "revised: an owl"
+        fetched = await http.get(by_url.data[0].url, headers=bearer(key))
+        assert image_of(fetched.content).size == (1024, 1024)
         with pytest.raises(openai.BadRequestError) as bad:
             await client.images.generate(model="flux", prompt="an owl", n=11)
         assert bad.value.param == "n"
@@ -435,6 +460,8 @@ async def test_cloud_video_answers_an_mp4(gw: Gateway, key: str, pics: ImageStan
     job = await get_job(gw.client, key, response.headers["x-job-id"])
     assert job["kind"] == "video_generation" and job["provider"] == "clips"
     assert job["result"]["duration"] == 2 and job["result"]["content_type"] == "video/mp4"
+    stored = await gw.client.get(job["result"]["url"], headers=bearer(key))
+    assert stored.content == response.content
 
 
 async def test_cloud_video_faults(gw: Gateway, key: str) -> None:

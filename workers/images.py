@@ -29,7 +29,6 @@ from workers.providers import ProviderError, http_video, openai_images, pollinat
 T = TypeVar("T")
 
 CACHE_KEY = "sy:imgcache:"  # string per (model, prompt, seed, size, ...): a deterministic model's images
-CACHE_MAX_BYTES = 16_000_000
 IMAGE_KINDS = ("pollinations-image", "openai")
 VIDEO_KINDS = ("http-video",)
 
@@ -93,22 +92,91 @@ def _providers(ctx: WorkerCtx, model: str, kinds: tuple[str, ...], what: str) ->
     return usable
 
 
-# --- where results are kept -------------------------------------------------------------------------
+# --- where results are kept --------------------------------------------------------------------------
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "video/mp4": "mp4"}
+
+
+def file_url(base: str | None, file_id: str) -> str:
+    """Where the API serves a stored file (api/files.py `file_path`): absolute when the route
+    told the job its base URL."""
+    return f"{(base or '').rstrip('/')}/api/v1/files/{file_id}"
+
+
+async def _store(
+    ctx: WorkerCtx, data: bytes, mime: str, *, job_id: str, kind: str, name: str, base: str | None
+) -> tuple[str, str]:
+    """Store bytes as a file of the job's owner; its id and URL."""
+    owner = (ctx.get("job") or {}).get("owner")
+    filename = f"{name}.{EXTENSIONS.get(mime, 'bin')}"
+    stored = await ctx["files"].store(
+        data, mime=mime, filename=filename, owner_key_id=owner, job_id=job_id, kind=kind
+    )
+    return stored.id, file_url(base, stored.id)
+
+
 async def keep_image(
-    ctx: WorkerCtx, image: imaging.ProcessedImage, *, job_id: str, index: int
+    ctx: WorkerCtx,
+    data: bytes,
+    mime: str,
+    thumbnail: tuple[bytes, str],
+    *,
+    job_id: str,
+    index: int,
+    base: str | None,
 ) -> dict[str, Any]:
-    """How the result refers to one image's bytes."""
-    return {"b64": base64.b64encode(image.data).decode()}
+    """Store one image and its thumbnail: how the result refers to them."""
+    name = f"{job_id}-{index + 1}"
+    file_id, url = await _store(ctx, data, mime, job_id=job_id, kind="image", name=name, base=base)
+    thumb_id, thumb_url = await _store(
+        ctx, thumbnail[0], thumbnail[1], job_id=job_id, kind="thumbnail", name=name + "-thumbnail", base=base
+    )
+    return {"file_id": file_id, "url": url, "thumbnail_file_id": thumb_id, "thumbnail_url": thumb_url}
 
 
-async def keep_video(ctx: WorkerCtx, data: bytes, *, job_id: str) -> dict[str, Any]:
-    return {"b64": base64.b64encode(data).decode()}
+async def keep_video(ctx: WorkerCtx, data: bytes, *, job_id: str, base: str | None) -> dict[str, Any]:
+    file_id, url = await _store(ctx, data, "video/mp4", job_id=job_id, kind="video", name=job_id, base=base)
+    return {"file_id": file_id, "url": url}
 
 
 # --- images -------------------------------------------------------------------------------------------
 def cache_key(payload: ImagePayload) -> str:
     fields = {k: v for k, v in payload.items() if k != "response_format"}
     return CACHE_KEY + hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+async def _from_cache(ctx: WorkerCtx, key: str, job_id: str, payload: ImagePayload) -> dict[str, Any] | None:
+    """A deterministic model's earlier images for the same request, stored again as this job's
+    files; None when there are none (or their files have expired)."""
+    hit = await ctx["redis"].get(key)
+    if hit is None:
+        return None
+    outcome: dict[str, Any] = orjson.loads(hit)
+    files = ctx["files"]
+    images = []
+    for entry in outcome["result"]["images"]:
+        image = await files.get(entry["file_id"])
+        thumb = await files.get(entry["thumbnail_file_id"])
+        if image is None or thumb is None:
+            return None
+        data = await files.read(image)
+        kept = await keep_image(
+            ctx,
+            data,
+            image.mime_type,
+            (await files.read(thumb), thumb.mime_type),
+            job_id=job_id,
+            index=entry["index"],
+            base=payload.get("files_base"),
+        )
+        entry = {**entry, **kept}
+        if payload["response_format"] == "b64_json":
+            entry["b64"] = base64.b64encode(data).decode()
+        images.append(entry)
+    outcome["result"].update(
+        images=images, created=int(time.time()), response_format=payload["response_format"]
+    )
+    outcome["cost"] = 0.0  # nothing was asked of the provider
+    return outcome
 
 
 async def _make_one(
@@ -150,12 +218,9 @@ async def image_generation(ctx: WorkerCtx, job_id: str, payload: ImagePayload) -
     key = None
     if catalog.model_meta(model).deterministic and payload["seed"] is not None and settings.image_cache_ttl_s:
         key = cache_key(payload)
-        hit = await ctx["redis"].get(key)
-        if hit is not None:
-            cached = orjson.loads(hit)
-            cached["result"]["created"] = int(time.time())
-            cached["cached"] = True
-            return cached  # type: ignore[no-any-return]
+        cached = await _from_cache(ctx, key, job_id, payload)
+        if cached is not None:
+            return cached
     provider, last = _provider_for_attempt(ctx, model, providers)
     timeout = provider.timeout_s or settings.provider_timeout_s
     try:
@@ -175,7 +240,19 @@ async def image_generation(ctx: WorkerCtx, job_id: str, payload: ImagePayload) -
             "revised_prompt": revised or payload["prompt"],
             "seed": seed,
         }
-        entry.update(await keep_image(ctx, image, job_id=job_id, index=index))
+        entry.update(
+            await keep_image(
+                ctx,
+                image.data,
+                image.mime,
+                (image.thumbnail, image.thumbnail_mime),
+                job_id=job_id,
+                index=index,
+                base=payload.get("files_base"),
+            )
+        )
+        if payload["response_format"] == "b64_json":  # the caller wants the bytes in the body
+            entry["b64"] = base64.b64encode(image.data).decode()
         images.append(entry)
     price = provider.prices.get(model)
     outcome: dict[str, Any] = {
@@ -193,9 +270,10 @@ async def image_generation(ctx: WorkerCtx, job_id: str, payload: ImagePayload) -
         "cost": price.image * len(images) if price else 0.0,
     }
     if key is not None:
-        blob = orjson.dumps(outcome)
-        if len(blob) <= CACHE_MAX_BYTES:
-            await ctx["redis"].set(key, blob, ex=settings.image_cache_ttl_s)
+        # The files, not their bytes: a hit copies them (one blob, a new row) for its own owner.
+        images_only = [{k: v for k, v in e.items() if k != "b64"} for e in images]
+        entry_blob = orjson.dumps({**outcome, "result": {**outcome["result"], "images": images_only}})
+        await ctx["redis"].set(key, entry_blob, ex=settings.image_cache_ttl_s)
     return outcome
 
 
@@ -221,7 +299,8 @@ async def video_generation(ctx: WorkerCtx, job_id: str, payload: VideoPayload) -
         )
     except ProviderError as exc:
         _failed(ctx, provider, exc, last)
-    video = {"mime": "video/mp4", "bytes": len(data), **await keep_video(ctx, data, job_id=job_id)}
+    kept = await keep_video(ctx, data, job_id=job_id, base=payload.get("files_base"))
+    video = {"mime": "video/mp4", "bytes": len(data), **kept}
     price = provider.prices.get(model)
     return {
         "result": {

@@ -12,14 +12,15 @@ Each validates its documented parameters (a 400 names the field), submits with t
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, Router, get, post
+from litestar.response import Stream
 from msgspec import Meta
 
 from api.errors import APIDOCS, CLOUDGPT, NATIVE, OPENAI, handlers_for
+from api.files import serve_file
 from api.image_results import image_body
 from api.responses import json_response
 from api.state import Services, services
@@ -160,6 +161,8 @@ async def _submit(
     principal = await svc.keys.authenticate(request)
     await svc.catalog.require(payload["model"], modality)
     svc.accounts.check_request(principal, model=payload["model"], max_tokens=None)
+    # The worker writes the files' URLs into the result: under the public URL, else this one's.
+    payload["files_base"] = (svc.settings.public_url or str(request.base_url)).rstrip("/")
     return await submit(
         request,
         svc,
@@ -232,7 +235,7 @@ async def image_models(request: Request) -> Response[bytes]:
 
 # --- cloudgpt (001) ----------------------------------------------------------------------------------
 @post("/api/image", status_code=200)
-async def cloud_image(request: Request) -> Response[bytes]:
+async def cloud_image(request: Request) -> Response[bytes] | Stream:
     """Image generation (001): the image's bytes with its Content-Type."""
     req = convert(await _body(request), CloudImageRequest)
     payload = image_payload(
@@ -244,17 +247,22 @@ async def cloud_image(request: Request) -> Response[bytes]:
     if isinstance(outcome, Response):
         return outcome
     image = (outcome.result or {})["images"][0]
-    data = await _file_bytes(request, image)
-    return Response(content=data, media_type=image["mime"], headers={"x-job-id": outcome.id, **headers})
+    return await _stored(request, image["file_id"], {"x-job-id": outcome.id, **headers})
 
 
-async def _file_bytes(request: Request, entry: dict[str, Any]) -> bytes:
-    return base64.b64decode(entry["b64"])
+async def _stored(request: Request, file_id: str, headers: dict[str, str]) -> Response[bytes] | Stream:
+    """The stored file itself as the response (streamed from the blob store)."""
+    svc = services(request)
+    principal = await svc.keys.authenticate(request)
+    file = await svc.files.get_for(file_id, principal.key_id, is_admin=principal.is_admin)
+    response = await serve_file(request, svc.files, file)
+    response.headers.update(headers)
+    return response
 
 
 # --- cloudgpt video (001) ----------------------------------------------------------------------------
 @post("/api/video", status_code=200)
-async def cloud_video(request: Request) -> Response[bytes]:
+async def cloud_video(request: Request) -> Response[bytes] | Stream:
     """Video generation (001): the MP4's bytes. The duration is bounded by the model's maximum
     (`max_duration_s` in the providers file, else SWITCHYARD_VIDEO_MAX_DURATION_S)."""
     req = convert(await _body(request), CloudVideoRequest)
@@ -274,8 +282,7 @@ async def cloud_video(request: Request) -> Response[bytes]:
     if isinstance(outcome, Response):
         return outcome
     video = (outcome.result or {})["video"]
-    data = await _file_bytes(request, video)
-    return Response(content=data, media_type="video/mp4", headers={"x-job-id": outcome.id, **headers})
+    return await _stored(request, video["file_id"], {"x-job-id": outcome.id, **headers})
 
 
 # --- apidocs (004) and OpenAI -------------------------------------------------------------------------
