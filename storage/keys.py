@@ -71,6 +71,7 @@ class KeyRecord:
     limits: KeyLimits = field(default_factory=KeyLimits)
     models: tuple[str, ...] | None = None
     credits: int | None = None  # credits granted (at creation and by top-ups); None: not metered
+    allow_upstream_override: bool = False  # may name its own upstream (X-OpenAI-Base-URL / -Key)
 
     @property
     def metered(self) -> bool:
@@ -93,6 +94,7 @@ def _record(row: ApiKey) -> KeyRecord:
         limits=KeyLimits.from_dict(row.limits),
         models=tuple(row.models) if row.models is not None else None,
         credits=row.credits,
+        allow_upstream_override=bool(row.allow_upstream_override),
     )
 
 
@@ -104,6 +106,7 @@ async def create_key(
     limits: KeyLimits | None = None,
     models: list[str] | None = None,
     credits: int | None = None,
+    allow_upstream_override: bool = False,
 ) -> tuple[KeyRecord, str]:
     """Returns the record and the secret; the secret is never stored and never shown again."""
     secret = KEY_PREFIX + secrets.token_hex(16)
@@ -117,6 +120,7 @@ async def create_key(
         limits=(limits or KeyLimits()).to_dict(),
         models=list(models) if models is not None else None,
         credits=credits,
+        allow_upstream_override=allow_upstream_override,
     )
     async with db.session() as session:
         session.add(row)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
@@ -27,6 +27,8 @@ class ApiKey(KeyBase, table=True):
     # Credits granted, at creation and by top-ups; None means the key is not credit-metered.
     # The live balance is in Redis; granted less what the usage rows were charged seeds it.
     credits: int | None = None
+    # May name its own upstream for a call (X-OpenAI-Base-URL / X-OpenAI-Key, api-reference 004).
+    allow_upstream_override: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class Job(SQLModel, table=True):

@@ -152,7 +152,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
                     return 2
                 models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
                 record, secret = await create_key(
-                    db, args.name, expires, limits=limits, models=models, credits=args.credits
+                    db,
+                    args.name,
+                    expires,
+                    limits=limits,
+                    models=models,
+                    credits=args.credits,
+                    allow_upstream_override=args.allow_upstream_override,
                 )
                 print(f"{record.id}  {record.name}\n{secret}\n(the key is shown once: store it now)")
             elif args.action == "list":
@@ -194,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--credits", type=int, help="credit balance; omitted: not credit-metered")
     create.add_argument("--limits", help='JSON, e.g. \'{"hourly": 500, "per_minute": {"chat": 120}}\'')
     create.add_argument("--models", help="comma-separated model ids the key may use; omitted: all")
+    create.add_argument(
+        "--allow-upstream-override",
+        action="store_true",
+        help="the key may name its own upstream per call (X-OpenAI-Base-URL / X-OpenAI-Key)",
+    )
     keys_sub.add_parser("list")
     revoke = keys_sub.add_parser("revoke")
     revoke.add_argument("key_id")

@@ -5,14 +5,22 @@ dialect's error shape."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+import redis.asyncio as aioredis
 
+from storage.db import Database
+from storage.models import Job
+from switchyard import cli
+from switchyard.settings import get_settings
 from switchyard.standin import StandIn, standin_vector
-from tests.conftest import Gateway, chat_body, get_job, wait_for_status
-from tests.llm_support import EMBED, assert_openai_error, bearer, write_llm_providers
+from tests.conftest import Gateway, admin_headers, chat_body, get_job, wait_for_status
+from tests.llm_support import EMBED, assert_openai_error, bearer, usage_row, write_llm_providers
 
 OPENAI_COMPLETION_FIELDS = {"id", "object", "created", "model", "choices", "usage"}
 
@@ -228,3 +236,188 @@ async def test_embedding_default_model_must_exist(gw: Gateway, key: str) -> None
     response = await gw.client.post("/api/embedding/", json={"input": "x"}, headers=bearer(key))
     error = assert_openai_error(response, 404, "model")
     assert "text-embedding-3-small" in error["message"]
+
+
+# --- X-OpenAI-Base-URL / X-OpenAI-Key (004) ---------------------------------------------------------
+USER_KEY = "sk-caller-" + "k" * 24
+OVERRIDE_ROUTES = [
+    ("/api/llm/generate/", chat_body("mine", model="their/model")),
+    ("/api/llm/instruct/", chat_body("mine", model="their/model")),
+    ("/api/embedding/", {"model": "their/embedder", "input": "mine"}),
+]
+
+
+@pytest.fixture
+async def theirs() -> AsyncIterator[StandIn]:
+    """The caller's own upstream: another stand-in, serving models the catalog does not know."""
+    server = await StandIn(models=["their/model", "their/embedder"]).start()
+    server.record = True
+    yield server
+    await server.stop()
+
+
+async def _redis_values(url: str) -> list[bytes]:
+    values: list[bytes] = []
+    async with aioredis.Redis.from_url(url) as r:
+        async for name in r.scan_iter(count=1000):
+            kind = (await r.type(name)).decode()
+            if kind == "string":
+                values.append(await r.get(name) or b"")
+            elif kind == "hash":
+                values += [k + b"=" + v for k, v in (await r.hgetall(name)).items()]
+            elif kind == "list":
+                values += await r.lrange(name, 0, -1)
+            elif kind == "set":
+                values += list(await r.smembers(name))
+            elif kind == "zset":
+                values += await r.zrange(name, 0, -1)
+            elif kind == "stream":
+                values += [orjson.dumps(e, default=repr) for e in await r.xrange(name)]
+            values.append(name)
+    return values
+
+
+async def test_an_allowed_key_reaches_its_own_upstream_with_its_own_key(
+    gw: Gateway, standin: StandIn, theirs: StandIn
+) -> None:
+    gw.start_worker()
+    standin.record = True
+    key = await gw.create_key("own-upstream", allow_upstream_override=True)
+    headers = {**bearer(key), "X-OpenAI-Base-URL": theirs.base_url + "/", "X-OpenAI-Key": USER_KEY}
+    job_ids = []
+    for path, body in OVERRIDE_ROUTES:
+        response = await gw.client.post(path, json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert USER_KEY not in response.text
+        job_ids.append(response.headers["x-job-id"])
+    generated, _, embedded = [await get_job(gw.client, key, j) for j in job_ids]
+    assert generated["result"]["content"] == "echo: mine"
+    assert embedded["result"]["embedding"] == standin_vector("mine", 16)
+    assert [r["model"] for r in theirs.requests] == ["their/model", "their/model", "their/embedder"]
+    assert theirs.authorizations == [f"Bearer {USER_KEY}"] * 3
+    assert standin.chat_calls == standin.embedding_calls == 0  # the catalog's provider: not called
+    assert {generated["provider"], embedded["provider"]} == {"override"}
+
+    submitted = await gw.client.post(
+        "/api/embedding/?batch=1", json={"model": "their/embedder", "input": "later"}, headers=headers
+    )
+    assert submitted.status_code == 202, submitted.text
+    job = await wait_for_status(gw.client, key, submitted.json()["data"]["job_id"], "succeeded")
+    assert job["result"]["embedding"] == standin_vector("later", 16)
+    job_ids.append(job["id"])
+
+    # The caller's key is in no job record, result or row, and nothing of it stays in Redis.
+    for job_id in job_ids:
+        await usage_row(gw.settings.database_url_or_default, job_id)
+        assert USER_KEY not in str(await get_job(gw.client, key, job_id))
+    db = Database(gw.settings.database_url_or_default)
+    try:
+        async with db.engine.connect() as conn:
+            rows = (await conn.execute(Job.__table__.select())).all()
+    finally:
+        await db.dispose()
+    assert len(rows) == 4 and not any(USER_KEY in repr(tuple(row)) for row in rows)
+    assert not any(USER_KEY.encode() in value for value in await _redis_values(gw.settings.redis_url))
+
+
+async def test_a_key_header_alone_calls_the_catalog_s_providers_with_that_key(
+    gw: Gateway, standin: StandIn
+) -> None:
+    gw.start_worker()
+    standin.record = True
+    key = await gw.create_key("own-key", allow_upstream_override=True)
+    response = await gw.client.post(
+        "/api/llm/generate/", json=chat_body("keyed"), headers={**bearer(key), "X-OpenAI-Key": USER_KEY}
+    )
+    assert response.status_code == 200, response.text
+    assert standin.authorizations == [f"Bearer {USER_KEY}"]
+    assert (await get_job(gw.client, key, response.headers["x-job-id"]))["provider"] == "standin"
+    unknown = await gw.client.post(
+        "/api/llm/generate/",
+        json=chat_body(model="their/model"),
+        headers={**bearer(key), "X-OpenAI-Key": USER_KEY},
+    )
+    assert_openai_error(unknown, 404, "model")  # without a base URL the catalog decides
+
+
+@pytest.mark.parametrize(("path", "body"), OVERRIDE_ROUTES)
+async def test_a_key_without_the_flag_may_not_override(
+    gw: Gateway, key: str, theirs: StandIn, path: str, body: dict[str, Any]
+) -> None:
+    for headers, named in (
+        ({"X-OpenAI-Base-URL": theirs.base_url, "X-OpenAI-Key": USER_KEY}, "X-OpenAI-Base-URL"),
+        ({"X-OpenAI-Key": USER_KEY}, "X-OpenAI-Key"),
+    ):
+        response = await gw.client.post(path, json=body, headers={**bearer(key), **headers})
+        error = assert_openai_error(response, 403, named)
+        assert error["type"] == "permission_error" and USER_KEY not in response.text
+    assert theirs.calls == 0
+
+
+PRIVATE_URLS = [
+    "http://127.0.0.1:{port}/v1",
+    "http://169.254.169.254/latest/meta-data",
+    "http://[::1]:{port}/v1",
+    "http://localhost:{port}/v1",
+    "http://10.0.0.7/v1",
+    "file:///etc/passwd",
+    "not a url",
+]
+
+
+@pytest.mark.settings(SWITCHYARD_ALLOW_PRIVATE_URLS="false")
+@pytest.mark.parametrize(("path", "body"), OVERRIDE_ROUTES)
+async def test_private_upstreams_are_refused(
+    gw: Gateway, theirs: StandIn, path: str, body: dict[str, Any]
+) -> None:
+    gw.start_worker()
+    key = await gw.create_key("own-upstream", allow_upstream_override=True)
+    for url in PRIVATE_URLS:
+        headers = {**bearer(key), "X-OpenAI-Base-URL": url.format(port=theirs.port), "X-OpenAI-Key": USER_KEY}
+        response = await gw.client.post(path, json=body, headers=headers)
+        error = assert_openai_error(response, 400, "X-OpenAI-Base-URL")
+        assert USER_KEY not in response.text, url
+        assert error["type"] == "invalid_request_error"
+    empty = await gw.client.post(path, json=body, headers={**bearer(key), "X-OpenAI-Base-URL": " "})
+    assert_openai_error(empty, 400, "X-OpenAI-Base-URL")
+    assert theirs.calls == 0
+
+
+async def test_other_routes_do_not_take_the_override(
+    gw: Gateway, key: str, standin: StandIn, theirs: StandIn
+) -> None:
+    """Only 004's routes document the headers; elsewhere the catalog routes the call."""
+    gw.start_worker()
+    headers = {**bearer(key), "X-OpenAI-Base-URL": theirs.base_url, "X-OpenAI-Key": USER_KEY}
+    for path in ("/api/chat", "/v1/chat/completions"):
+        response = await gw.client.post(path, json=chat_body("plain"), headers=headers)
+        assert response.status_code == 200, response.text
+    assert theirs.calls == 0 and standin.chat_calls == 2
+
+
+async def test_the_flag_is_set_at_creation_by_the_api_and_the_cli(
+    gw: Gateway, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    created = await gw.client.post(
+        "/api/keys", json={"name": "flagged", "allow_upstream_override": True}, headers=admin_headers()
+    )
+    assert created.status_code == 201 and created.json()["allow_upstream_override"] is True
+    plain = await gw.client.post("/api/keys", json={"name": "plain"}, headers=admin_headers())
+    assert plain.json()["allow_upstream_override"] is False
+    bad = await gw.client.post(
+        "/api/keys", json={"name": "x", "allow_upstream_override": "yes"}, headers=admin_headers()
+    )
+    assert_openai_error(bad, 400, "allow_upstream_override")
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        assert await asyncio.to_thread(cli.main, ["keys", "create", "cli", "--allow-upstream-override"]) == 0
+    finally:
+        get_settings.cache_clear()
+    cli_id = capsys.readouterr().out.split()[0]
+    listed = (await gw.client.get("/api/keys", headers=admin_headers())).json()["data"]
+    flags = {k["name"]: k["allow_upstream_override"] for k in listed}
+    assert flags == {"flagged": True, "plain": False, "cli": True}
+    assert any(k["id"] == cli_id for k in listed)

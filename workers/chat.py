@@ -9,6 +9,7 @@ from arq import Retry
 from jobs.kinds import ChatPayload
 from switchyard.errors import ModelNotFound, ProviderFailed
 from workers.context import WorkerCtx
+from workers.fallback import job_providers
 from workers.providers import ProviderError
 from workers.providers import openai as openai_provider
 from workers.streaming import relay_chat_stream
@@ -26,11 +27,7 @@ async def chat_completion(ctx: WorkerCtx, job_id: str, payload: ChatPayload) -> 
     """
     settings = ctx["settings"]
     model = payload["model"]
-    await ctx["catalog"].refresh()
-    providers = ctx["catalog"].providers_for(model)
-    if not providers:  # the API saw the model: another worker may have just discovered it
-        await ctx["catalog"].refresh(force=True)
-        providers = ctx["catalog"].providers_for(model)
+    providers = await job_providers(ctx, model, payload.get("upstream"))
     if not providers:
         raise ModelNotFound(model)
     per_provider = settings.provider_attempts

@@ -44,6 +44,9 @@ async def job_providers(
         return [OverrideProvider(name=OVERRIDE, kind="openai", base_url=url, api_key=override.get("api_key"))]
     await ctx["catalog"].refresh()
     providers = ctx["catalog"].providers_for(model)
+    if not providers:  # the API saw the model: another worker may have just discovered it
+        await ctx["catalog"].refresh(force=True)
+        providers = ctx["catalog"].providers_for(model)
     if override and override.get("api_key"):
         return [OverrideProvider(**{**p.model_dump(), "api_key": override["api_key"]}) for p in providers]
     return providers

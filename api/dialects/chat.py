@@ -12,6 +12,7 @@ from api.results import chat_body
 from api.state import services
 from api.streaming import stream_chat
 from api.submit import submit
+from api.upstream import upstream_override
 from api.validation import parse_chat
 from jobs.kinds import CHAT_COMPLETION, ChatPayload
 
@@ -24,6 +25,7 @@ async def chat_route(
     default_max_tokens: int | None = None,
     default_model: str | None = None,
     defaults: dict[str, Any] | None = None,
+    overridable: bool = False,
 ) -> Response[bytes]:
     svc = services(request)
     principal = await svc.keys.authenticate(request)
@@ -37,10 +39,14 @@ async def chat_route(
         # A default the caller did not ask for stays within the key's per-request cap.
         cap = principal.record.limits.max_tokens_per_request if principal.record is not None else None
         upstream["max_tokens"] = default_max_tokens if cap is None else min(default_max_tokens, cap)
-    await svc.catalog.require(req.model, "chat", "completion")
+    override = await upstream_override(request, svc, principal) if overridable else None
+    if override is None or "base_url" not in override:  # a caller's own upstream knows its models
+        await svc.catalog.require(req.model, "chat", "completion")
     max_tokens = upstream.get("max_tokens") or upstream.get("max_completion_tokens")
     svc.accounts.check_request(principal, model=req.model, max_tokens=max_tokens)
     payload: ChatPayload = {"model": req.model, "request": upstream}
+    if override:
+        payload["upstream"] = override
     if req.stream:
         return await stream_chat(
             request,

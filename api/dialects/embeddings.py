@@ -13,6 +13,7 @@ from api.responses import json_response
 from api.results import embedding_body
 from api.state import services
 from api.submit import submit
+from api.upstream import upstream_override
 from api.validation import NonEmpty, convert, decode_object
 from jobs.kinds import EMBEDDING, EmbeddingPayload
 from switchyard.errors import InvalidRequest
@@ -75,6 +76,7 @@ async def embedding_route(
     *,
     default_model: str | None = None,
     text_only: bool = False,
+    overridable: bool = False,
 ) -> Response[bytes]:
     svc = services(request)
     principal = await svc.keys.authenticate(request)
@@ -84,7 +86,9 @@ async def embedding_route(
     model = req.model or default_model
     if model is None:
         raise InvalidRequest.field("model", "is required")
-    await svc.catalog.require(model, "embedding")
+    override = await upstream_override(request, svc, principal) if overridable else None
+    if override is None or "base_url" not in override:  # a caller's own upstream knows its models
+        await svc.catalog.require(model, "embedding")
     svc.accounts.check_request(principal, model=model, max_tokens=None)
     upstream: dict[str, Any] = (
         {**raw, "model": model} if not text_only else {"model": model, "input": req.input}
@@ -92,6 +96,8 @@ async def embedding_route(
     if req.encoding_format is not None:
         upstream["encoding_format"] = req.encoding_format
     payload: EmbeddingPayload = {"model": model, "request": upstream}
+    if override:
+        payload["upstream"] = override
     outcome, headers = await submit(
         request,
         svc,

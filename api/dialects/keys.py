@@ -36,6 +36,7 @@ class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
     credits: Annotated[int, Meta(ge=0)] | None = None
     expires_at: datetime | None = None
     models: Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(min_length=1)] | None = None
+    allow_upstream_override: bool = False
 
 
 class CreditTopUp(msgspec.Struct, forbid_unknown_fields=False):
@@ -73,6 +74,7 @@ async def _view(svc: Services, records: list[KeyRecord]) -> list[dict[str, objec
             "limits": r.limits.to_dict(),
             "credits": (int(c) if c is not None else derived.get(r.id)) if r.metered else None,
             "models": list(r.models) if r.models is not None else None,
+            "allow_upstream_override": r.allow_upstream_override,
         }
         for r, u, c in zip(records, used or [None] * len(records), live, strict=True)
     ]
@@ -90,7 +92,13 @@ async def create(request: Request) -> Response[bytes]:
     if not body.name.strip():
         raise InvalidRequest.field("name", "must not be blank", body.name)
     record, secret = await create_key(
-        svc.db, body.name.strip(), expires_at, limits=body.limits, models=body.models, credits=body.credits
+        svc.db,
+        body.name.strip(),
+        expires_at,
+        limits=body.limits,
+        models=body.models,
+        credits=body.credits,
+        allow_upstream_override=body.allow_upstream_override,
     )
     if record.credits is not None:
         await redis_call(lambda: svc.redis.hset(CREDITS_KEY, record.id, record.credits))  # type: ignore[arg-type]

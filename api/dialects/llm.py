@@ -2,7 +2,8 @@
 `POST /api/llm/generate/`, `/api/llm/instruct/` and `/api/embedding/`.
 
 Both dialects spell errors as OpenAI's error object; each has its own router so that stays
-theirs to change. 004's routes leave the model optional: the configured default serves.
+theirs to change. 004's routes leave the model optional (the configured default serves) and
+take `X-OpenAI-Base-URL` / `X-OpenAI-Key` from keys allowed to (api/upstream.py).
 """
 
 from __future__ import annotations
@@ -26,20 +27,28 @@ async def cloudgpt_chat(request: Request) -> Response[bytes]:
 @post("/api/llm/generate/", status_code=200)
 async def generate(request: Request) -> Response[bytes]:
     """Text generation (004, text_gen): `{"content", "usage"}`."""
-    return await chat_route(request, APIDOCS, default_model=services(request).settings.default_chat_model)
+    return await chat_route(
+        request, APIDOCS, default_model=services(request).settings.default_chat_model, overridable=True
+    )
 
 
 @post("/api/llm/instruct/", status_code=200)
 async def instruct(request: Request) -> Response[bytes]:
     """Instruction following (004, text2text): `{"content", "usage"}`."""
-    return await chat_route(request, APIDOCS, default_model=services(request).settings.default_chat_model)
+    return await chat_route(
+        request, APIDOCS, default_model=services(request).settings.default_chat_model, overridable=True
+    )
 
 
 @post("/api/embedding/", status_code=200)
 async def embedding(request: Request) -> Response[bytes]:
     """One text's embedding (004): `{"embedding": [...], "usage"}`."""
     return await embedding_route(
-        request, APIDOCS, default_model=services(request).settings.default_embedding_model, text_only=True
+        request,
+        APIDOCS,
+        default_model=services(request).settings.default_embedding_model,
+        text_only=True,
+        overridable=True,
     )
 
 
