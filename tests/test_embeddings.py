@@ -1,6 +1,7 @@
 """Embeddings: OpenAI's `/v1/embeddings` (and under `/openai/v1`) as jobs through the queue,
 against stand-in providers over real HTTP: the documented shape, base64, `?batch=1`, the
-usage and cost recorded, fallbacks, and bad input."""
+usage and cost recorded, fallbacks, bad input, and the official `openai` client listing,
+chatting, streaming and embedding over real HTTP."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import openai
 import pytest
 
 from switchyard.standin import StandIn, standin_vector
@@ -22,6 +25,7 @@ from tests.llm_support import (
     usage_row,
     write_llm_providers,
 )
+from tests.test_chat import served_over_http
 
 
 @pytest.fixture
@@ -208,3 +212,45 @@ async def test_models_of_the_wrong_type_and_unknown_models(gw: Gateway, key: str
     )
     error = assert_openai_error(unknown, 404, "model")
     assert "mock/embed" in error["message"]  # the closest embedding model is suggested
+
+
+@pytest.mark.parametrize("prefix", ["/v1", "/openai/v1"])
+async def test_the_official_openai_client_lists_chats_streams_and_embeds(
+    gw: Gateway, key: str, standin: StandIn, prefix: str
+) -> None:
+    """The `openai` package against Switchyard served by uvicorn on loopback."""
+    gw.start_worker()
+    standin.record = True
+    async with served_over_http(gw.settings) as url, httpx.AsyncClient() as http:
+        client = openai.AsyncOpenAI(base_url=url + prefix, api_key=key, http_client=http, max_retries=0)
+        assert {m.id async for m in client.models.list()} == {"mock/echo", "mock/other", EMBED}
+
+        completion = await client.chat.completions.create(
+            model="mock/echo", messages=[{"role": "user", "content": "through the client"}]
+        )
+        assert completion.choices[0].message.content == "echo: through the client"
+
+        stream = await client.chat.completions.create(
+            model="mock/echo", messages=[{"role": "user", "content": "streamed words"}], stream=True
+        )
+        pieces = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
+        assert len(pieces) > 1 and "".join(pieces) == "echo: streamed words"
+
+        # Without encoding_format the client asks for base64 and decodes it itself.
+        embedded = await client.embeddings.create(model=EMBED, input=["one text", "two more texts"])
+        assert [d.embedding for d in embedded.data] == [
+            standin_vector("one text", 16),
+            standin_vector("two more texts", 16),
+        ]
+        assert embedded.model == EMBED and embedded.usage.prompt_tokens == 5
+        as_floats = await client.embeddings.create(
+            model=EMBED, input="short", encoding_format="float", dimensions=8
+        )
+        assert as_floats.data[0].embedding == standin_vector("short", 8)
+        assert standin.requests[-1]["dimensions"] == 8
+
+        with pytest.raises(openai.BadRequestError) as wrong_type:
+            await client.embeddings.create(model="mock/echo", input="x")
+        assert wrong_type.value.param == "model"
+        with pytest.raises(openai.NotFoundError):
+            await client.embeddings.create(model="no/such-embedder", input="x")
