@@ -12,7 +12,20 @@ from redis.asyncio import Redis
 
 from api.accounts import Accounts
 from api.auth import PRINCIPAL_STATE, KeyCache
-from api.dialects import credits, custom, discovery, files, jobs, keys, llm, models, native, openai, status
+from api.dialects import (
+    credits,
+    custom,
+    discovery,
+    files,
+    jobs,
+    keys,
+    llm,
+    media,
+    models,
+    native,
+    openai,
+    status,
+)
 from api.dialects import images as image_routes
 from api.errors import NATIVE, handlers_for
 from api.personas import CustomModelCache
@@ -106,6 +119,7 @@ def create_app(
             llm.cloudgpt_router,
             llm.apidocs_router,
             custom.router,
+            media.router,
             models.native_router,
             models.cloudgpt_router,
             *image_routes.routers,

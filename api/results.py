@@ -11,7 +11,15 @@ from typing import Any
 
 from api.errors import APIDOCS, CREDITS, NATIVE
 from api.image_results import image_body, video_body
-from jobs.kinds import CHAT_COMPLETION, EMBEDDING, IMAGE_GENERATION, VIDEO_GENERATION
+from api.media_results import content_body
+from jobs.kinds import (
+    CHAT_COMPLETION,
+    EMBEDDING,
+    IMAGE_GENERATION,
+    MEDIA_DOWNLOAD,
+    MEDIA_INFO,
+    VIDEO_GENERATION,
+)
 from jobs.queues import BATCH
 from jobs.records import JobRecord
 
@@ -79,6 +87,8 @@ def embedding_body(record: JobRecord) -> dict[str, Any]:
 RENDERERS: dict[str, Callable[[JobRecord], dict[str, Any]]] = {
     CHAT_COMPLETION: chat_body,
     EMBEDDING: embedding_body,
+    MEDIA_DOWNLOAD: content_body,
+    MEDIA_INFO: content_body,
 }
 RENDERERS.update({IMAGE_GENERATION: image_body, VIDEO_GENERATION: video_body})
 

@@ -11,7 +11,7 @@ from api.auth import Principal
 from api.responses import json_response
 from api.results import result_body
 from api.state import Services
-from jobs.queues import BATCH, INTERACTIVE
+from jobs.queues import BATCH, DEFAULT_LANE, INTERACTIVE
 from jobs.records import SUCCEEDED, JobRecord, iso
 from switchyard.errors import InvalidRequest, JobCanceled, JobTimedOut, ProviderFailed, SwitchyardError
 
@@ -63,6 +63,7 @@ def job_view(record: JobRecord) -> dict[str, Any]:
         "provider": record.provider,
         "result": result_body(record) if record.status == SUCCEEDED else None,
         "error": error,
+        "progress": record.progress,
         "links": job_links(record),
     }
 
@@ -100,6 +101,7 @@ async def admit_and_enqueue(
     modality: str,
     reserve_tokens: int,
     batch: bool,
+    lane: str = DEFAULT_LANE,
 ) -> tuple[JobRecord, dict[str, str]]:
     """Admit against the key's limits and credits and enqueue (a caller that does not submit
     with `?batch=1` is notified when the job finishes); the job and its rate-limit headers.
@@ -116,6 +118,7 @@ async def admit_and_enqueue(
             credits_charged=plan.price,
             notify=not batch,
             admission=plan.args,
+            lane=lane,
         )
         if record is not None:
             break
@@ -138,6 +141,7 @@ async def submit(
     model: str | None,
     modality: str = "chat",
     reserve_tokens: int = 0,
+    lane: str = DEFAULT_LANE,
 ) -> tuple[JobRecord | Response[bytes], dict[str, str]]:
     """Admit against the key's limits and credits, enqueue; with `?batch=1` answer 202 now,
     else wait for the finished job.
@@ -157,6 +161,7 @@ async def submit(
         modality=modality,
         reserve_tokens=reserve_tokens,
         batch=batch,
+        lane=lane,
     )
     if batch:
         return accepted(record, headers), headers

@@ -147,10 +147,12 @@ class JobClient:
         credits_charged: int = 0,
         notify: bool = False,
         admission: list[Any] | None = None,
+        lane: str = queues.DEFAULT_LANE,
     ) -> tuple[JobRecord | None, list[Any]]:
         """Admit (when `admission` holds `admit`'s nine arguments) and put the job durably on its
         queue, waking its workers: one round trip (a Lua script).
 
+        `lane` picks the workers that run it (`jobs.queues.LANES`): media jobs have their own.
         Returns the queued job and admission's verdict (`[b"ok", ...]`); when admission refuses,
         no job (None) and the refusal as `jobs.accounting.ADMIT` words it.
         """
@@ -168,14 +170,17 @@ class JobClient:
             model=model,
             credits_charged=credits_charged,
         )
+        queue = queues.queue_for(priority, lane)
         state = record.to_hash()
+        if lane != queues.DEFAULT_LANE:
+            state["queue"] = queue  # where a cancel finds it; the default lane's is its priority
         if notify:
             state["notify"] = self.done_channel
             self._waiters[record.id] = asyncio.get_running_loop().create_future()
         argv: list[Any] = [
             record.id,
-            queues.queue_name(priority),
-            queues.wake_channel(priority),
+            queues.queue_name(queue),
+            queues.wake_channel(queue),
             owner,
             created,
             job_body(kind, record.id, payload, created),

@@ -10,6 +10,9 @@ KINDS: tuple[str, ...] = (CHAT_COMPLETION, EMBEDDING)
 IMAGE_GENERATION = "image_generation"
 VIDEO_GENERATION = "video_generation"
 KINDS += (IMAGE_GENERATION, VIDEO_GENERATION)
+MEDIA_DOWNLOAD = "media_download"  # payload: jobs.media.MediaDownloadPayload; media lane
+MEDIA_INFO = "media_info"  # payload: jobs.media.MediaInfoPayload; media lane
+KINDS += (MEDIA_DOWNLOAD, MEDIA_INFO)
 
 
 class UpstreamOverride(TypedDict, total=False):

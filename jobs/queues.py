@@ -12,15 +12,36 @@ INTERACTIVE = "interactive"
 BATCH = "batch"
 PRIORITIES: tuple[str, ...] = (INTERACTIVE, BATCH)  # highest first
 
+# A lane is a set of queues served by workers of their own, so with slots of their own: a wave
+# of downloads on the media lane cannot hold the slots chat jobs run in. A lane's queues are
+# its priorities' queues, highest first; the default lane's queues are named after them.
+DEFAULT_LANE, MEDIA_LANE = "default", "media"
+MEDIA, MEDIA_BATCH = "media", "media-batch"
+LANES: dict[str, tuple[str, ...]] = {DEFAULT_LANE: (INTERACTIVE, BATCH), MEDIA_LANE: (MEDIA, MEDIA_BATCH)}
+QUEUES: tuple[str, ...] = tuple(q for lane in LANES.values() for q in lane)
+
 QUEUE_PREFIX = "switchyard:queue:"
 
 
-def queue_name(priority: str) -> str:
-    return QUEUE_PREFIX + priority
+def queue_for(priority: str, lane: str = DEFAULT_LANE) -> str:
+    """The queue (short name) a job of this priority waits in on this lane."""
+    return LANES[lane][PRIORITIES.index(priority)]
 
 
-def wake_channel(priority: str) -> str:
-    return WAKE_CHANNEL_PREFIX + priority
+def lane_of(queue: str) -> tuple[str, ...]:
+    """The queues of the lane `queue` belongs to, highest priority first."""
+    for lane in LANES.values():
+        if queue in lane:
+            return lane
+    raise ValueError(f"unknown queue {queue!r}; queues: {', '.join(QUEUES)}")
+
+
+def queue_name(queue: str) -> str:
+    return QUEUE_PREFIX + queue
+
+
+def wake_channel(queue: str) -> str:
+    return WAKE_CHANNEL_PREFIX + queue
 
 
 JOB_KEY = job_key_prefix
@@ -30,7 +51,7 @@ RETRY_KEY = retry_key_prefix
 STATE_KEY = "sy:job:"  # hash: the job's live state and, once finished, its result
 OWNER_KEY = "sy:owner:"  # zset per key: jobs not yet written to the database
 PERSIST_SET = "sy:persist"  # zset: finished jobs waiting to be written to the database
-WAKE_CHANNEL_PREFIX = "sy:wake:"  # pub/sub per priority: new work on that queue
+WAKE_CHANNEL_PREFIX = "sy:wake:"  # pub/sub per queue: new work on it
 CANCEL_CHANNEL = "sy:cancel"  # pub/sub: the id of a running job to abort
 DONE_CHANNEL_PREFIX = "sy:done:"  # pub/sub per web process: finished jobs it waits for
 LAST_USED_KEY = "sy:key:last-used"  # hash key id -> ms

@@ -51,6 +51,7 @@ class JobRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated_cost: float = 0.0
+    progress: dict[str, Any] | None = None  # a running media job's: stage, percent, bytes
 
     @property
     def done(self) -> bool:
@@ -115,6 +116,7 @@ class JobRecord:
             prompt_tokens=int(h.get("prompt_tokens") or 0),
             completion_tokens=int(h.get("completion_tokens") or 0),
             estimated_cost=float(h.get("cost") or 0.0),
+            progress=orjson.loads(h["progress"]) if h.get("progress") else None,
         )
 
     def usage_row(self) -> dict[str, Any]:

@@ -119,7 +119,7 @@ if status == 'succeeded' or status == 'failed' or status == 'canceled' then
   return {'finished', status}
 end
 if status == 'queued' and redis.call('EXISTS', 'arq:in-progress:' .. id) == 0 then
-  local q = 'switchyard:queue:' .. redis.call('HGET', skey, 'priority')
+  local q = 'switchyard:queue:' .. (redis.call('HGET', skey, 'queue') or redis.call('HGET', skey, 'priority'))
   redis.call('ZREM', q, id)
   redis.call('DEL', 'arq:job:' .. id, 'arq:retry:' .. id)
   redis.call('HSET', skey, 'status', 'canceled', 'finished', now,

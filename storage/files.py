@@ -105,6 +105,28 @@ class Files:
             session.add(file)
         return file
 
+    async def share(
+        self, file: StoredFile, *, owner_key_id: str | None, job_id: str | None = None
+    ) -> StoredFile:
+        """The same content under a new row of another owner's (no bytes copied: blobs are
+        content-addressed), with the default expiry from now. For results cached across keys."""
+        now = utcnow()
+        shared = StoredFile(
+            id=new_file_id(),
+            blob_key=file.blob_key,
+            mime_type=file.mime_type,
+            size=file.size,
+            filename=file.filename,
+            owner_key_id=owner_key_id,
+            kind=file.kind,
+            job_id=job_id,
+            created_at=now,
+            expires_at=now + timedelta(seconds=float(self.ttl_s)),
+        )
+        async with self.db.session() as session:
+            session.add(shared)
+        return shared
+
     async def get(self, file_id: str, *, include_expired: bool = False) -> StoredFile | None:
         """The file, or None when there is none (or it has expired, unless `include_expired`)."""
         if not is_file_id(file_id):

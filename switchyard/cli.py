@@ -18,6 +18,7 @@ DEFAULT_PROCESSES = {
     "web": "switchyard web",
     "worker": "switchyard worker --queue interactive",
     "batch": "switchyard worker --queue batch",
+    "media": "switchyard worker --queue media,media-batch",
 }
 
 
@@ -177,6 +178,18 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _worker_queues(value: str) -> str:
+    from jobs import queues
+
+    names = [q.strip() for q in value.split(",") if q.strip()]
+    for name in names:
+        if name not in queues.QUEUES:
+            raise argparse.ArgumentTypeError(f"unknown queue {name!r}; queues: {', '.join(queues.QUEUES)}")
+    if not names or any(q not in queues.lane_of(names[0]) for q in names):
+        raise argparse.ArgumentTypeError("give one queue, or queues of one lane (e.g. media,media-batch)")
+    return ",".join(names)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchyard", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -189,7 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--port", type=int)
     web.set_defaults(func=cmd_web)
     worker = sub.add_parser("worker", help="a worker process")
-    worker.add_argument("--queue", choices=["interactive", "batch"], default="interactive")
+    worker.add_argument(
+        "--queue",
+        default="interactive",
+        type=_worker_queues,
+        help="interactive, batch, media, media-batch, or queues of one lane joined by commas",
+    )
     worker.set_defaults(func=cmd_worker)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     keys = sub.add_parser("keys", help="manage API keys")

@@ -128,6 +128,14 @@ class JobCanceled(SwitchyardError):
     title = "Canceled"
 
 
+class NotSupported(SwitchyardError):
+    """What a route cannot do at all here (e.g. a site that offers no search without an account)."""
+
+    status_code = 501
+    error_type = "not_supported"
+    title = "Not Implemented"
+
+
 class ServiceUnavailable(SwitchyardError):
     status_code = 503
     error_type = "service_unavailable"

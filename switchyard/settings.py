@@ -71,6 +71,15 @@ class Settings(BaseSettings):
         default=5, ge=1, validation_alias="SWITCHYARD_PROVIDER_COOLDOWN_FAILURES"
     )
     provider_cooldown_s: float = Field(default=30.0, gt=0, validation_alias="SWITCHYARD_PROVIDER_COOLDOWN_S")
+    # Media jobs (yt-dlp downloads) run on the media lane's workers, this many at once each.
+    media_max_jobs: int = Field(default=4, ge=1, validation_alias="SWITCHYARD_MEDIA_MAX_JOBS")
+    media_job_timeout_s: float = Field(default=900.0, gt=0, validation_alias="SWITCHYARD_MEDIA_JOB_TIMEOUT_S")
+    media_max_duration_s: float = Field(
+        default=3600.0, gt=0, validation_alias="SWITCHYARD_MEDIA_MAX_DURATION_S"
+    )
+    media_max_bytes: int = Field(default=500_000_000, gt=0, validation_alias="SWITCHYARD_MEDIA_MAX_BYTES")
+    media_cache_ttl_s: int = Field(default=86_400, ge=1, validation_alias="SWITCHYARD_MEDIA_CACHE_TTL_S")
+    media_nice: int = Field(default=5, ge=0, le=19, validation_alias="SWITCHYARD_MEDIA_NICE")
     web_workers: int = Field(
         default=1, ge=1, validation_alias=AliasChoices("SWITCHYARD_WEB_WORKERS", "WEB_CONCURRENCY")
     )

@@ -12,7 +12,14 @@ from arq.connections import RedisSettings
 
 from jobs import queues
 from jobs.catalog import Catalog
-from jobs.kinds import CHAT_COMPLETION, EMBEDDING, IMAGE_GENERATION, VIDEO_GENERATION
+from jobs.kinds import (
+    CHAT_COMPLETION,
+    EMBEDDING,
+    IMAGE_GENERATION,
+    MEDIA_DOWNLOAD,
+    MEDIA_INFO,
+    VIDEO_GENERATION,
+)
 from storage.db import Database
 from storage.files import Files
 from switchyard.providers import load_providers
@@ -24,6 +31,7 @@ from workers.embedding import create_embeddings
 from workers.files import run_file_sweeper
 from workers.http import Upstream
 from workers.images import image_generation, video_generation
+from workers.media.handlers import media_download, media_info
 from workers.worker import SwitchyardWorker, lower_priority
 
 log = logging.getLogger("switchyard.worker")
@@ -83,7 +91,25 @@ def job_functions(settings: Settings) -> list[Any]:
             timeout=max(settings.job_timeout_s, settings.video_timeout_s + 30),
             max_tries=settings.worker_max_tries,
         ),
+        func(
+            cast(Any, media_download),
+            name=MEDIA_DOWNLOAD,
+            timeout=settings.media_job_timeout_s,
+            max_tries=settings.worker_max_tries,
+        ),
+        func(
+            cast(Any, media_info),
+            name=MEDIA_INFO,
+            timeout=settings.media_job_timeout_s,
+            max_tries=settings.worker_max_tries,
+        ),
     ]
+
+
+def _max_jobs(serves: tuple[str, ...], settings: Settings) -> int:
+    if queues.lane_of(serves[0]) == queues.LANES[queues.MEDIA_LANE]:
+        return settings.media_max_jobs
+    return settings.batch_max_jobs if serves == (queues.BATCH,) else settings.worker_max_jobs
 
 
 def create_worker(
@@ -96,8 +122,8 @@ def create_worker(
     settings = settings or get_settings()
     serves = (queue,) if isinstance(queue, str) else tuple(queue)
     for q in serves:
-        if q not in queues.PRIORITIES:
-            raise ValueError(f"unknown queue {q!r}; queues: {', '.join(queues.PRIORITIES)}")
+        if q not in queues.QUEUES:
+            raise ValueError(f"unknown queue {q!r}; queues: {', '.join(queues.QUEUES)}")
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL is not set: `switchyard up` starts an embedded Redis and sets it")
     options: dict[str, Any] = dict(
@@ -107,7 +133,7 @@ def create_worker(
         on_startup=startup,
         on_shutdown=shutdown,
         ctx={"settings": settings, **(ctx or {})},
-        max_jobs=settings.batch_max_jobs if serves == (queues.BATCH,) else settings.worker_max_jobs,
+        max_jobs=_max_jobs(serves, settings),
         job_timeout=settings.job_timeout_s,
         max_tries=settings.worker_max_tries,
         lease_s=settings.worker_lease_s,
@@ -119,14 +145,18 @@ def create_worker(
 
 
 def run_worker(queue: str) -> None:
+    """`queue`: one queue, or several of one lane separated by commas (`media,media-batch`)."""
     settings = get_settings()
-    if queue == queues.BATCH:
+    serves = tuple(q.strip() for q in queue.split(",") if q.strip())
+    if serves == (queues.BATCH,):
         lower_priority(settings.batch_nice)
+    elif queues.MEDIA in serves or queues.MEDIA_BATCH in serves:
+        lower_priority(settings.media_nice)
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # pragma: no cover
         pass
-    worker = create_worker(queue, settings)
+    worker = create_worker(serves, settings)
     worker.run()

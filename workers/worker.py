@@ -80,10 +80,13 @@ class SwitchyardWorker(Worker):
         self.lease_ms = int(lease_s * 1000)
         self.result_ttl_s = result_ttl_s
         self.idle_sweep_s = idle_sweep_s
-        # Every queue down to the lowest one served, highest priority first; the unserved ones
-        # above a served queue hold it back while they have jobs waiting.
-        lowest = max(queues.PRIORITIES.index(s) for s in serves)
-        self._claim_order = [(queues.queue_name(p), p in serves) for p in queues.PRIORITIES[: lowest + 1]]
+        # Every queue of the lane down to the lowest one served, highest priority first; the
+        # unserved ones above a served queue hold it back while they have jobs waiting.
+        lane = queues.lane_of(serves[0])
+        if any(q not in lane for q in serves):
+            raise ValueError(f"a worker serves the queues of one lane; {', '.join(serves)} are not")
+        lowest = max(lane.index(s) for s in serves)
+        self._claim_order = [(queues.queue_name(q), q in serves) for q in lane[: lowest + 1]]
         self._wake = asyncio.Event()
         self._full = False
         # Jobs whose handler is running (abortable), by job id. Everything else about a run
@@ -330,7 +333,7 @@ class SwitchyardWorker(Worker):
                 self.loop.call_later(defer_ms / 1000, self._wake.set)
             tr.hset(queues.STATE_KEY + job_id, "status", QUEUED)
             if not defer_ms:
-                tr.publish(queues.wake_channel(run.state.get("priority", self.serves[0])), b"")
+                tr.publish(queues.wake_channel(queue.removeprefix(queues.QUEUE_PREFIX)), b"")
             await asyncio.shield(tr.execute())
 
     async def _finish(

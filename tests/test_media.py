@@ -1,0 +1,481 @@
+"""Media jobs end to end, offline: a short mp4 made with the bundled ffmpeg, served from loopback,
+downloaded by the real yt-dlp pipeline (its generic extractor) on the media lane's worker."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import mutagen.mp3
+import pytest
+
+from jobs.media import MediaTarget, cache_key, media_target
+from switchyard.errors import InvalidRequest
+from switchyard.media_standin import MediaServer
+from tests.conftest import Gateway, eventually, get_job, wait_for_status
+from workers.media.ytdlp import Limits, Progress, download, ffmpeg_exe, probe_duration
+
+CLIP_SECONDS = 2.0
+
+
+@pytest.fixture
+def db_url(sqlite_url: str) -> str:
+    """Media tests need a database only for job and file rows: SQLite is enough here."""
+    return sqlite_url
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A 2 s mp4 with H.264 video and AAC audio, made by the ffmpeg the imageio-ffmpeg wheel ships."""
+    path = tmp_path_factory.mktemp("clips") / "clip.mp4"
+    subprocess.run(
+        [
+            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050",
+            "-t", str(CLIP_SECONDS), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-b:a", "32k", "-shortest", "-movflags", "+faststart", str(path),
+        ],
+        check=True,
+        timeout=60,
+    )  # fmt: skip
+    return path.read_bytes()
+
+
+@pytest.fixture
+async def media(clip: bytes) -> AsyncIterator[MediaServer]:
+    server = await MediaServer({"clip.mp4": clip}).start()
+    yield server
+    await server.stop()
+
+
+def h(key: str) -> dict[str, str]:
+    return {"X-API-Key": key}
+
+
+async def fetch_file(gw: Gateway, key: str, url: str) -> httpx.Response:
+    response = await gw.client.get(url, headers=h(key))
+    assert response.status_code == 200, response.text
+    return response
+
+
+# --- downloads -----------------------------------------------------------------------------------
+async def test_mp4_download_through_yt_dlp(gw: Gateway, key: str, media: MediaServer, tmp_path: Path) -> None:
+    gw.start_worker("media", "media-batch")
+    url = media.url("/media/clip.mp4")
+    response = await gw.client.post(
+        "/api/v1/youtube/mp4", json={"url": url, "quality": "720p"}, headers=h(key)
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["success"] is True and body["cached"] is False
+    assert body["timestamp"].endswith("Z")
+    data = body["data"]
+    assert data["title"] == "clip"
+    assert data["duration"] == 2
+    assert data["quality"] == "720p"
+    assert data["filename"] == "clip-720p.mp4"
+    assert data["source"] == "ytdlp"
+    assert data["mime_type"] == "video/mp4"
+    stored = await fetch_file(gw, key, data["url"])
+    assert stored.headers["content-type"] == "video/mp4"
+    assert stored.content[4:8] == b"ftyp"
+    assert len(stored.content) == data["size"]
+    out = tmp_path / "got.mp4"
+    out.write_bytes(stored.content)
+    assert probe_duration(out) == pytest.approx(CLIP_SECONDS, abs=0.2)
+
+    job = await get_job(gw.client, key, response.headers["x-job-id"])
+    assert job["kind"] == "media_download" and job["status"] == "succeeded"
+    assert job["result"] == body
+    # Nothing is left in the job's work directory.
+    assert not any((gw.settings.data_dir / "tmp" / "media").glob("*/*"))
+
+
+async def test_mp3_extraction_is_real_mp3_audio(gw: Gateway, key: str, media: MediaServer) -> None:
+    gw.start_worker("media", "media-batch")
+    response = await gw.client.post(
+        "/api/v1/youtube/mp3", json={"url": media.url("/media/clip.mp4")}, headers=h(key)
+    )
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert data["filename"] == "clip.mp3" and "quality" not in data
+    assert data["duration"] == 2
+    stored = await fetch_file(gw, key, data["url"])
+    assert stored.headers["content-type"] == "audio/mpeg"
+    audio = mutagen.mp3.MP3(io.BytesIO(stored.content))
+    assert audio.info.length == pytest.approx(CLIP_SECONDS, abs=0.15)
+    assert audio.info.sample_rate in (22050, 44100, 48000)
+    assert audio.info.bitrate > 0
+
+
+async def test_repeat_is_answered_from_the_cache_without_yt_dlp(
+    gw: Gateway, key: str, media: MediaServer
+) -> None:
+    gw.start_worker("media", "media-batch")
+    body = {"url": media.url("/media/clip.mp4"), "quality": "360p"}
+    first = await gw.client.post("/api/v1/youtube/mp4", json=body, headers=h(key))
+    assert first.status_code == 200, first.text
+    fetched = media.hits["/media/clip.mp4"]
+    assert fetched >= 1
+
+    again = await gw.client.post("/api/v1/youtube/mp4", json=body, headers=h(key))
+    assert again.status_code == 200, again.text
+    assert again.json()["cached"] is True
+    assert media.hits["/media/clip.mp4"] == fetched  # yt-dlp did not run again
+    assert again.json()["data"]["file_id"] == first.json()["data"]["file_id"]
+
+    # Another key gets the cached result as a file of its own (the first key's is not its).
+    other = await gw.create_key("other")
+    theirs = await gw.client.post("/api/v1/youtube/mp4", json=body, headers=h(other))
+    assert theirs.status_code == 200 and theirs.json()["cached"] is True
+    assert media.hits["/media/clip.mp4"] == fetched
+    their_url = theirs.json()["data"]["url"]
+    assert their_url != first.json()["data"]["url"]
+    assert (await fetch_file(gw, other, their_url)).content == (
+        await fetch_file(gw, key, first.json()["data"]["url"])
+    ).content
+    assert (await gw.client.get(first.json()["data"]["url"], headers=h(other))).status_code == 404
+
+    # Another quality is another entry.
+    other_quality = await gw.client.post(
+        "/api/v1/youtube/mp4", json={**body, "quality": "1080p"}, headers=h(key)
+    )
+    assert other_quality.json()["cached"] is False
+
+    stats = (await gw.client.get("/api/v1/youtube/cache/stats", headers=h(key))).json()["data"]
+    assert stats["service"] == "youtube"
+    assert (stats["hits"], stats["misses"], stats["entries"]) == (2, 2, 2)
+    assert stats["hit_rate"] == 0.5
+    assert stats["bytes"] > 2 * first.json()["data"]["size"]
+
+    cleared = await gw.client.delete("/api/v1/youtube/cache", headers=h(key))
+    assert cleared.status_code == 200 and cleared.json()["data"] == {"service": "youtube", "cleared": 2}
+    stats = (await gw.client.get("/api/v1/youtube/cache/stats", headers=h(key))).json()["data"]
+    assert (stats["entries"], stats["bytes"], stats["hits"]) == (0, 0, 0)
+    fresh = await gw.client.post("/api/v1/youtube/mp4", json=body, headers=h(key))
+    assert fresh.json()["cached"] is False
+    assert media.hits["/media/clip.mp4"] > fetched
+
+
+async def test_batch_download_reports_progress_while_it_runs(
+    gw: Gateway, key: str, media: MediaServer
+) -> None:
+    gw.start_worker("media", "media-batch")
+    url = media.url("/slow/clip.mp4?rate=20000")  # ~1.5 s for the clip
+    submitted = await gw.client.post("/api/v1/youtube/mp4?batch=1", json={"url": url}, headers=h(key))
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["data"]["job_id"]
+
+    async def downloading() -> dict[str, Any] | None:
+        job = await get_job(gw.client, key, job_id)
+        progress = job["progress"]
+        return job if progress and progress["downloaded_bytes"] > 0 and job["status"] == "running" else None
+
+    running = await eventually(downloading, timeout=15, what="download progress")
+    progress = running["progress"]
+    assert progress["stage"] == "downloading"
+    assert progress["total_bytes"] == len(media.files["clip.mp4"])
+    assert 0 < progress["percent"] < 100
+    done = await wait_for_status(gw.client, key, job_id, "succeeded", timeout=20)
+    assert done["priority"] == "batch"
+    assert done["result"]["data"]["quality"] == "360p"
+    assert done["result"]["cached"] is False
+
+
+async def test_cancel_stops_the_download_and_removes_partial_files(
+    gw: Gateway, key: str, media: MediaServer
+) -> None:
+    gw.start_worker("media", "media-batch")
+    url = media.url("/slow/clip.mp4?rate=3000")  # ~10 s for the clip
+    submitted = await gw.client.post("/api/v1/youtube/mp4?batch=1", json={"url": url}, headers=h(key))
+    job_id = submitted.json()["data"]["job_id"]
+    workdirs = gw.settings.data_dir / "tmp" / "media"
+
+    async def partial() -> bool:
+        job = await get_job(gw.client, key, job_id)
+        return bool(job["progress"] and job["progress"]["downloaded_bytes"] > 0) and any(workdirs.glob("*/*"))
+
+    await eventually(partial, timeout=15, what="a partial download")
+    canceled = await gw.client.delete(f"/api/v1/jobs/{job_id}", headers=h(key))
+    assert canceled.status_code == 200
+    job = await wait_for_status(gw.client, key, job_id, "canceled", timeout=5)
+    assert job["error"]["type"] == "canceled"
+
+    async def cleaned() -> bool:
+        return not any(workdirs.glob("*/*"))
+
+    await eventually(cleaned, timeout=5, what="partial files removed")
+
+    async def stopped() -> bool:
+        return media.aborted >= 1
+
+    await eventually(stopped, timeout=10, what="the server to see the transfer stop")
+    assert await gw_files_count(gw) == 0
+
+
+async def gw_files_count(gw: Gateway) -> int:
+    from storage.db import Database
+    from storage.files import Files
+
+    db = Database(gw.settings.database_url_or_default)
+    try:
+        return await Files.from_settings(gw.settings, db).count()
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.settings(SWITCHYARD_MEDIA_MAX_BYTES=10_000)
+async def test_size_limit_fails_the_job_with_the_reason(gw: Gateway, key: str, media: MediaServer) -> None:
+    gw.start_worker("media", "media-batch")
+    response = await gw.client.post(
+        "/api/v1/youtube/mp4", json={"url": media.url("/media/clip.mp4")}, headers=h(key)
+    )
+    assert response.status_code == 400, response.text
+    assert "10000 bytes" in response.json()["message"]
+    job = await get_job(gw.client, key, response.headers["x-job-id"])
+    assert job["status"] == "failed" and job["error"]["type"] == "media_too_large"
+    assert await gw_files_count(gw) == 0
+
+
+@pytest.mark.settings(SWITCHYARD_MEDIA_MAX_DURATION_S=1)
+async def test_duration_limit_fails_the_job_with_the_reason(
+    gw: Gateway, key: str, media: MediaServer
+) -> None:
+    gw.start_worker("media", "media-batch")
+    response = await gw.client.post(
+        "/api/v1/youtube/mp3", json={"url": media.url("/media/clip.mp4")}, headers=h(key)
+    )
+    assert response.status_code == 400, response.text
+    assert "lasts 2s, more than the limit of 1s" in response.json()["message"]
+    job = await get_job(gw.client, key, response.headers["x-job-id"])
+    assert job["error"]["type"] == "media_too_long"
+    assert await gw_files_count(gw) == 0
+
+
+async def test_missing_media_fails_the_job_with_the_reason(gw: Gateway, key: str, media: MediaServer) -> None:
+    gw.start_worker("media", "media-batch")
+    submitted = await gw.client.post(
+        "/api/v1/youtube/mp4?batch=1", json={"url": media.url("/media/gone.mp4")}, headers=h(key)
+    )
+    job = await wait_for_status(gw.client, key, submitted.json()["data"]["job_id"], "failed", timeout=15)
+    assert job["error"]["type"] == "media_not_found"
+    assert "404" in job["error"]["message"]
+    response = await gw.client.post(
+        "/api/v1/youtube/mp3", json={"url": media.url("/media/gone.mp4")}, headers=h(key)
+    )
+    assert response.status_code == 404 and "404" in response.json()["message"]
+
+
+@pytest.mark.settings(SWITCHYARD_ALLOW_PRIVATE_URLS="false")
+async def test_private_addresses_are_refused_unless_allowed(
+    gw: Gateway, key: str, media: MediaServer
+) -> None:
+    gw.start_worker("media", "media-batch")
+    for route in ("/api/v1/youtube/mp4", "/api/v1/youtube/mp3", "/api/v1/tiktok/download"):
+        response = await gw.client.post(route, json={"url": media.url("/media/clip.mp4")}, headers=h(key))
+        assert response.status_code == 400, response.text
+        body = response.json()
+        assert body["details"][0]["field"] == "url"
+        assert "non-public address (127.0.0.1)" in body["message"]
+    assert sum(media.hits.values()) == 0
+
+
+async def test_a_redirect_is_checked_before_it_is_followed(media: MediaServer, tmp_path: Path) -> None:
+    """The guard sees every hop: here a policy that refuses the redirect's target."""
+
+    def refuse_media(url: str) -> str:
+        if urlsplit(url).path.startswith("/media/"):
+            raise InvalidRequest.field("url", "refused by policy", url)
+        return url
+
+    start = media.url("/redirect?to=" + media.url("/media/clip.mp4"))
+    with pytest.raises(InvalidRequest) as refused:
+        await asyncio.to_thread(
+            functools.partial(
+                download, start, "mp4", "360p", workdir=tmp_path / "w", extractors=["generic"],
+                limits=Limits(10**9, 3600), allow_private=True, progress=Progress(), check=refuse_media,
+            )
+        )  # fmt: skip
+    assert "redirect" in refused.value.message and "refused by policy" in refused.value.message
+    assert media.hits["/redirect"] == 1
+    assert media.hits["/media/clip.mp4"] == 0
+
+
+async def test_media_jobs_run_on_their_own_lane(gw: Gateway, key: str, media: MediaServer) -> None:
+    """A chat worker never takes media jobs (nor a media worker chat jobs): downloads cannot
+    hold the slots chat runs in."""
+    chat_worker = gw.start_worker("interactive", "batch")
+    submitted = await gw.client.post(
+        "/api/v1/youtube/mp4?batch=1", json={"url": media.url("/media/clip.mp4")}, headers=h(key)
+    )
+    job_id = submitted.json()["data"]["job_id"]
+    chat = await gw.client.post(
+        "/api/v1/chat",
+        json={"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert chat.status_code == 200
+    await asyncio.sleep(0.3)
+    assert (await get_job(gw.client, key, job_id))["status"] == "queued"
+    assert chat_worker.jobs_complete == 1
+    media_worker = gw.start_worker("media", "media-batch")
+    assert media_worker.max_jobs == gw.settings.media_max_jobs
+    await wait_for_status(gw.client, key, job_id, "succeeded", timeout=15)
+    # A queued media job is canceled from its own queue.
+    await gw.stop_worker(media_worker)
+    queued = await gw.client.post(
+        "/api/v1/youtube/mp3?batch=1", json={"url": media.url("/media/clip.mp4")}, headers=h(key)
+    )
+    queued_id = queued.json()["data"]["job_id"]
+    assert (await gw.client.delete(f"/api/v1/jobs/{queued_id}", headers=h(key))).status_code == 200
+    assert (await get_job(gw.client, key, queued_id))["status"] == "canceled"
+
+
+# --- routes: input, sites, 501 -------------------------------------------------------------------
+DOWNLOAD_ROUTES = ("/api/v1/youtube/mp3", "/api/v1/youtube/mp4")
+INFO_ROUTES = ("/api/v1/tiktok/download", "/api/v1/instagram/download", "/api/v1/pinterest/download")
+SEARCH_ROUTES = ("/api/v1/youtube/search", "/api/v1/tiktok/search", "/api/v1/pinterest/search")
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "field"),
+    [
+        *[(r, {}, "url") for r in DOWNLOAD_ROUTES + INFO_ROUTES],
+        *[(r, {"url": 42}, "url") for r in DOWNLOAD_ROUTES + INFO_ROUTES],
+        *[(r, {"url": ""}, "url") for r in DOWNLOAD_ROUTES + INFO_ROUTES],
+        *[(r, {"url": "ftp://example.com/a.mp4"}, "url") for r in DOWNLOAD_ROUTES + INFO_ROUTES],
+        *[(r, {"url": "https://vimeo.com/12345"}, "url") for r in DOWNLOAD_ROUTES + INFO_ROUTES],
+        *[(r, {"url": "https://example.com/page.html"}, "url") for r in DOWNLOAD_ROUTES + INFO_ROUTES],
+        ("/api/v1/youtube/mp4", {"url": "https://youtu.be/dQw4w9WgXcQ", "quality": "4k"}, "quality"),
+        ("/api/v1/youtube/mp4", {"url": "https://youtu.be/dQw4w9WgXcQ", "quality": 720}, "quality"),
+        ("/api/v1/youtube/mp3", {"url": "https://youtu.be/dQw4w9WgXcQ", "quality": "999k"}, "quality"),
+        ("/api/v1/youtube/mp3", {"url": "https://youtu.be/dQw4w9WgXcQ", "direct": "yes"}, "direct"),
+        ("/api/v1/youtube/mp4", {"url": "https://www.youtube.com/watch?v=short"}, "url"),
+        ("/api/v1/tiktok/download", {"url": "https://www.youtube.com/watch?v=dQw4w9WgXcQ"}, "url"),
+        *[(r, {}, "query") for r in SEARCH_ROUTES],
+        *[(r, {"query": ""}, "query") for r in SEARCH_ROUTES],
+        *[(r, {"query": ["a"]}, "query") for r in SEARCH_ROUTES],
+        ("/api/v1/youtube/search", {"query": "   "}, "query"),
+        ("/api/v1/youtube/search", {"query": "cats", "limit": 0}, "limit"),
+        ("/api/v1/youtube/search", {"query": "cats", "limit": 51}, "limit"),
+    ],
+)
+async def test_bad_input_is_a_400_naming_the_field(
+    gw: Gateway, key: str, route: str, body: dict[str, Any], field: str
+) -> None:
+    response = await gw.client.post(route, json=body, headers=h(key))
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert error["success"] is False and error["error"] == "Bad Request"
+    assert error["details"][0]["field"] == field, error
+
+
+@pytest.mark.parametrize("route", DOWNLOAD_ROUTES + INFO_ROUTES + SEARCH_ROUTES)
+async def test_bodies_that_are_not_json_objects(gw: Gateway, key: str, route: str) -> None:
+    for content in (b"", b"{not json", b"[1, 2]"):
+        response = await gw.client.post(
+            route, content=content, headers={**h(key), "content-type": "application/json"}
+        )
+        assert response.status_code == 400, (content, response.text)
+        assert response.json()["details"][0]["field"] == "body"
+    assert (await gw.client.post(route, json={"url": "x", "query": "x"})).status_code == 401
+
+
+@pytest.mark.parametrize("site", ["tiktok", "pinterest"])
+async def test_search_a_site_offers_only_to_accounts_is_a_501(gw: Gateway, key: str, site: str) -> None:
+    response = await gw.client.post(f"/api/v1/{site}/search", json={"query": "cats"}, headers=h(key))
+    assert response.status_code == 501
+    body = response.json()
+    assert body["success"] is False and body["error"] == "Not Implemented"
+    assert "without a signed-in account" in body["message"]
+
+
+@pytest.mark.parametrize("service", ["youtube", "tiktok", "instagram", "pinterest"])
+async def test_cache_stats_and_clear_of_every_service(gw: Gateway, key: str, service: str) -> None:
+    stats = await gw.client.get(f"/api/v1/{service}/cache/stats", headers=h(key))
+    assert stats.status_code == 200
+    assert stats.json()["data"] == {
+        "service": service, "hits": 0, "misses": 0, "hit_rate": 0.0, "entries": 0, "bytes": 0,
+        "ttl_seconds": gw.settings.media_cache_ttl_s,
+    }  # fmt: skip
+    cleared = await gw.client.delete(f"/api/v1/{service}/cache", headers=h(key))
+    assert cleared.json() == {"success": True, "data": {"service": service, "cleared": 0}}
+    assert (await gw.client.get(f"/api/v1/{service}/cache/stats")).status_code == 401
+
+
+# --- site URLs: accepted forms and their canonical form ----------------------------------------
+YT = "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
+TT = "https://www.tiktok.com/@user.name/video/7234567890123456789"
+PIN = "https://www.pinterest.com/pin/123456789/"
+IG_STORY = "https://www.instagram.com/stories/someone/3123456789/"
+
+
+@pytest.mark.parametrize(
+    ("service", "url", "canonical", "media_id"),
+    [
+        ("youtube", YT + "&t=42s&list=PL1", YT, "dQw4w9WgXcQ"),
+        ("youtube", "https://youtu.be/dQw4w9WgXcQ?si=abc", YT, "dQw4w9WgXcQ"),
+        ("youtube", "http://m.youtube.com/shorts/dQw4w9WgXcQ", YT, "dQw4w9WgXcQ"),
+        ("youtube", "https://music.youtube.com/watch?v=dQw4w9WgXcQ&feature=share", YT, "dQw4w9WgXcQ"),
+        ("youtube", "https://www.youtube-nocookie.com/embed/dQw4w9WgXcQ", YT, "dQw4w9WgXcQ"),
+        ("youtube", "https://YOUTUBE.com/live/dQw4w9WgXcQ", YT, "dQw4w9WgXcQ"),
+        ("tiktok", TT + "?is_from_webapp=1", TT, "7234567890123456789"),
+        ("tiktok", "https://vm.tiktok.com/ZMabc123/", "https://vm.tiktok.com/ZMabc123/", None),
+        (
+            "instagram",
+            "https://www.instagram.com/p/ABC123xyz/?igsh=x",
+            "https://www.instagram.com/p/ABC123xyz/",
+            "ABC123xyz",
+        ),
+        (
+            "instagram",
+            "https://instagram.com/reels/C0de_-1/",
+            "https://www.instagram.com/reel/C0de_-1/",
+            "C0de_-1",
+        ),
+        ("instagram", IG_STORY, IG_STORY, "3123456789"),
+        ("pinterest", "https://br.pinterest.com/pin/123456789/", PIN, "123456789"),
+        ("pinterest", "https://www.pinterest.co.uk/pin/modern-home--123456789/", PIN, "123456789"),
+        ("pinterest", "https://pin.it/4xYz", "https://pin.it/4xYz", None),
+    ],
+)
+def test_site_urls_are_normalized(service: str, url: str, canonical: str, media_id: str | None) -> None:
+    target = media_target(service, url)
+    assert target == MediaTarget(service, canonical, media_id, target.kind)
+    assert cache_key(service, "x", target.canonical) == cache_key(
+        service, "x", media_target(service, canonical).canonical
+    )
+
+
+def test_instagram_kinds_and_direct_links() -> None:
+    assert media_target("instagram", "https://www.instagram.com/reel/X1/").kind == "reel"
+    assert media_target("instagram", "https://www.instagram.com/tv/X1/").kind == "tv"
+    direct = media_target("tiktok", "HTTPS://CDN.Example.com/v/a.MP4?sig=1#frag")
+    assert direct.generic and direct.kind == "video"
+    assert direct.canonical == "https://cdn.example.com/v/a.MP4?sig=1"
+    with pytest.raises(InvalidRequest, match="not a YouTube link"):
+        media_target("youtube", "https://cdn.example.com/a.mp4", allow_direct=False)
+    with pytest.raises(InvalidRequest, match="is not a Pinterest link"):
+        media_target("pinterest", "https://www.pinterest.com/someone/boards/")
+
+
+def test_limits_are_checked_on_metadata_before_download(tmp_path: Path) -> None:
+    """A site that announces the duration or size is refused before any byte is fetched."""
+    from workers.media.ytdlp import MediaTooLarge, MediaTooLong, _check_duration, _check_size, _expected_size
+
+    limits = Limits(max_bytes=1000, max_duration_s=60)
+    with pytest.raises(MediaTooLong):
+        _check_duration(61, limits)
+    _check_duration(None, limits)
+    info = {"requested_formats": [{"filesize": 600}, {"filesize_approx": 600}]}
+    assert _expected_size(info) == 1200
+    with pytest.raises(MediaTooLarge):
+        _check_size(_expected_size(info), limits, "announced as")
