@@ -421,3 +421,36 @@ async def test_the_flag_is_set_at_creation_by_the_api_and_the_cli(
     flags = {k["name"]: k["allow_upstream_override"] for k in listed}
     assert flags == {"flagged": True, "plain": False, "cli": True}
     assert any(k["id"] == cli_id for k in listed)
+
+
+class KeyQuotingUpstream(StandIn):
+    """An upstream that refuses the key it was sent and quotes it whole in its error."""
+
+    async def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
+        if method == "POST":
+            refused = self.authorizations[-1].removeprefix("Bearer ")
+            error = {"error": {"message": f"Incorrect API key provided: {refused}"}}
+            return 401, orjson.dumps(error), "application/json"
+        return await super().handle(method, path, body)
+
+
+@pytest.mark.parametrize(("path", "body"), OVERRIDE_ROUTES)
+async def test_an_upstream_quoting_the_key_does_not_put_it_in_the_job(
+    gw: Gateway, path: str, body: dict[str, Any]
+) -> None:
+    gw.start_worker()
+    upstream = await KeyQuotingUpstream().start()
+    upstream.record = True
+    try:
+        key = await gw.create_key("own-upstream", allow_upstream_override=True)
+        headers = {**bearer(key), "X-OpenAI-Base-URL": upstream.base_url, "X-OpenAI-Key": USER_KEY}
+        response = await gw.client.post(path, json=body, headers=headers)
+        error = assert_openai_error(response, 502)
+        assert "Incorrect API key provided: [redacted]" in error["message"]
+        assert USER_KEY not in response.text
+        job = await get_job(gw.client, key, response.headers["x-job-id"])
+        assert job["status"] == "failed" and job["error"]["type"] == "provider_rejected"
+        assert USER_KEY not in str(job)
+        assert upstream.authorizations == [f"Bearer {USER_KEY}"]
+    finally:
+        await upstream.stop()

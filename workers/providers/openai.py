@@ -22,7 +22,15 @@ def _headers(provider: ProviderConfig) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-def _reason(response: UpstreamResponse) -> str:
+def _reason(response: UpstreamResponse, provider: ProviderConfig) -> str:
+    """What the provider said went wrong, without the key it was sent (an upstream that echoes
+    the key it refused would otherwise put it in the job's error for the caller and the database)."""
+    key = provider.resolved_api_key()
+    reason = _upstream_message(response)
+    return reason.replace(key, "[redacted]") if key else reason
+
+
+def _upstream_message(response: UpstreamResponse) -> str:
     try:
         body = orjson.loads(response.content)
         err = body.get("error") if isinstance(body, dict) else None
@@ -55,7 +63,10 @@ async def post_json(
                 retry_after = None
         retryable = status == 429 or status >= 500
         raise ProviderError(
-            f"HTTP {status}: {_reason(response)}", retryable=retryable, status=status, retry_after=retry_after
+            f"HTTP {status}: {_reason(response, provider)}",
+            retryable=retryable,
+            status=status,
+            retry_after=retry_after,
         )
     try:
         data = orjson.loads(response.content)
@@ -97,7 +108,7 @@ async def stream_chat_completion(
                         retry_after = float(response.headers.get("retry-after", ""))
                     except ValueError:
                         retry_after = None
-                reason = _reason(UpstreamResponse(status, response.headers, body))
+                reason = _reason(UpstreamResponse(status, response.headers, body), provider)
                 raise ProviderError(
                     f"HTTP {status}: {reason}",
                     retryable=status == 429 or status >= 500,
@@ -203,7 +214,9 @@ async def list_models(http: Upstream, provider: ProviderConfig, timeout: float) 
     except httpx.HTTPError as exc:
         raise ProviderError(f"model listing failed: {exc.__class__.__name__}", retryable=True) from None
     if response.status_code >= 400:
-        reason = _reason(UpstreamResponse(response.status_code, dict(response.headers), response.content))
+        reason = _reason(
+            UpstreamResponse(response.status_code, dict(response.headers), response.content), provider
+        )
         raise ProviderError(f"model listing failed: HTTP {response.status_code}: {reason}", retryable=True)
     try:
         data = orjson.loads(response.content)
