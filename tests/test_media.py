@@ -4,6 +4,7 @@ downloaded by the real yt-dlp pipeline (its generic extractor) on the media lane
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import io
 import subprocess
@@ -92,9 +93,19 @@ async def test_mp4_download_through_yt_dlp(gw: Gateway, key: str, media: MediaSe
     out.write_bytes(stored.content)
     assert probe_duration(out) == pytest.approx(CLIP_SECONDS, abs=0.2)
 
+    assert base64.b64decode(data["buffer"]) == stored.content
+    assert data["url"].startswith("http://testserver.local/api/v1/files/file_")
+    assert data["expires_at"].endswith("Z")
+
+    # The polled job has the same result, with the file's link and without its bytes.
     job = await get_job(gw.client, key, response.headers["x-job-id"])
     assert job["kind"] == "media_download" and job["status"] == "succeeded"
-    assert job["result"] == body
+    polled = job["result"]["data"]
+    assert "buffer" not in polled
+    assert polled["url"] == f"/api/v1/files/{data['file_id']}"
+    assert {k: v for k, v in polled.items() if k != "url"} == {
+        k: v for k, v in data.items() if k not in ("url", "buffer", "expires_at")
+    }
     # Nothing is left in the job's work directory.
     assert not any((gw.settings.data_dir / "tmp" / "media").glob("*/*"))
 
@@ -114,6 +125,49 @@ async def test_mp3_extraction_is_real_mp3_audio(gw: Gateway, key: str, media: Me
     assert audio.info.length == pytest.approx(CLIP_SECONDS, abs=0.15)
     assert audio.info.sample_rate in (22050, 44100, 48000)
     assert audio.info.bitrate > 0
+
+
+async def test_direct_or_accept_answers_the_file_itself(gw: Gateway, key: str, media: MediaServer) -> None:
+    gw.start_worker("media", "media-batch")
+    url = media.url("/media/clip.mp4")
+    direct = await gw.client.post("/api/v1/youtube/mp3", json={"url": url, "direct": True}, headers=h(key))
+    assert direct.status_code == 200, direct.text
+    assert direct.headers["content-type"] == "audio/mpeg"
+    assert int(direct.headers["content-length"]) == len(direct.content)
+    assert "clip.mp3" in direct.headers["content-disposition"]
+    assert direct.headers["x-job-id"]
+    assert mutagen.mp3.MP3(io.BytesIO(direct.content)).info.length == pytest.approx(CLIP_SECONDS, abs=0.15)
+
+    accept = await gw.client.post(
+        "/api/v1/youtube/mp4", json={"url": url}, headers={**h(key), "Accept": "video/mp4"}
+    )
+    assert accept.status_code == 200 and accept.headers["content-type"] == "video/mp4"
+    assert accept.content[4:8] == b"ftyp"
+    ranged = await gw.client.post(
+        "/api/v1/youtube/mp4",
+        json={"url": url},
+        headers={**h(key), "Accept": "video/*", "Range": "bytes=0-7"},
+    )
+    assert ranged.status_code == 206 and ranged.content == accept.content[:8]
+    # `*/*` is not a request for the file.
+    json_answer = await gw.client.post(
+        "/api/v1/youtube/mp4", json={"url": url}, headers={**h(key), "Accept": "*/*"}
+    )
+    assert json_answer.headers["content-type"].startswith("application/json")
+    assert json_answer.json()["cached"] is True
+
+
+@pytest.mark.settings(SWITCHYARD_FILE_BUFFER_MAX_BYTES=1000)
+async def test_a_file_too_large_to_inline_is_offered_by_url(
+    gw: Gateway, key: str, media: MediaServer
+) -> None:
+    gw.start_worker("media", "media-batch")
+    response = await gw.client.post(
+        "/api/v1/youtube/mp4", json={"url": media.url("/media/clip.mp4")}, headers=h(key)
+    )
+    data = response.json()["data"]
+    assert data["buffer"] is None and data["size"] > 1000
+    assert (await fetch_file(gw, key, data["url"])).content[4:8] == b"ftyp"
 
 
 async def test_repeat_is_answered_from_the_cache_without_yt_dlp(

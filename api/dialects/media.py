@@ -11,9 +11,11 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, post
+from litestar.response import Stream
 from msgspec import Meta
 
 from api.errors import NATIVE, handlers_for
+from api.files import file_fields, serve_file, wants_raw
 from api.media_results import content_body
 from api.responses import json_response
 from api.state import Services, services
@@ -39,7 +41,7 @@ from jobs.media import (
 )
 from jobs.queues import MEDIA_LANE
 from storage.result_cache import ResultCache
-from switchyard.errors import InvalidRequest, NotSupported
+from switchyard.errors import InvalidRequest, NotSupported, ProviderFailed
 from switchyard.urls import check_url_async
 
 CACHED_SERVICES = (YOUTUBE, TIKTOK, INSTAGRAM, PINTEREST)
@@ -67,8 +69,14 @@ async def _checked_target(svc: Services, service: str, url: Any, *, allow_direct
 
 
 async def _run(
-    request: Request, svc: Services, kind: str, payload: dict[str, Any], modality: str
-) -> Response[bytes]:
+    request: Request,
+    svc: Services,
+    kind: str,
+    payload: dict[str, Any],
+    modality: str,
+    *,
+    direct: bool | None = None,
+) -> Response[bytes] | Stream:
     principal = await svc.keys.authenticate(request)
     outcome, headers = await submit(
         request,
@@ -83,10 +91,26 @@ async def _run(
     )
     if isinstance(outcome, Response):
         return outcome
-    return json_response(content_body(outcome), headers={"x-job-id": outcome.id, **headers})
+    headers = {"x-job-id": outcome.id, **headers}
+    body = content_body(outcome)
+    data = body["data"] or {}
+    if kind != MEDIA_DOWNLOAD or not data.get("file_id"):
+        return json_response(body, headers=headers)
+    file = await svc.files.get(data["file_id"])
+    if file is None:
+        raise ProviderFailed("the downloaded file is no longer available; ask again")
+    if wants_raw(request, file.mime_type, direct):
+        raw = await serve_file(request, svc.files, file)
+        raw.headers.update(headers)
+        return raw
+    # The documented body (title, duration, quality, filename, buffer, source) and the file's
+    # link and details; a polled job's result has the same fields but `url` in place of `buffer`.
+    fields = await file_fields(request, file)
+    body["data"] = {**data, "buffer": fields.pop("buffer"), "source": data.get("source"), **fields}
+    return json_response(body, headers=headers)
 
 
-async def _download(request: Request, fmt: str) -> Response[bytes]:
+async def _download(request: Request, fmt: str) -> Response[bytes] | Stream:
     svc = services(request)
     await svc.keys.authenticate(request)
     body = convert(decode_object(await request.body()), DownloadBody)
@@ -111,23 +135,23 @@ async def _download(request: Request, fmt: str) -> Response[bytes]:
         "quality": quality,
         "cache_key": cache_key(YOUTUBE, fmt, target.canonical, quality),
     }
-    return await _run(request, svc, MEDIA_DOWNLOAD, dict(payload), "video")
+    return await _run(request, svc, MEDIA_DOWNLOAD, dict(payload), "video", direct=body.direct)
 
 
 @post("/api/v1/youtube/mp3", status_code=200)
-async def youtube_mp3(request: Request) -> Response[bytes]:
+async def youtube_mp3(request: Request) -> Response[bytes] | Stream:
     """A video's audio as MP3 (`quality`: mp3 (192 kbit/s), 128k, 192k, 256k, 320k)."""
     return await _download(request, MP3)
 
 
 @post("/api/v1/youtube/mp4", status_code=200)
-async def youtube_mp4(request: Request) -> Response[bytes]:
+async def youtube_mp4(request: Request) -> Response[bytes] | Stream:
     """A video as MP4, at most `quality` (360p, 720p, 1080p) tall."""
     return await _download(request, MP4)
 
 
 @post("/api/v1/youtube/search", status_code=200)
-async def youtube_search(request: Request) -> Response[bytes]:
+async def youtube_search(request: Request) -> Response[bytes] | Stream:
     svc = services(request)
     await svc.keys.authenticate(request)
     body = convert(decode_object(await request.body()), SearchBody)
@@ -147,7 +171,7 @@ async def youtube_search(request: Request) -> Response[bytes]:
     return await _run(request, svc, MEDIA_INFO, dict(payload), "chat")
 
 
-async def _post_info(request: Request, service: str) -> Response[bytes]:
+async def _post_info(request: Request, service: str) -> Response[bytes] | Stream:
     svc = services(request)
     await svc.keys.authenticate(request)
     body = convert(decode_object(await request.body()), UrlBody)
@@ -166,19 +190,19 @@ async def _post_info(request: Request, service: str) -> Response[bytes]:
 
 
 @post("/api/v1/tiktok/download", status_code=200)
-async def tiktok_download(request: Request) -> Response[bytes]:
+async def tiktok_download(request: Request) -> Response[bytes] | Stream:
     """A TikTok video's details and media links (no watermark where the site offers one)."""
     return await _post_info(request, TIKTOK)
 
 
 @post("/api/v1/instagram/download", status_code=200)
-async def instagram_download(request: Request) -> Response[bytes]:
+async def instagram_download(request: Request) -> Response[bytes] | Stream:
     """A post's, reel's or story's media; a carousel gives several."""
     return await _post_info(request, INSTAGRAM)
 
 
 @post("/api/v1/pinterest/download", status_code=200)
-async def pinterest_download(request: Request) -> Response[bytes]:
+async def pinterest_download(request: Request) -> Response[bytes] | Stream:
     """A pin's image or video links, largest first."""
     return await _post_info(request, PINTEREST)
 
