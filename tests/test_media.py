@@ -533,3 +533,179 @@ def test_limits_are_checked_on_metadata_before_download(tmp_path: Path) -> None:
     assert _expected_size(info) == 1200
     with pytest.raises(MediaTooLarge):
         _check_size(_expected_size(info), limits, "announced as")
+
+
+# --- extractor metadata -> documented bodies (recorded yt-dlp info dicts, trimmed) --------------
+YT_SEARCH_INFO: dict[str, Any] = {
+    "_type": "playlist",
+    "id": "javascript tutorial",
+    "entries": [
+        {
+            "_type": "url", "ie_key": "Youtube", "id": "W6NZfCO5SIk", "url": "https://www.youtube.com/watch?v=W6NZfCO5SIk",
+            "title": "JavaScript Tutorial for Beginners", "description": "Learn JavaScript basics...",
+            "duration": 2730.0, "channel_id": "UCWv7vMbMWH4-V0ZXdmDpPBA", "channel": "Programming with Mosh",
+            "channel_url": "https://www.youtube.com/channel/UCWv7vMbMWH4-V0ZXdmDpPBA", "view_count": 1000000,
+            "thumbnails": [
+                {"url": "https://i.ytimg.com/vi/W6NZfCO5SIk/hq720.jpg?a", "height": 202, "width": 360},
+                {"url": "https://i.ytimg.com/vi/W6NZfCO5SIk/hq720.jpg?b", "height": 404, "width": 720},
+            ],
+            "timestamp": None, "upload_date": None,
+        },
+        {"_type": "url", "ie_key": "YoutubeTab", "id": "UCxyz", "url": "https://www.youtube.com/channel/UCxyz", "title": "A channel"},
+        {
+            "_type": "url", "ie_key": "Youtube", "id": "dQw4w9WgXcQ", "title": "Short one", "duration": 59,
+            "uploader": "Someone", "channel_id": "UCabc", "view_count": None, "upload_date": "20240101",
+        },
+    ],
+}  # fmt: skip
+
+TIKTOK_INFO: dict[str, Any] = {
+    "id": "7234567890123456789", "title": "Amazing video!", "description": "Amazing video! #fyp",
+    "uploader": "user", "uploader_id": "6712345678901234567", "channel": "User Name", "duration": 15,
+    "view_count": 1000000, "like_count": 50000, "comment_count": 1000, "repost_count": 5000,
+    "track": "original sound", "artists": ["user"], "artist": "user",
+    "thumbnails": [{"url": "https://p16-sign.tiktokcdn.com/cover.jpeg", "preference": -2}],
+    "formats": [
+        {"format_id": "download-0", "format_note": "watermarked", "url": "https://v16.tiktokcdn.com/wm.mp4", "ext": "mp4", "width": 576, "height": 1024, "vcodec": "h264"},
+        {"format_id": "h264_540p_1", "url": "https://v16.tiktokcdn.com/540.mp4", "ext": "mp4", "width": 576, "height": 1024, "vcodec": "h264", "tbr": 900},
+        {"format_id": "bytevc1_720p_1", "url": "https://v16.tiktokcdn.com/720.mp4", "ext": "mp4", "width": 720, "height": 1280, "vcodec": "h265", "tbr": 1200},
+        {"format_id": "audio", "url": "https://v16.tiktokcdn.com/a.m4a", "ext": "m4a", "vcodec": "none"},
+    ],
+}  # fmt: skip
+
+INSTAGRAM_CAROUSEL_INFO: dict[str, Any] = {
+    "_type": "playlist", "id": "ABC123xyz", "title": "Post by photographer", "description": "Beautiful sunset!",
+    "uploader": "John Photographer", "uploader_id": "1234567", "channel": "photographer",
+    "timestamp": 1730973600, "like_count": 5000, "comment_count": 250,
+    "entries": [
+        {"id": "1", "title": "Video 1", "formats": [
+            {"url": "https://scontent.cdninstagram.com/v/1_480.mp4", "width": 480, "height": 480, "ext": "mp4", "vcodec": "avc1"},
+            {"url": "https://scontent.cdninstagram.com/v/1_1080.mp4", "width": 1080, "height": 1080, "ext": "mp4", "vcodec": "avc1"},
+        ], "thumbnail": "https://scontent.cdninstagram.com/v/1.jpg"},
+        {"id": "2", "title": "Video 2", "url": "https://scontent.cdninstagram.com/v/2.jpg", "ext": "jpg", "width": 1080, "height": 1350},
+    ],
+}  # fmt: skip
+
+PINTEREST_IMAGE_INFO: dict[str, Any] = {
+    "id": "123456789", "title": "Beautiful Design", "description": "A stunning example...",
+    "uploader": "DesignStudio", "uploader_id": "98765",
+    "thumbnails": [
+        {"url": "https://i.pinimg.com/236x/ab/cd/ef/abcdef.jpg", "width": 236},
+        {"url": "https://i.pinimg.com/736x/ab/cd/ef/abcdef.jpg", "width": 736},
+        {"url": "https://i.pinimg.com/originals/ab/cd/ef/abcdef.jpg"},
+    ],
+    "formats": [],
+}  # fmt: skip
+
+
+def test_youtube_search_results_keep_videos_in_the_documented_shape() -> None:
+    from workers.media.mapping import youtube_search
+
+    data = youtube_search(YT_SEARCH_INFO, {"query": "javascript tutorial"})
+    assert data["query"] == "javascript tutorial" and data["count"] == 2
+    first, second = data["results"]
+    assert first == {
+        "id": "W6NZfCO5SIk",
+        "title": "JavaScript Tutorial for Beginners",
+        "description": "Learn JavaScript basics...",
+        "thumbnail": "https://i.ytimg.com/vi/W6NZfCO5SIk/hq720.jpg?b",
+        "url": "https://www.youtube.com/watch?v=W6NZfCO5SIk",
+        "channel": {
+            "name": "Programming with Mosh",
+            "url": "https://www.youtube.com/channel/UCWv7vMbMWH4-V0ZXdmDpPBA",
+        },
+        "duration": "PT45M30S",
+        "views": 1000000,
+        "published": None,
+    }
+    assert second["channel"] == {"name": "Someone", "url": "https://www.youtube.com/channel/UCabc"}
+    assert second["duration"] == "PT59S" and second["views"] is None
+    assert second["published"] == "2024-01-01T00:00:00Z"
+
+
+def test_tiktok_video_maps_formats_to_qualities() -> None:
+    from workers.media.mapping import tiktok_video
+
+    data = tiktok_video(TIKTOK_INFO, {"site": "tiktok"})
+    assert data["id"] == "7234567890123456789" and data["title"] == "Amazing video!"
+    assert data["author"] == {"username": "user", "nickname": "User Name", "avatar": None}
+    assert data["stats"] == {"views": 1000000, "likes": 50000, "comments": 1000, "shares": 5000}
+    assert data["urls"] == [
+        {"quality": "hd", "url": "https://v16.tiktokcdn.com/720.mp4", "format": "mp4"},
+        {"quality": "sd", "url": "https://v16.tiktokcdn.com/540.mp4", "format": "mp4"},
+        {"quality": "watermark", "url": "https://v16.tiktokcdn.com/wm.mp4", "format": "mp4"},
+    ]
+    assert data["music"] == {"title": "original sound", "author": "user", "url": None}
+
+
+def test_instagram_carousel_gives_every_media() -> None:
+    from workers.media.mapping import instagram_post
+
+    data = instagram_post(
+        INSTAGRAM_CAROUSEL_INFO, {"site": "instagram", "kind": "post", "media_id": "ABC123xyz"}
+    )
+    assert data["id"] == "ABC123xyz" and data["type"] == "post"
+    assert data["caption"] == "Beautiful sunset!"
+    assert data["author"] == {"username": "photographer", "full_name": "John Photographer", "avatar": None}
+    assert data["timestamp"] == "2024-11-07T10:00:00Z"
+    assert (data["likes"], data["comments"], data["count"]) == (5000, 250, 2)
+    video, image = data["media"]
+    assert video["type"] == "video" and video["url"].endswith("1_1080.mp4") and video["width"] == 1080
+    assert image == {
+        "type": "image", "url": "https://scontent.cdninstagram.com/v/2.jpg", "width": 1080, "height": 1350,
+        "thumbnail": None,
+    }  # fmt: skip
+    single = instagram_post(
+        INSTAGRAM_CAROUSEL_INFO["entries"][0], {"site": "instagram", "kind": "reel", "media_id": "R1"}
+    )
+    assert single["type"] == "reel" and single["count"] == 1
+
+
+def test_pinterest_pin_lists_its_image_sizes() -> None:
+    from workers.media.mapping import pinterest_pin
+
+    data = pinterest_pin(PINTEREST_IMAGE_INFO, {"site": "pinterest"})
+    assert data["title"] == "Beautiful Design" and data["author"] == "DesignStudio"
+    assert [u["quality"] for u in data["urls"]] == ["236x", "736x", "originals"]
+    assert data["urls"][2]["url"] == "https://i.pinimg.com/originals/ab/cd/ef/abcdef.jpg"
+
+
+def test_generic_links_map_to_their_own_url() -> None:
+    from workers.media.mapping import iso_duration, tiktok_video
+
+    info = {"id": "clip", "title": "clip", "url": "https://cdn.example.com/clip.mp4", "ext": "mp4"}
+    assert tiktok_video(info, {"site": "generic"})["urls"] == [
+        {"quality": "original", "url": "https://cdn.example.com/clip.mp4", "format": "mp4"}
+    ]
+    assert [iso_duration(s) for s in (0, 59, 3600, 3725.4, None, -1)] == [
+        "PT0S",
+        "PT59S",
+        "PT1H",
+        "PT1H2M5S",
+        None,
+        None,
+    ]
+
+
+async def test_post_routes_give_a_direct_links_media_through_yt_dlp(
+    gw: Gateway, key: str, media: MediaServer
+) -> None:
+    gw.start_worker("media", "media-batch")
+    url = media.url("/media/clip.mp4")
+    tiktok = await gw.client.post("/api/v1/tiktok/download", json={"url": url}, headers=h(key))
+    assert tiktok.status_code == 200, tiktok.text
+    assert tiktok.json()["data"]["urls"] == [{"quality": "original", "url": url, "format": "mp4"}]
+    assert tiktok.json()["cached"] is False
+    instagram = await gw.client.post("/api/v1/instagram/download", json={"url": url}, headers=h(key))
+    media_items = instagram.json()["data"]["media"]
+    assert instagram.json()["data"]["count"] == 1 and media_items[0]["type"] == "video"
+    assert media_items[0]["url"] == url
+    pinterest = await gw.client.post("/api/v1/pinterest/download", json={"url": url}, headers=h(key))
+    assert pinterest.json()["data"]["urls"][0]["url"] == url
+    probes = media.hits["/media/clip.mp4"]
+    again = await gw.client.post("/api/v1/tiktok/download", json={"url": url}, headers=h(key))
+    assert again.json()["cached"] is True and media.hits["/media/clip.mp4"] == probes
+    missing = await gw.client.post(
+        "/api/v1/pinterest/download", json={"url": media.url("/media/gone.jpg")}, headers=h(key)
+    )
+    assert missing.status_code == 404 and "404" in missing.json()["message"]

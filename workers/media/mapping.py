@@ -103,20 +103,25 @@ def _generic_urls(info: dict[str, Any]) -> list[dict[str, Any]]:
 def tiktok_video(info: dict[str, Any], payload: Any) -> dict[str, Any]:
     urls: list[dict[str, Any]] = []
     seen: set[str] = set()
+
+    def watermarked(f: dict[str, Any]) -> bool:
+        return "watermark" in f"{f.get('format_note') or ''} {f.get('format_id') or ''}".lower()
+
+    def short_side(f: dict[str, Any]) -> int:  # TikTok is portrait: 720p is 720 wide
+        sides = [v for v in (f.get("width"), f.get("height")) if isinstance(v, int | float)]
+        return int(min(sides)) if sides else 0
+
+    # Clean copies first, best first; the watermarked ones last.
     formats = sorted(
-        _video_formats(info), key=lambda f: (f.get("height") or 0, f.get("tbr") or 0), reverse=True
+        _video_formats(info),
+        key=lambda f: (not watermarked(f), short_side(f), f.get("tbr") or 0),
+        reverse=True,
     )
     for f in formats:
         if f["url"] in seen:
             continue
         seen.add(f["url"])
-        note = f"{f.get('format_note') or ''} {f.get('format_id') or ''}".lower()
-        if "watermark" in note:
-            quality = "watermark"
-        elif (f.get("height") or 0) >= 720:
-            quality = "hd"
-        else:
-            quality = "sd"
+        quality = "watermark" if watermarked(f) else ("hd" if short_side(f) >= 720 else "sd")
         urls.append({"quality": quality, "url": f["url"], "format": f.get("ext") or "mp4"})
     if payload.get("site") == "generic":
         urls = _generic_urls(info)
