@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from api.accounts import Accounts
 from api.auth import PRINCIPAL_STATE, KeyCache
 from api.dialects import (
+    content,
     credits,
     custom,
     discovery,
@@ -120,6 +121,7 @@ def create_app(
             llm.apidocs_router,
             custom.router,
             media.router,
+            content.router,
             models.native_router,
             models.cloudgpt_router,
             *image_routes.routers,

@@ -16,8 +16,10 @@ from jobs.kinds import (
     CHAT_COMPLETION,
     EMBEDDING,
     IMAGE_GENERATION,
+    LYRICS_SEARCH,
     MEDIA_DOWNLOAD,
     MEDIA_INFO,
+    MOVIES,
     VIDEO_GENERATION,
 )
 from jobs.queues import BATCH
@@ -89,6 +91,8 @@ RENDERERS: dict[str, Callable[[JobRecord], dict[str, Any]]] = {
     EMBEDDING: embedding_body,
     MEDIA_DOWNLOAD: content_body,
     MEDIA_INFO: content_body,
+    LYRICS_SEARCH: content_body,
+    MOVIES: content_body,
 }
 RENDERERS.update({IMAGE_GENERATION: image_body, VIDEO_GENERATION: video_body})
 

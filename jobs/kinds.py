@@ -13,6 +13,9 @@ KINDS += (IMAGE_GENERATION, VIDEO_GENERATION)
 MEDIA_DOWNLOAD = "media_download"  # payload: jobs.media.MediaDownloadPayload; media lane
 MEDIA_INFO = "media_info"  # payload: jobs.media.MediaInfoPayload; media lane
 KINDS += (MEDIA_DOWNLOAD, MEDIA_INFO)
+LYRICS_SEARCH = "lyrics_search"  # payload: jobs.content.LyricsPayload
+MOVIES = "movies"  # payload: jobs.content.MoviesPayload
+KINDS += (LYRICS_SEARCH, MOVIES)
 
 
 class UpstreamOverride(TypedDict, total=False):

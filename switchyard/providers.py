@@ -7,12 +7,16 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from switchyard.errors import ConfigError
 
 KNOWN_KINDS: tuple[str, ...] = ("openai",)
 KNOWN_KINDS += ("pollinations-image", "http-video")
+# Content services, not model providers: an LRCLIB-compatible lyrics API and a TMDB-compatible
+# movie database. They serve no models (none are discovered for them).
+CONTENT_KINDS: tuple[str, ...] = ("lrclib", "tmdb")
+KNOWN_KINDS += CONTENT_KINDS
 
 MODEL_TYPES: tuple[str, ...] = ("chat", "completion", "embedding", "image", "video")
 # What a model of a provider is when the file says nothing about it.
@@ -86,6 +90,12 @@ class ProviderConfig(BaseModel):
             raise ValueError("base_url must start with http:// or https://")
         return url.rstrip("/")
 
+    @model_validator(mode="after")
+    def _content_services_list_no_models(self) -> ProviderConfig:
+        if self.kind in CONTENT_KINDS and self.models is None:
+            object.__setattr__(self, "models", ())
+        return self
+
     def model_type(self, model: str) -> str:
         meta = self.meta.get(model)
         if meta is not None and meta.type is not None:
@@ -125,6 +135,7 @@ def default_providers() -> ProvidersConfig:
                 base_url="https://image.pollinations.ai",
                 models=tuple(POLLINATIONS_IMAGE_MODELS),
             ),
+            ProviderConfig(name="lrclib", kind="lrclib", base_url="https://lrclib.net"),
         )
     )
 

@@ -29,7 +29,7 @@ from jobs.discovery import (
     catalog_events,
 )
 from jobs.records import iso, now_ms
-from switchyard.providers import ProviderConfig
+from switchyard.providers import CONTENT_KINDS, ProviderConfig
 from workers.context import WorkerCtx
 from workers.http import Upstream
 from workers.providers import ProviderError
@@ -80,7 +80,11 @@ async def _run(ctx: WorkerCtx, catalog: Catalog, only: list[str] | None, timeout
     started, started_ms = time.perf_counter(), now_ms()
     await catalog.refresh(force=True)
     before = {e.id: e.summary() for e in catalog.entries()}
-    targets = [p for p in catalog.config.providers if only is None or p.name in only]
+    targets = [
+        p
+        for p in catalog.config.providers
+        if (only is None or p.name in only) and p.kind not in CONTENT_KINDS  # no models to list
+    ]
     probes = await asyncio.gather(*(_probe(ctx["http"], p, timeout) for p in targets))
     checked = now_ms()
     updated, failed = [], {}

@@ -16,8 +16,10 @@ from jobs.kinds import (
     CHAT_COMPLETION,
     EMBEDDING,
     IMAGE_GENERATION,
+    LYRICS_SEARCH,
     MEDIA_DOWNLOAD,
     MEDIA_INFO,
+    MOVIES,
     VIDEO_GENERATION,
 )
 from storage.db import Database
@@ -25,6 +27,7 @@ from storage.files import Files
 from switchyard.providers import load_providers
 from switchyard.settings import Settings, get_settings
 from workers.chat import chat_completion
+from workers.content import lyrics_search, movies
 from workers.context import WorkerCtx
 from workers.discovery import discovery_loop
 from workers.embedding import create_embeddings
@@ -101,6 +104,18 @@ def job_functions(settings: Settings) -> list[Any]:
             cast(Any, media_info),
             name=MEDIA_INFO,
             timeout=settings.media_job_timeout_s,
+            max_tries=settings.worker_max_tries,
+        ),
+        func(
+            cast(Any, lyrics_search),
+            name=LYRICS_SEARCH,
+            timeout=settings.job_timeout_s,
+            max_tries=settings.worker_max_tries,
+        ),
+        func(
+            cast(Any, movies),
+            name=MOVIES,
+            timeout=settings.job_timeout_s,
             max_tries=settings.worker_max_tries,
         ),
     ]

@@ -26,6 +26,7 @@ from jobs.kinds import MEDIA_DOWNLOAD, MEDIA_INFO
 from jobs.media import (
     AUDIO_QUALITIES,
     INSTAGRAM,
+    LYRICS,
     MP3,
     MP4,
     PINTEREST,
@@ -44,7 +45,7 @@ from storage.result_cache import ResultCache
 from switchyard.errors import InvalidRequest, NotSupported, ProviderFailed
 from switchyard.urls import check_url_async
 
-CACHED_SERVICES = (YOUTUBE, TIKTOK, INSTAGRAM, PINTEREST)
+CACHED_SERVICES = (YOUTUBE, TIKTOK, INSTAGRAM, PINTEREST, LYRICS)
 
 
 class DownloadBody(msgspec.Struct, forbid_unknown_fields=False):
