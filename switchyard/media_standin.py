@@ -12,10 +12,12 @@ Content-Type, byte ranges) and counts the requests per path:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import mimetypes
 import re
 from collections import Counter
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -329,3 +331,23 @@ class ContentStandIn:
                 }
             return 200, movie
         return 404, {"status_code": 34, "status_message": "no such route", "success": False}
+
+
+async def _main(files: dict[str, bytes], args: argparse.Namespace) -> None:
+    server = await MediaServer(files, port=args.port).start()
+    print(f"media stand-in on {server.url('/media/')} serving {', '.join(files)}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="serve media files like a CDN, on loopback")
+    parser.add_argument("--port", type=int, default=18090)
+    parser.add_argument("files", nargs="+", help="files to serve under /media/{name} and /slow/{name}")
+    ns = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    asyncio.run(_main({Path(p).name: Path(p).read_bytes() for p in ns.files}, ns))
