@@ -12,6 +12,7 @@ import pytest
 from api.personas import SUGGESTIONS, render_prompt
 from switchyard.standin import StandIn
 from tests.conftest import Gateway, chat_body, eventually, make_settings, running_gateway, write_providers
+from tests.llm_support import EMBED, write_llm_providers
 
 BASE = "mock/echo"
 ORG = "switchyard"
@@ -612,3 +613,24 @@ async def test_streamed_chat_through_a_persona(gw: Gateway, key: str, standin: S
         return bool(one["usage_count"] == 1)
 
     await eventually(counted, what="the streamed call to count as a use")
+
+
+async def test_base_model_must_be_a_chat_model(standin: StandIn, env: dict[str, str], tmp_path: Path) -> None:
+    providers = write_llm_providers(tmp_path / "typed.toml", ("standin", standin.base_url))
+    async with running_gateway(make_settings({**env, "SWITCHYARD_PROVIDERS": str(providers)})) as gw:
+        key = await gw.create_key("typed")
+        response = await gw.client.post("/api/v1/custom", json=persona(base_model=EMBED), headers=h(key))
+        body = assert_native_error(response, 400, "base_model")
+        assert "embedding" in body["message"]
+        made = await create(gw, key)
+        update = await gw.client.put(
+            f"/api/v1/custom/{made['id']}", json={"base_model": EMBED}, headers=h(key)
+        )
+        assert_native_error(update, 400, "base_model")
+
+
+async def test_a_key_limited_to_some_models_cannot_build_on_others(gw: Gateway) -> None:
+    key = await gw.create_key("limited", models=[BASE])
+    refused = await gw.client.post("/api/v1/custom", json=persona(base_model="mock/other"), headers=h(key))
+    assert_native_error(refused, 403)
+    assert (await create(gw, key))["base_model"] == BASE
