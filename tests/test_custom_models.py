@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from api.personas import SUGGESTIONS, render_prompt
@@ -601,6 +602,8 @@ async def test_streamed_chat_through_a_persona(gw: Gateway, key: str, standin: S
     assert response.headers["content-type"].startswith("text/event-stream")
     lines = [line[len("data: ") :] for line in response.text.splitlines() if line.startswith("data: ")]
     assert lines[-1] == "[DONE]"
+    chunks = [orjson.loads(line) for line in lines[:-1]]
+    assert chunks and {c["model"] for c in chunks} == {model}
     sent = standin.requests[-1]
     assert sent["stream"] is True and sent["model"] == BASE
     assert sent["messages"][0] == {"role": "system", "content": made["system_prompt"]}
