@@ -798,3 +798,20 @@ async def test_post_routes_give_a_direct_links_media_through_yt_dlp(
         "/api/v1/pinterest/download", json={"url": media.url("/media/gone.jpg")}, headers=h(key)
     )
     assert missing.status_code == 404 and "404" in missing.json()["message"]
+
+
+def test_leftovers_of_a_dead_worker_are_swept(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from workers.media.handlers import sweep_workdirs
+
+    stale, fresh = tmp_path / "job1-1", tmp_path / "job2-1"
+    for d in (stale, fresh):
+        d.mkdir()
+        (d / "clip.mp4.part").write_bytes(b"partial")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    assert sweep_workdirs(tmp_path, older_than_s=600) == 1
+    assert not stale.exists() and (fresh / "clip.mp4.part").exists()
+    assert sweep_workdirs(tmp_path / "missing", older_than_s=600) == 0

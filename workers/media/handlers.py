@@ -15,6 +15,7 @@ import shutil
 import time
 import unicodedata
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -103,6 +104,26 @@ async def run_in_thread(fn: functools.partial[T], progress: Progress) -> T:
         raise
 
 
+_swept_roots: set[Path] = set()
+
+
+def sweep_workdirs(root: Path, older_than_s: float) -> int:
+    """Remove job work directories older than any live job can be: what a worker killed
+    mid-download (SIGKILL, a crash) left behind. Returns how many were removed."""
+    if not root.is_dir():
+        return 0
+    limit = time.time() - older_than_s
+    removed = 0
+    for workdir in root.iterdir():
+        try:
+            if workdir.is_dir() and workdir.stat().st_mtime < limit:
+                shutil.rmtree(workdir, ignore_errors=True)
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
 def slug(title: str, limit: int = 80) -> str:
     """A filename from a title: ASCII letters, digits and dashes."""
     text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
@@ -121,7 +142,11 @@ async def media_download(ctx: WorkerCtx, job_id: str, payload: MediaDownloadPayl
         if reused is not None:
             return {"result": {"data": reused, "cached": True}, "provider": "cache"}
         await cache.drop(payload["cache_key"])  # its file is gone: download again
-    workdir = settings.data_dir / "tmp" / "media" / f"{job_id}-{ctx.get('job_try', 1)}"
+    root = settings.data_dir / "tmp" / "media"
+    if root not in _swept_roots:  # once per process: a dead worker's leftovers
+        _swept_roots.add(root)
+        await asyncio.to_thread(sweep_workdirs, root, settings.media_job_timeout_s + STOP_WAIT_S + 60)
+    workdir = root / f"{job_id}-{ctx.get('job_try', 1)}"
     progress = Progress()
     try:
         with ProgressReporter(ctx, job_id, progress):
