@@ -815,3 +815,20 @@ def test_leftovers_of_a_dead_worker_are_swept(tmp_path: Path) -> None:
     assert sweep_workdirs(tmp_path, older_than_s=600) == 1
     assert not stale.exists() and (fresh / "clip.mp4.part").exists()
     assert sweep_workdirs(tmp_path / "missing", older_than_s=600) == 0
+
+
+async def test_media_jobs_count_in_the_keys_usage(gw: Gateway, key: str, media: MediaServer) -> None:
+    gw.start_worker("media", "media-batch")
+    done = await gw.client.post(
+        "/api/v1/youtube/mp3", json={"url": media.url("/media/clip.mp4")}, headers=h(key)
+    )
+    assert done.status_code == 200
+    job = await get_job(gw.client, key, done.headers["x-job-id"])
+
+    async def persisted() -> bool:
+        listed = await gw.client.get("/api/v1/jobs", params={"status": "succeeded"}, headers=h(key))
+        return any(j["id"] == job["id"] for j in listed.json()["data"])
+
+    await eventually(persisted, what="the job in the key's list")
+    status = await gw.client.get("/api/v1/status", params={"include_chart": "true"}, headers=h(key))
+    assert status.status_code == 200, status.text
