@@ -5,17 +5,19 @@ blob. The same service is used by the web process (`Services.files`) and by work
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import delete, func
 from sqlmodel import col, select
 
-from storage.blobs import BlobNotFound, BlobSource, BlobStore, LocalBlobStore
+from storage.blobs import Blob, BlobNotFound, BlobSource, BlobStore, LocalBlobStore
 from storage.db import Database
 from storage.keys import as_utc, utcnow
 from storage.models import StoredFile
@@ -25,6 +27,19 @@ from switchyard.settings import Settings
 FILE_ID_PREFIX = "file_"
 _FILE_ID = re.compile(r"^file_[A-Za-z0-9_-]{24}$")
 DEFAULT_TTL: Literal["default"] = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class NewFile:
+    """One file for `Files.store_many` (the arguments of `Files.store`)."""
+
+    source: BlobSource
+    mime: str
+    filename: str
+    owner_key_id: str | None = None
+    kind: str = "file"
+    job_id: str | None = None
+    expires_in_s: float | None | Literal["default"] = DEFAULT_TTL
 
 
 class FileNotFound(NotFound):
@@ -87,9 +102,36 @@ class Files:
         iterable of chunks. `expires_in_s`: the default is the configured TTL
         (`SWITCHYARD_FILE_TTL_S`); None keeps the file until it is deleted."""
         blob = await self.blobs.put(source, move=move)
+        file = self._row(blob, mime, filename, owner_key_id, expires_in_s, job_id, kind)
+        async with self.db.session() as session:
+            session.add(file)
+        return file
+
+    async def store_many(self, items: list[NewFile]) -> list[StoredFile]:
+        """Store several files (the blobs at once) in one database transaction: what one job
+        made (an image and its thumbnail...) costs one commit, not one per file."""
+        blobs = await asyncio.gather(*(self.blobs.put(item.source) for item in items))
+        files = [
+            self._row(blob, i.mime, i.filename, i.owner_key_id, i.expires_in_s, i.job_id, i.kind)
+            for blob, i in zip(blobs, items, strict=True)
+        ]
+        async with self.db.session() as session:
+            session.add_all(files)
+        return files
+
+    def _row(
+        self,
+        blob: Blob,
+        mime: str,
+        filename: str,
+        owner_key_id: str | None,
+        expires_in_s: float | None | Literal["default"],
+        job_id: str | None,
+        kind: str,
+    ) -> StoredFile:
         now = utcnow()
         ttl = self.ttl_s if expires_in_s == DEFAULT_TTL else expires_in_s
-        file = StoredFile(
+        return StoredFile(
             id=new_file_id(),
             blob_key=blob.key,
             mime_type=mime[:200],
@@ -101,9 +143,6 @@ class Files:
             created_at=now,
             expires_at=None if ttl is None else now + timedelta(seconds=float(ttl)),
         )
-        async with self.db.session() as session:
-            session.add(file)
-        return file
 
     async def share(
         self, file: StoredFile, *, owner_key_id: str | None, job_id: str | None = None

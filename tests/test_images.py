@@ -483,3 +483,29 @@ async def test_many_images_at_once_each_get_their_own(gw: Gateway, key: str) -> 
         assert image_of(response.content).size == (side, 64)
 
     await asyncio.gather(*(one(i) for i in range(12)))
+
+
+async def test_files_store_many_stores_every_file_in_one_go(sqlite_url: str, tmp_path: Path) -> None:
+    from storage.blobs import LocalBlobStore
+    from storage.db import Database
+    from storage.files import Files, NewFile
+
+    db = Database(sqlite_url)
+    try:
+        files = Files(db, LocalBlobStore(tmp_path / "blobs"))
+        made = await files.store_many(
+            [
+                NewFile(b"one", "image/png", "a.png", owner_key_id="k1", kind="image", job_id="j"),
+                NewFile(b"two", "image/webp", "a-thumbnail.webp", owner_key_id="k1", kind="thumbnail"),
+                NewFile(b"one", "image/png", "b.png", owner_key_id="k2", kind="image", expires_in_s=None),
+            ]
+        )
+        assert len({f.id for f in made}) == 3
+        assert made[0].blob_key == made[2].blob_key  # the same bytes: one blob
+        assert made[2].expires_at is None and made[0].expires_at is not None
+        assert await files.count() == 3
+        back = await files.get_for(made[1].id, "k1")
+        assert back.kind == "thumbnail" and back.mime_type == "image/webp"
+        assert await files.read(back) == b"two"
+    finally:
+        await db.dispose()

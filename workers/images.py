@@ -20,6 +20,7 @@ import orjson
 from arq import Retry
 
 from jobs.kinds import ImagePayload, VideoPayload
+from storage.files import NewFile
 from switchyard.errors import InvalidRequest, ModelNotFound, ProviderFailed
 from switchyard.providers import ProviderConfig
 from workers import imaging
@@ -102,40 +103,47 @@ def file_url(base: str | None, file_id: str) -> str:
     return f"{(base or '').rstrip('/')}/api/v1/files/{file_id}"
 
 
-async def _store(
-    ctx: WorkerCtx, data: bytes, mime: str, *, job_id: str, kind: str, name: str, base: str | None
-) -> tuple[str, str]:
-    """Store bytes as a file of the job's owner; its id and URL."""
+def _new_file(ctx: WorkerCtx, data: bytes, mime: str, *, job_id: str, kind: str, name: str) -> NewFile:
+    """A file of the job's owner."""
     owner = (ctx.get("job") or {}).get("owner")
     filename = f"{name}.{EXTENSIONS.get(mime, 'bin')}"
-    stored = await ctx["files"].store(
-        data, mime=mime, filename=filename, owner_key_id=owner, job_id=job_id, kind=kind
-    )
-    return stored.id, file_url(base, stored.id)
+    return NewFile(data, mime, filename, owner_key_id=owner, kind=kind, job_id=job_id)
 
 
-async def keep_image(
+async def keep_images(
     ctx: WorkerCtx,
-    data: bytes,
-    mime: str,
-    thumbnail: tuple[bytes, str],
+    images: list[tuple[bytes, str, bytes, str]],
     *,
     job_id: str,
-    index: int,
     base: str | None,
-) -> dict[str, Any]:
-    """Store one image and its thumbnail: how the result refers to them."""
-    name = f"{job_id}-{index + 1}"
-    file_id, url = await _store(ctx, data, mime, job_id=job_id, kind="image", name=name, base=base)
-    thumb_id, thumb_url = await _store(
-        ctx, thumbnail[0], thumbnail[1], job_id=job_id, kind="thumbnail", name=name + "-thumbnail", base=base
-    )
-    return {"file_id": file_id, "url": url, "thumbnail_file_id": thumb_id, "thumbnail_url": thumb_url}
+    first_index: int = 0,
+) -> list[dict[str, Any]]:
+    """Store each image (data, mime) and its thumbnail (data, mime) in one transaction: how the
+    result refers to them."""
+    new: list[NewFile] = []
+    for i, (data, mime, thumb, thumb_mime) in enumerate(images):
+        name = f"{job_id}-{first_index + i + 1}"
+        new.append(_new_file(ctx, data, mime, job_id=job_id, kind="image", name=name))
+        new.append(
+            _new_file(ctx, thumb, thumb_mime, job_id=job_id, kind="thumbnail", name=name + "-thumbnail")
+        )
+    stored = await ctx["files"].store_many(new)
+    return [
+        {
+            "file_id": image.id,
+            "url": file_url(base, image.id),
+            "thumbnail_file_id": thumb.id,
+            "thumbnail_url": file_url(base, thumb.id),
+        }
+        for image, thumb in zip(stored[::2], stored[1::2], strict=True)
+    ]
 
 
 async def keep_video(ctx: WorkerCtx, data: bytes, *, job_id: str, base: str | None) -> dict[str, Any]:
-    file_id, url = await _store(ctx, data, "video/mp4", job_id=job_id, kind="video", name=job_id, base=base)
-    return {"file_id": file_id, "url": url}
+    (stored,) = await ctx["files"].store_many(
+        [_new_file(ctx, data, "video/mp4", job_id=job_id, kind="video", name=job_id)]
+    )
+    return {"file_id": stored.id, "url": file_url(base, stored.id)}
 
 
 # --- images -------------------------------------------------------------------------------------------
@@ -152,23 +160,22 @@ async def _from_cache(ctx: WorkerCtx, key: str, job_id: str, payload: ImagePaylo
         return None
     outcome: dict[str, Any] = orjson.loads(hit)
     files = ctx["files"]
-    images = []
+    found = []
     for entry in outcome["result"]["images"]:
         image = await files.get(entry["file_id"])
         thumb = await files.get(entry["thumbnail_file_id"])
         if image is None or thumb is None:
             return None
-        data = await files.read(image)
-        kept = await keep_image(
-            ctx,
-            data,
-            image.mime_type,
-            (await files.read(thumb), thumb.mime_type),
-            job_id=job_id,
-            index=entry["index"],
-            base=payload.get("files_base"),
-        )
-        entry = {**entry, **kept}
+        found.append((entry, image, await files.read(image), thumb, await files.read(thumb)))
+    kept = await keep_images(
+        ctx,
+        [(data, image.mime_type, thumb_data, thumb.mime_type) for _, image, data, thumb, thumb_data in found],
+        job_id=job_id,
+        base=payload.get("files_base"),
+    )
+    images = []
+    for (entry, _, data, _, _), refs in zip(found, kept, strict=True):
+        entry = {**entry, **refs}
         if payload["response_format"] == "b64_json":
             entry["b64"] = base64.b64encode(data).decode()
         images.append(entry)
@@ -229,9 +236,15 @@ async def image_generation(ctx: WorkerCtx, job_id: str, payload: ImagePayload) -
         )
     except ProviderError as exc:
         _failed(ctx, provider, exc, last)
+    kept = await keep_images(
+        ctx,
+        [(image.data, image.mime, image.thumbnail, image.thumbnail_mime) for image, _, _ in made],
+        job_id=job_id,
+        base=payload.get("files_base"),
+    )
     images = []
-    for index, (image, revised, seed) in enumerate(made):
-        entry = {
+    for index, ((image, revised, seed), refs) in enumerate(zip(made, kept, strict=True)):
+        entry: dict[str, Any] = {
             "index": index,
             "mime": image.mime,
             "width": image.width,
@@ -239,18 +252,8 @@ async def image_generation(ctx: WorkerCtx, job_id: str, payload: ImagePayload) -
             "bytes": len(image.data),
             "revised_prompt": revised or payload["prompt"],
             "seed": seed,
+            **refs,
         }
-        entry.update(
-            await keep_image(
-                ctx,
-                image.data,
-                image.mime,
-                (image.thumbnail, image.thumbnail_mime),
-                job_id=job_id,
-                index=index,
-                base=payload.get("files_base"),
-            )
-        )
         if payload["response_format"] == "b64_json":  # the caller wants the bytes in the body
             entry["b64"] = base64.b64encode(image.data).decode()
         images.append(entry)
