@@ -65,6 +65,7 @@ class StandIn:
         self.stream_calls = 0
         self.streams_died = 0  # streams dropped on purpose by `[die:N]`
         self.streams_abandoned = 0  # streams whose client went away before the end
+        self.connections = 0  # accepted so far (keep-alive reuse shows as fewer than calls)
         self._marker_counts: Counter[str] = Counter()
         self.requests: list[dict[str, Any]] = []
         self.record = False
@@ -87,6 +88,7 @@ class StandIn:
             self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")

@@ -18,6 +18,7 @@ from jobs.streams import stream_key
 from switchyard.standin import StandIn
 from tests.conftest import Gateway, chat_body, eventually, get_job, wait_for_status
 from tests.test_chat import served_over_http
+from workers.http import POOL_SHARDS
 
 ROUTES = {
     "native": "/api/v1/completion",
@@ -195,6 +196,17 @@ async def test_a_persona_s_stream_names_the_persona_as_its_model(
     assert standin.requests[-1]["model"] == "mock/echo"  # the base model serves it
     job = await wait_for_status(gw.client, key, response.headers["x-job-id"], "succeeded")
     assert job["result"]["model"] == model
+
+
+async def test_the_provider_connection_is_kept_for_the_next_stream(
+    gw: Gateway, http: httpx.AsyncClient, key: str, standin: StandIn
+) -> None:
+    for i in range(2 * POOL_SHARDS):
+        response, events = await stream(http, "openai", key, chat_body(f"call {i}", stream=True))
+        assert response.status_code == 200 and events[-1] == DONE
+    # The worker read each body to its end after [DONE]: one connection per pool shard at most,
+    # not one per call (and one for the worker's model discovery, on a client of its own).
+    assert standin.connections <= POOL_SHARDS + 1
 
 
 async def test_many_concurrent_streams_each_get_their_own_chunks(

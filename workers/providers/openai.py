@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
@@ -123,13 +125,15 @@ async def stream_chat_completion(
                 return
             decoder = SSEDecoder()
             done = False
-            async for piece in response.chunks():
+            pieces = response.chunks()
+            async for piece in pieces:
                 batch, done, failure = _chunks(decoder.feed(piece))
                 if batch:
                     yield batch
                 if failure is not None:
                     raise failure
                 if done:
+                    await _drain(pieces)
                     break
             if not done:
                 batch, done, failure = _chunks(decoder.close())
@@ -145,6 +149,19 @@ async def stream_chat_completion(
         raise ProviderError(f"connection failed: {exc}", retryable=True) from None
     except SSEError as exc:
         raise ProviderError(f"broken event stream: {exc}", retryable=True) from None
+
+
+DRAIN_S = 1.0
+
+
+async def _drain(pieces: AsyncIterator[bytes]) -> None:
+    """Read what follows `[DONE]` (the end of the chunked body, usually already here) so that
+    the connection goes back to the pool instead of being closed; a provider that does not end
+    the body soon after is left (the connection is closed) and the stream is complete anyway."""
+    with contextlib.suppress(TimeoutError, UpstreamTimeout, UpstreamConnectionError):
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in pieces:
+                pass
 
 
 def _chunks(events: list[Event]) -> tuple[list[dict[str, Any]], bool, ProviderError | None]:
