@@ -20,11 +20,11 @@ from websockets.asyncio.client import connect
 
 from api.app import create_app
 from jobs.catalog import CATALOG_KEY, STATUS_KEY
-from jobs.discovery import request_refresh
+from jobs.discovery import COOLDOWN_KEY, FAILS_KEY, request_refresh
 from switchyard.redis_server import free_port
 from switchyard.settings import Settings
 from switchyard.standin import StandIn
-from tests.conftest import ADMIN_KEY, Gateway, base_env, eventually, make_settings, running_gateway
+from tests.conftest import ADMIN_KEY, Gateway, base_env, eventually, get_job, make_settings, running_gateway
 
 ALPHA_MODELS = ["alpha/chat-one", "alpha/chat-two", "shared/model"]
 BETA_MODELS = ["shared/model", "beta/painter", "beta/thinker", "beta/clip"]
@@ -649,3 +649,91 @@ async def test_a_refresh_that_changes_the_catalog_pushes_events_to_every_web_pro
             assert again.json()["changes"] == 0
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(ws1.recv(), 0.3)
+
+
+# --- routing: fallbacks and cooldowns ----------------------------------------------------------------
+def _chat(model: str, text: str = "hi") -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": text}]}
+
+
+async def test_first_provider_down_the_fallback_serves_and_the_job_says_so(
+    mgw: Gateway, alpha: StandIn, beta: StandIn
+) -> None:
+    key = await mgw.create_key()
+    await alpha.stop()  # connection refused
+    response = await mgw.client.post(
+        "/api/v1/completion", json=_chat("shared/model"), headers={"X-API-Key": key}
+    )
+    assert response.status_code == 200, response.text
+    job = await get_job(mgw.client, key, response.headers["x-job-id"])
+    assert job["provider"] == "beta"
+    assert job["attempts"] == 3  # two on alpha, then beta
+    assert beta.chat_calls == 1
+
+
+@pytest.mark.settings(SWITCHYARD_PROVIDER_COOLDOWN_FAILURES="2", SWITCHYARD_PROVIDER_COOLDOWN_S="30")
+async def test_a_provider_failing_in_a_row_cools_down_and_is_skipped(
+    mgw: Gateway, alpha: StandIn, beta: StandIn, redis: aioredis.Redis
+) -> None:
+    key = await mgw.create_key()
+    headers = {"X-API-Key": key}
+    alpha.status = 500
+    first = await mgw.client.post("/api/v1/completion", json=_chat("shared/model", "one"), headers=headers)
+    assert first.status_code == 200, first.text
+    job = await get_job(mgw.client, key, first.headers["x-job-id"])
+    assert (job["provider"], job["attempts"]) == ("beta", 3)
+    assert alpha.chat_calls == 2
+    ttl = await redis.pttl(COOLDOWN_KEY + "alpha")
+    assert 0 < ttl <= 30_000
+
+    status = (await mgw.client.get("/api/providers/status")).json()["providers"]["alpha"]
+    assert status["status"] == "error" and "cooling down" in status["error"]
+    assert status["cooldown_until"].endswith("Z")
+    health = (await mgw.client.get("/health")).json()
+    assert health["services"]["providers"]["alpha"] == "error"
+
+    # While alpha cools down, beta serves at once: no call goes to alpha.
+    second = await mgw.client.post("/api/v1/completion", json=_chat("shared/model", "two"), headers=headers)
+    job = await get_job(mgw.client, key, second.headers["x-job-id"])
+    assert (job["provider"], job["attempts"]) == ("beta", 1)
+    assert alpha.chat_calls == 2
+
+    # A model only alpha serves still goes to alpha: no other provider is left.
+    alpha.status = None
+    only = await mgw.client.post("/api/v1/completion", json=_chat("alpha/chat-one"), headers=headers)
+    assert only.status_code == 200
+    assert (await get_job(mgw.client, key, only.headers["x-job-id"]))["provider"] == "alpha"
+
+    # The order a job took at its first attempt holds for its retries: beta first, then alpha.
+    beta.status = 500
+    fourth = await mgw.client.post("/api/v1/completion", json=_chat("shared/model", "four"), headers=headers)
+    assert fourth.status_code == 200, fourth.text
+    job = await get_job(mgw.client, key, fourth.headers["x-job-id"])
+    assert (job["provider"], job["attempts"]) == ("alpha", 3)  # two on beta, then alpha
+    beta.status = None
+    await redis.delete(COOLDOWN_KEY + "beta")
+
+    # Once the cooldown is over (its key expired), alpha is first again.
+    await redis.delete(COOLDOWN_KEY + "alpha")
+
+    async def served_by_alpha() -> bool:
+        r = await mgw.client.post("/api/v1/completion", json=_chat("shared/model", "three"), headers=headers)
+        return (await get_job(mgw.client, key, r.headers["x-job-id"]))["provider"] == "alpha"
+
+    await eventually(served_by_alpha, interval=0.1, what="alpha to serve again")
+    status = (await mgw.client.get("/api/providers/status")).json()["providers"]["alpha"]
+    assert status["status"] == "active" and status["cooldown_until"] is None
+
+
+@pytest.mark.settings(SWITCHYARD_PROVIDER_COOLDOWN_FAILURES="3")
+async def test_a_success_ends_a_run_of_failures(mgw: Gateway, alpha: StandIn, redis: aioredis.Redis) -> None:
+    key = await mgw.create_key()
+    headers = {"X-API-Key": key}
+    for round_ in range(3):
+        # [fail:1]: alpha fails once for this text, then answers: two failures never add up to three
+        response = await mgw.client.post(
+            "/api/v1/completion", json=_chat("alpha/chat-one", f"[fail:1] {round_}"), headers=headers
+        )
+        assert response.status_code == 200, response.text
+    assert await redis.exists(COOLDOWN_KEY + "alpha") == 0
+    assert await redis.exists(FAILS_KEY + "alpha") == 0

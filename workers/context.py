@@ -9,6 +9,7 @@ from storage.db import Database
 from storage.files import Files
 from switchyard.settings import Settings
 from workers.http import Upstream
+from workers.routing import ProviderHealth
 
 if TYPE_CHECKING:
     from arq.connections import ArqRedis
@@ -20,6 +21,7 @@ class WorkerCtx(TypedDict, total=False):
     db: Database
     files: Files  # stored files: what a job made, served at /api/v1/files/{id}
     catalog: Catalog
+    provider_health: ProviderHealth
     settings: Settings
     job_id: str
     job_try: int

@@ -35,6 +35,7 @@ from workers.files import run_file_sweeper
 from workers.http import Upstream
 from workers.images import image_generation, video_generation
 from workers.media.handlers import media_download, media_info
+from workers.routing import ProviderHealth
 from workers.worker import SwitchyardWorker, lower_priority
 
 log = logging.getLogger("switchyard.worker")
@@ -49,6 +50,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         ctx["catalog"] = Catalog(load_providers(settings.providers_file), ctx["redis"])
     else:
         ctx["catalog"].redis = ctx["catalog"].redis or ctx["redis"]
+    ctx.setdefault("provider_health", ProviderHealth(ctx["redis"], settings))
     ctx["discovery"] = asyncio.create_task(discovery_loop(cast(WorkerCtx, ctx)), name="model-discovery")
     ctx["file_sweeper"] = asyncio.create_task(run_file_sweeper(ctx), name="file-sweeper")
 
