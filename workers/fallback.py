@@ -19,6 +19,7 @@ from switchyard.providers import ProviderConfig
 from switchyard.urls import check_url_async
 from workers.context import WorkerCtx
 from workers.providers import ProviderError
+from workers.routing import provider_health
 
 T = TypeVar("T")
 
@@ -61,7 +62,8 @@ async def call_with_fallbacks(
     payload: Any,
     call: Callable[[ProviderConfig, float], Awaitable[T]],
 ) -> tuple[ProviderConfig, T]:
-    """`call` on the job's providers: each gets `provider_attempts` tries, in order.
+    """`call` on the job's providers: each gets `provider_attempts` tries, in order (those
+    cooling down after repeated failures last: workers/routing.py).
 
     The attempt number is ARQ's job try, so a retry goes back on the queue (deferred with
     backoff) instead of holding a worker slot while it sleeps.
@@ -73,6 +75,8 @@ async def call_with_fallbacks(
         raise ModelNotFound(model)
     per_provider = settings.provider_attempts
     attempt = ctx["job_try"]
+    health = provider_health(ctx, payload)
+    providers = await health.plan(providers, ctx["job_id"], attempt, ctx.get("job"))
     index = (attempt - 1) // per_provider
     if index >= len(providers):
         raise ProviderFailed(
@@ -81,12 +85,13 @@ async def call_with_fallbacks(
     provider = providers[index]
     last_attempt = index == len(providers) - 1 and attempt % per_provider == 0
     try:
-        return provider, await call(provider, provider.timeout_s or settings.provider_timeout_s)
+        result = await call(provider, provider.timeout_s or settings.provider_timeout_s)
     except ProviderError as exc:
         if not exc.retryable:
             refused = ProviderFailed(f"provider {provider.name!r} refused the request: {exc}")
             refused.error_type = refused.code = "provider_rejected"  # the request's fault: no refund
             raise refused from None
+        await health.failed(provider.name)
         if last_attempt:
             raise ProviderFailed(
                 f"provider {provider.name!r} failed on attempt {attempt} (no fallback left): {exc}"
@@ -97,3 +102,5 @@ async def call_with_fallbacks(
             exc.retry_after if exc.retry_after is not None else backoff_s(settings.retry_backoff_s, attempt)
         )
         raise Retry(defer=min(delay, 30.0)) from None
+    await health.succeeded(provider.name)
+    return provider, result

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
@@ -24,6 +25,9 @@ from jobs import queues
 from jobs.discovery import COOLDOWN_KEY, FAILS_KEY
 from switchyard.providers import ProviderConfig
 from switchyard.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.context import WorkerCtx
 
 log = logging.getLogger("switchyard.worker")
 
@@ -94,3 +98,28 @@ class ProviderHealth:
         if name in self._failing:
             self._failing.discard(name)
             await self.redis.delete(FAILS_KEY + name)
+
+
+class _Untracked:
+    """A caller's own upstream (`X-OpenAI-Base-URL`/`X-OpenAI-Key`) is not ours to judge: its
+    failures neither cool down a provider nor reorder anything."""
+
+    async def plan(
+        self, providers: list[ProviderConfig], job_id: str, job_try: int, state: dict[str, str] | None
+    ) -> list[ProviderConfig]:
+        return providers
+
+    async def failed(self, name: str) -> None:
+        return None
+
+    async def succeeded(self, name: str) -> None:
+        return None
+
+
+UNTRACKED = _Untracked()
+
+
+def provider_health(ctx: WorkerCtx, payload: Any) -> ProviderHealth | _Untracked:
+    if payload.get("upstream") or "provider_health" not in ctx:
+        return UNTRACKED
+    return ctx["provider_health"]
