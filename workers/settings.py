@@ -71,55 +71,21 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 def job_functions(settings: Settings) -> list[Any]:
+    media_timeout = settings.media_job_timeout_s
+    handlers: list[tuple[Any, str, float]] = [
+        (chat_completion, CHAT_COMPLETION, settings.job_timeout_s),
+        (create_embeddings, EMBEDDING, settings.job_timeout_s),
+        (image_generation, IMAGE_GENERATION, settings.job_timeout_s),
+        (video_generation, VIDEO_GENERATION, max(settings.job_timeout_s, settings.video_timeout_s + 30)),
+        (media_download, MEDIA_DOWNLOAD, media_timeout),
+        (media_info, MEDIA_INFO, media_timeout),
+        (lyrics_search, LYRICS_SEARCH, settings.job_timeout_s),
+        (movies, MOVIES, settings.job_timeout_s),
+    ]
+    # arq types handlers loosely (ctx, *args)
     return [
-        func(
-            cast(Any, chat_completion),  # arq types handlers loosely (ctx, *args)
-            name=CHAT_COMPLETION,
-            timeout=settings.job_timeout_s,
-            max_tries=settings.worker_max_tries,
-        ),
-        func(
-            cast(Any, create_embeddings),
-            name=EMBEDDING,
-            timeout=settings.job_timeout_s,
-            max_tries=settings.worker_max_tries,
-        ),
-        func(
-            cast(Any, image_generation),
-            name=IMAGE_GENERATION,
-            timeout=settings.job_timeout_s,
-            max_tries=settings.worker_max_tries,
-        ),
-        func(
-            cast(Any, video_generation),
-            name=VIDEO_GENERATION,
-            timeout=max(settings.job_timeout_s, settings.video_timeout_s + 30),
-            max_tries=settings.worker_max_tries,
-        ),
-        func(
-            cast(Any, media_download),
-            name=MEDIA_DOWNLOAD,
-            timeout=settings.media_job_timeout_s,
-            max_tries=settings.worker_max_tries,
-        ),
-        func(
-            cast(Any, media_info),
-            name=MEDIA_INFO,
-            timeout=settings.media_job_timeout_s,
-            max_tries=settings.worker_max_tries,
-        ),
-        func(
-            cast(Any, lyrics_search),
-            name=LYRICS_SEARCH,
-            timeout=settings.job_timeout_s,
-            max_tries=settings.worker_max_tries,
-        ),
-        func(
-            cast(Any, movies),
-            name=MOVIES,
-            timeout=settings.job_timeout_s,
-            max_tries=settings.worker_max_tries,
-        ),
+        func(cast(Any, handler), name=name, timeout=timeout, max_tries=settings.worker_max_tries)
+        for handler, name, timeout in handlers
     ]
 
 
