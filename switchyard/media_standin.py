@@ -23,10 +23,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from switchyard.standin import LoopbackServer
+
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
-class MediaServer:
+class MediaServer(LoopbackServer):
     def __init__(self, files: dict[str, bytes] | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.files = dict(files or {})
         self.host = host
@@ -37,18 +39,6 @@ class MediaServer:
 
     def url(self, path: str) -> str:
         return f"http://{self.host}:{self.port}{path}"
-
-    async def start(self) -> MediaServer:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            if hasattr(self._server, "close_clients"):
-                self._server.close_clients()
-            self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -140,7 +130,7 @@ class MediaServer:
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
 
 
-class ContentStandIn:
+class ContentStandIn(LoopbackServer):
     """An LRCLIB-compatible lyrics API (`GET /api/search?q=`, `/api/get/{id}`) and a
     TMDB-compatible movie database under `/3` (`/movie/popular`, `/search/movie?query=`,
     `/movie/{id}`), answering from small in-memory catalogs. Counts requests per path; with
@@ -234,18 +224,6 @@ class ContentStandIn:
     @property
     def tmdb_url(self) -> str:
         return f"http://{self.host}:{self.port}/3"
-
-    async def start(self) -> ContentStandIn:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            if hasattr(self._server, "close_clients"):
-                self._server.close_clients()
-            self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

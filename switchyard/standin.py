@@ -28,11 +28,36 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import orjson
 
 _MARK = re.compile(r"\[(fail|429|400|hang|sleep|html|gap|die|sse-error)(?::([0-9.]+))?\]")
+
+
+class LoopbackServer:
+    """An asyncio TCP server on `host:port` (0: a free port) serving `_serve`; the stand-ins'
+    shared start and stop."""
+
+    host: str
+    port: int
+    _server: asyncio.base_events.Server | None
+    backlog = 100
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> Self:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, backlog=self.backlog)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            if hasattr(self._server, "close_clients"):
+                self._server.close_clients()
+            self._server = None
 
 
 @dataclass
@@ -48,7 +73,9 @@ class SSEReply:
         self.events.append((content, b"data: " + payload + b"\n\n"))
 
 
-class StandIn:
+class StandIn(LoopbackServer):
+    backlog = 1024
+
     def __init__(self, models: list[str] | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.models = models or ["mock/echo"]
         self.host = host
@@ -74,18 +101,6 @@ class StandIn:
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
-
-    async def start(self) -> StandIn:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, backlog=1024)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            if hasattr(self._server, "close_clients"):
-                self._server.close_clients()
-            self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1

@@ -39,6 +39,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import orjson
 from PIL import Image, ImageDraw
 
+from switchyard.standin import LoopbackServer
+
 _MARK = re.compile(r"\[(html|sleep|hang|huge|wide|exif|truncated|fail|400|url|jpeg|webp)(?::([0-9.]+))?\]")
 HUGE_SIDE = 7000
 Response = tuple[int, bytes, str]
@@ -101,7 +103,9 @@ async def encode_mp4(width: int, height: int, duration: float, fps: int = 10) ->
             os.unlink(path)
 
 
-class ImageStandIn:
+class ImageStandIn(LoopbackServer):
+    backlog = 1024
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, cache_size: int = 256) -> None:
         self.host = host
         self.port = port
@@ -130,18 +134,6 @@ class ImageStandIn:
     @property
     def video_base_url(self) -> str:
         return f"http://{self.host}:{self.port}/video"
-
-    async def start(self) -> ImageStandIn:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, backlog=1024)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            if hasattr(self._server, "close_clients"):
-                self._server.close_clients()
-            self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
