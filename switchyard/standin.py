@@ -48,15 +48,25 @@ class LoopbackServer:
         raise NotImplementedError
 
     async def start(self) -> Self:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, backlog=self.backlog)
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server = await asyncio.start_server(self._tracked, self.host, self.port, backlog=self.backlog)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
+    async def _tracked(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._writers.discard(writer)
+
     async def stop(self) -> None:
+        """Stop listening and close the open connections (`Server.close_clients` before Python
+        3.13), so no connection outlives the loop that served it."""
         if self._server is not None:
             self._server.close()
-            if hasattr(self._server, "close_clients"):
-                self._server.close_clients()
+            for writer in list(self._writers):
+                writer.close()
             self._server = None
 
 
