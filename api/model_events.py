@@ -37,8 +37,9 @@ class ModelEvents:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
         self._queues.add(queue)
         try:
-            await asyncio.wait_for(self._subscribed.wait(), timeout)
-        except TimeoutError:
+            async with asyncio.timeout(timeout):
+                await self._subscribed.wait()
+        except BaseException:  # timed out, or the caller went away meanwhile
             self._queues.discard(queue)
             raise
         return queue

@@ -18,7 +18,7 @@ import orjson
 
 from bench.cluster import MODEL, Cluster, system_busy_seconds
 from bench.loadgen import LoadResult, build_request, fetch, run_load
-from bench.probes import BATCH_HEALTH_KEY, BATCH_QUEUE, PERSIST_SET, Probe
+from bench.probes import BATCH_HEALTH_KEY, BATCH_QUEUE, Probe
 from bench.report import Report
 
 OTHERS = "others (not ours)"
@@ -455,10 +455,10 @@ async def batch_drain(b: Bench) -> None:
 async def persisted(b: Bench, data: dict[str, Any], limit_s: float) -> None:
     """Wait for the persister to write the finished jobs; count the batch rows in the database."""
     start = time.perf_counter()
-    pending = await b.probe.zcard(PERSIST_SET)
+    pending = await b.probe.unpersisted()
     while pending and time.perf_counter() - start < limit_s:
         await asyncio.sleep(0.2)
-        pending = await b.probe.zcard(PERSIST_SET)
+        pending = await b.probe.unpersisted()
     waited = time.perf_counter() - start
     rows = await asyncio.to_thread(_count_rows, str(b.cluster.tmp / "bench.db"))
     data["persist_wait_s"] = round(waited, 2)
@@ -500,7 +500,7 @@ async def redis_idle(b: Bench) -> None:
     if len(workers) < 2:
         raise RuntimeError(f"only {workers or 'no worker'} running")
     for _ in range(50):  # idle: nothing left to persist
-        if not await b.probe.zcard(PERSIST_SET):
+        if not await b.probe.unpersisted():
             break
         await asyncio.sleep(0.2)
     await asyncio.sleep(1.0)

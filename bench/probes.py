@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 BATCH_QUEUE = "switchyard:queue:batch"
 INTERACTIVE_QUEUE = "switchyard:queue:interactive"
 BATCH_HEALTH_KEY = BATCH_QUEUE + ":health-check"  # ARQ's, set by a worker once it runs
-PERSIST_SET = "sy:persist"
+PERSIST_SETS = ("sy:persist", "sy:persist:batch")  # finished jobs not yet in the database, by priority
 STATE_PREFIX = "sy:job:"
 
 
@@ -30,6 +30,13 @@ class Probe:
 
     async def zcard(self, key: str) -> int:
         return int(await self.redis.zcard(key))
+
+    async def unpersisted(self) -> int:
+        """Finished jobs still waiting to be written to the database."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in PERSIST_SETS:
+                pipe.zcard(key)
+            return sum(await pipe.execute())
 
     async def wait_for_key(self, key: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -79,7 +79,8 @@ class JobClient:
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="switchyard-done-listener")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._subscribed.wait(), 5)
+            async with asyncio.timeout(5):
+                await self._subscribed.wait()
 
     async def close(self) -> None:
         if self._listener:

@@ -36,6 +36,16 @@ def lane_of(queue: str) -> tuple[str, ...]:
     raise ValueError(f"unknown queue {queue!r}; queues: {', '.join(QUEUES)}")
 
 
+def priority_of(queue: str) -> str:
+    """The priority of a queue (short name): its place in its lane."""
+    return PRIORITIES[lane_of(queue).index(queue)]
+
+
+def persist_set(priority: str) -> str:
+    """The set a finished job of this priority waits in to be written to the database."""
+    return PERSIST_SET if priority == INTERACTIVE else f"{PERSIST_SET}:{priority}"
+
+
 def queue_name(queue: str) -> str:
     return QUEUE_PREFIX + queue
 
@@ -50,7 +60,10 @@ RETRY_KEY = retry_key_prefix
 
 STATE_KEY = "sy:job:"  # hash: the job's live state and, once finished, its result
 OWNER_KEY = "sy:owner:"  # zset per key: jobs not yet written to the database
-PERSIST_SET = "sy:persist"  # zset: finished jobs waiting to be written to the database
+# zsets by priority (`persist_set`): finished jobs waiting to be written to the database, so
+# that a worker writes the rows of its own priority and an interactive worker never spends
+# its loop on a batch drain's rows (unless they wait long: `workers.persist`)
+PERSIST_SET = "sy:persist"
 WAKE_CHANNEL_PREFIX = "sy:wake:"  # pub/sub per queue: new work on it
 CANCEL_CHANNEL = "sy:cancel"  # pub/sub: the id of a running job to abort
 DONE_CHANNEL_PREFIX = "sy:done:"  # pub/sub per web process: finished jobs it waits for

@@ -137,10 +137,10 @@ return {'aborting', status}
 
 # Hand a batch of finished jobs to one persister: their score moves a lease into the future,
 # so a second persister skips them and a crashed one's batch comes back after the lease.
-# ARGV: persist zset, now_ms, lease_ms, limit
+# ARGV: persist zset, finished no later than (ms), now_ms, lease_ms, limit
 TAKE_FOR_PERSIST = r"""
-local ids = redis.call('ZRANGEBYSCORE', ARGV[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[4]))
-local until_ms = tonumber(ARGV[2]) + tonumber(ARGV[3])
+local ids = redis.call('ZRANGEBYSCORE', ARGV[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[5]))
+local until_ms = tonumber(ARGV[3]) + tonumber(ARGV[4])
 local out = {}
 for _, id in ipairs(ids) do
   redis.call('ZADD', ARGV[1], until_ms, id)

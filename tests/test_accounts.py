@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from jobs.accounting import CREDITS_KEY
+from jobs.queues import persist_set
 from storage.db import Database
 from storage.keys import create_key, hash_key
 from switchyard import cli
@@ -609,7 +610,8 @@ async def test_a_persisted_job_keeps_its_credit_fields(gw: Gateway) -> None:
     async with Redis.from_url(gw.settings.redis_url) as r:  # type: ignore[arg-type]
 
         async def gone_from_redis() -> bool:
-            return not await r.exists(f"sy:job:{job_id}") and not await r.zscore("sy:persist", job_id)
+            waiting = await r.zscore(persist_set("interactive"), job_id)
+            return not waiting and not await r.exists(f"sy:job:{job_id}")
 
         await eventually(gone_from_redis, timeout=5, what="the job to leave Redis")
     job = await get_job(gw.client, secret, job_id)

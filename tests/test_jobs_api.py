@@ -249,6 +249,39 @@ async def _all_rows(url: str, *ids: str) -> dict[str, Job] | None:
     return rows if len(rows) == len(ids) else None
 
 
+async def test_an_interactive_worker_leaves_batch_rows_to_the_batch_side_until_they_wait_too_long(
+    gw: Gateway, key: str
+) -> None:
+    interactive = gw.start_worker("interactive", persist_others_after_s=3.0)
+    batch = gw.start_worker("batch")
+
+    async def started() -> bool:
+        return batch.persister is not None
+
+    await eventually(started, timeout=5, what="the batch worker's persister")
+    assert batch.persister is not None
+    await batch.persister.stop()  # the batch side stops writing: a batch persister far behind, or gone
+    batch_id = await submit_batch(gw, key, "drained")
+    await wait_for_status(gw.client, key, batch_id, "succeeded")
+    finished = asyncio.get_running_loop().time()
+    sync = await gw.client.post("/api/v1/chat", json=chat_body("now"), headers={"X-API-Key": key})
+    assert sync.status_code == 200, sync.text
+    sync_id = sync.headers["x-job-id"]
+
+    url = gw.settings.database_url_or_default
+    await eventually(lambda: _all_rows(url, sync_id), timeout=5, interval=0.05, what="the sync job's row")
+    async with aioredis.Redis.from_url(gw.settings.redis_url) as r:  # type: ignore[arg-type]
+        if asyncio.get_running_loop().time() - finished < 2.0:  # still young: not the interactive side's
+            assert await r.zscore(queues.persist_set(queues.BATCH), batch_id) is not None
+            assert batch_id not in await db_rows(url, batch_id)
+        rows = await eventually(
+            lambda: _all_rows(url, batch_id), timeout=10, interval=0.1, what="the batch row, written late"
+        )
+        assert rows[batch_id].status == "succeeded" and rows[batch_id].priority == "batch"
+        assert await r.zscore(queues.persist_set(queues.BATCH), batch_id) is None
+    assert interactive.persister is not None and interactive.persister.rows_written >= 2
+
+
 async def test_prefer_wait_bounds_a_synchronous_call(gw: Gateway, key: str) -> None:
     gw.start_worker()
     started = asyncio.get_running_loop().time()

@@ -1,9 +1,14 @@
 """Writes finished jobs to the database in batches, off the job path.
 
-A finished job is put in the `sy:persist` sorted set in the same transaction that finishes
-it. A persister takes a batch under a lease (so two workers do not write the same rows, and a
-crashed worker's batch comes back), upserts the rows in one statement, then drops the jobs
-from the persist set and from their owner's live index.
+A finished job is put in its priority's persist set (`jobs.queues.persist_set`) in the same
+transaction that finishes it. A persister takes a batch under a lease (so two workers do not
+write the same rows, and a crashed worker's batch comes back), upserts the rows in one
+statement, then drops the jobs from the persist set and from their owner's live index.
+
+Each worker writes the rows of the priorities it serves as they come, and those of the other
+priorities only once they have waited `others_after_ms` (their own workers are gone or far
+behind): building a few hundred rows' INSERT holds a worker's event loop for milliseconds,
+which an interactive worker must not spend on a batch drain's rows.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -31,6 +37,9 @@ class Persister:
         redis: Redis,
         db: Database,
         *,
+        sets: Sequence[str] = (queues.PERSIST_SET,),
+        others: Sequence[str] = (),
+        others_after_ms: int = 30_000,
         batch: int = 500,
         take_chunk: int = 32,
         linger_s: float = 0.1,
@@ -39,10 +48,13 @@ class Persister:
     ) -> None:
         self.redis = redis
         self.db = db
+        # (persist set, how long its jobs must have waited): our own first
+        self.sources = [(name, 0) for name in sets] + [(name, others_after_ms) for name in others]
+        # with nothing of our own finishing, the others' rows are still looked at in time
+        self.wait_s = min(sweep_s, others_after_ms / 1000) if others else sweep_s
         self.batch = batch
         self.take_chunk = take_chunk
         self.linger_s = linger_s
-        self.sweep_s = sweep_s
         self.lease_ms = lease_ms
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -66,8 +78,11 @@ class Persister:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that comes
+            # as the event is set, and stop() would then wait for this loop forever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), self.sweep_s)
+                async with asyncio.timeout(self.wait_s):
+                    await self._event.wait()
             await asyncio.sleep(self.linger_s)  # let a burst of finishes gather into one write
             self._event.clear()
             try:
@@ -82,8 +97,14 @@ class Persister:
     async def flush(self) -> int:
         """Write every finished job now ready; returns how many rows were written."""
         written = 0
+        for name, min_age_ms in self.sources:
+            written += await self._flush_set(name, min_age_ms)
+        return written
+
+    async def _flush_set(self, name: str, min_age_ms: int) -> int:
+        written = 0
         while True:
-            taken = await self._take_batch()
+            taken = await self._take_batch(name, min_age_ms)
             if not taken:
                 return written
             records = []
@@ -100,11 +121,11 @@ class Persister:
                 # The lease is for a persister that dies; one whose write failed gives its batch
                 # back, so its own retry a second later writes it (not the lease, a minute later).
                 with contextlib.suppress(RedisError, OSError):
-                    await self.redis.zadd(queues.PERSIST_SET, {j.decode(): now_ms() for j, _ in taken})
+                    await self.redis.zadd(name, {j.decode(): now_ms() - min_age_ms for j, _ in taken})
                 raise
             async with self.redis.pipeline(transaction=False) as pipe:
                 ids = [r.id for r in records] + gone
-                pipe.zrem(queues.PERSIST_SET, *ids)
+                pipe.zrem(name, *ids)
                 for r in records:
                     pipe.zrem(queues.OWNER_KEY + r.owner, r.id)
                 await pipe.execute()
@@ -113,14 +134,14 @@ class Persister:
             if len(taken) < self.batch:
                 return written
 
-    async def _take_batch(self) -> list[Any]:
+    async def _take_batch(self, name: str, min_age_ms: int) -> list[Any]:
         """Up to `batch` finished jobs for one database write, taken from Redis `take_chunk` at a
         time: a Lua script holds Redis for its whole run (about 11 µs a job), and a large take
         would hold every interactive call behind it for milliseconds."""
         taken: list[Any] = []
         while len(taken) < self.batch:
             want = min(self.take_chunk, self.batch - len(taken))
-            chunk = await self._take(args=[queues.PERSIST_SET, now_ms(), self.lease_ms, want])
+            chunk = await self._take(args=[name, now_ms() - min_age_ms, now_ms(), self.lease_ms, want])
             taken += chunk
             if len(chunk) < want:
                 break

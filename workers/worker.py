@@ -65,6 +65,7 @@ class SwitchyardWorker(Worker):
         lease_s: float = 15.0,
         result_ttl_s: int = 3600,
         idle_sweep_s: float = IDLE_SWEEP_S,
+        persist_others_after_s: float = 30.0,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("queue_name", queues.queue_name(serves[0]))
@@ -87,6 +88,13 @@ class SwitchyardWorker(Worker):
             raise ValueError(f"a worker serves the queues of one lane; {', '.join(serves)} are not")
         lowest = max(lane.index(s) for s in serves)
         self._claim_order = [(queues.queue_name(q), q in serves) for q in lane[: lowest + 1]]
+        # Where a finished job of each queue waits for the database, and the persist sets
+        # this worker writes first (its own priorities') and only when they lag (the others).
+        self._persist_sets = {queues.queue_name(q): queues.persist_set(queues.priority_of(q)) for q in lane}
+        own = {queues.persist_set(queues.priority_of(q)) for q in serves}
+        self._persist_own = sorted(own)
+        self._persist_others = sorted({queues.persist_set(p) for p in queues.PRIORITIES} - own)
+        self._persist_others_after_ms = int(persist_others_after_s * 1000)
         self._wake = asyncio.Event()
         self._full = False
         # Jobs whose handler is running (abortable), by job id. Everything else about a run
@@ -116,7 +124,13 @@ class SwitchyardWorker(Worker):
         if self.on_startup:
             await self.on_startup(self.ctx)
         if "db" in self.ctx:
-            self.persister = Persister(self.pool, self.ctx["db"])
+            self.persister = Persister(
+                self.pool,
+                self.ctx["db"],
+                sets=self._persist_own,
+                others=self._persist_others,
+                others_after_ms=self._persist_others_after_ms,
+            )
             self.persister.start()
         # Script objects reload themselves after a Redis restart (NOSCRIPT).
         self._claim_script = self.pool.register_script(CLAIM)
@@ -361,7 +375,8 @@ class SwitchyardWorker(Worker):
             update["error_type"], update["error_message"], update["error_status"] = error
             refund = 1 if error[0] in REFUNDABLE_ERRORS else 0
         argv: list[Any] = [
-            job_id, queue, self.result_ttl_s, queues.PERSIST_SET, update["finished"], tokens_used, refund,
+            job_id, queue, self.result_ttl_s, self._persist_sets.get(queue, queues.PERSIST_SET),
+            update["finished"], tokens_used, refund,
         ]  # fmt: skip
         for field, value in update.items():
             argv += (field, value)
