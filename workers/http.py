@@ -4,7 +4,8 @@ An `httpx.AsyncClient` for general calls (model discovery and the like), and for
 path — a provider call per job — the connection pool of httpcore, the engine under httpx,
 used directly: provider calls need no cookies, auth flows, redirects or URL merging, and
 skipping httpx's request and response models halves the CPU per call, which is most of a
-worker's CPU per job.
+worker's CPU per job. Its sockets are asyncio's own (`workers.netstream`), not anyio's,
+which takes another quarter off a worker's CPU per job.
 
 The hot path spreads its calls over several small pools: httpcore's pool walks every one of
 its connections (a readability check each) for every request it places (encode/httpcore#1035),
@@ -13,6 +14,7 @@ which with 64 jobs in flight on one pool costs more than the calls themselves.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ import httpcore
 import httpx
 
 from switchyard.settings import Settings
+from workers.netstream import AsyncioBackend
 
 
 @dataclass(slots=True)
@@ -70,10 +73,21 @@ class UpstreamConnectionError(Exception):
 
 
 class Upstream:
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        ssl_context: ssl.SSLContext | None = None,  # None: the system's CAs (certifi's)
+    ) -> None:
+        backend = AsyncioBackend()
         self.pools = [
             httpcore.AsyncConnectionPool(
-                max_connections=64, max_keepalive_connections=32, keepalive_expiry=60, retries=0
+                max_connections=64,
+                max_keepalive_connections=32,
+                keepalive_expiry=60,
+                retries=0,
+                ssl_context=ssl_context,
+                network_backend=backend,
             )
             for _ in range(POOL_SHARDS)
         ]

@@ -1,0 +1,251 @@
+"""The provider HTTP client (`workers.http.Upstream` on `workers.netstream`'s sockets) against a
+real HTTP/1.1 server on loopback, over plain TCP and TLS (a test CA from trustme), on asyncio's
+own event loop and on uvloop's (what the worker processes run on).
+
+The server is a small asyncio one so that each test can misbehave on purpose: answer late, cut a
+body short, close a kept-alive connection behind the client's back, send megabytes, stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+import trustme
+
+from switchyard.settings import Settings
+from workers.http import POOL_SHARDS, Upstream, UpstreamConnectionError, UpstreamTimeout
+
+LOOPS = ["asyncio", "uvloop"]
+BIG = 3 * 1024 * 1024  # more than the stream's read-ahead limit (256 KiB): reading pauses and resumes
+
+
+@dataclass
+class Server:
+    """A loopback HTTP/1.1 server; what it does depends on the request path."""
+
+    tls: ssl.SSLContext | None = None
+    connections: int = 0
+    requests: list[str] = field(default_factory=list)
+    port: int = 0
+    _server: asyncio.Server | None = None
+
+    async def start(self) -> Server:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    def url(self, path: str) -> str:
+        return f"{'https' if self.tls else 'http'}://localhost:{self.port}{path}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1]
+                fields = (x.partition(": ") for x in lines[1:])
+                length = next((int(v) for k, _, v in fields if k.lower() == "content-length"), 0)
+                body = await reader.readexactly(length)
+                self.requests.append(path)
+                if not await self._answer(path, body, writer):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _answer(self, path: str, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; False to close the connection afterwards."""
+        if path == "/slow":
+            await asyncio.sleep(3)
+        if path == "/cut":  # promises 100 bytes, sends 10, hangs up
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+            await writer.drain()
+            return False
+        if path == "/stream":
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            )
+            for i in range(3):
+                event = b"data: %d\n\n" % i
+                writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return True
+        payload = b"x" * BIG if path == "/big" else orjson.dumps({"path": path, "echo": body.decode()})
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(payload)
+        )
+        writer.write(payload)
+        await writer.drain()
+        # /bye answers as if the connection stayed open, then closes it: the client's pooled
+        # connection is dead, and only a look at the socket can tell
+        return path != "/bye"
+
+
+def run(loop: str, main: Callable[[], Awaitable[None]]) -> None:
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        factory = uvloop.new_event_loop
+    else:
+        factory = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(asyncio.wait_for(main(), 30))
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def contexts(ca: trustme.CA) -> Iterator[tuple[ssl.SSLContext, ssl.SSLContext]]:
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    yield server, client
+
+
+def settings(timeout_s: float = 5.0) -> Settings:
+    return Settings(_env_file=None, SWITCHYARD_PROVIDER_TIMEOUT_S=str(timeout_s))  # type: ignore[call-arg]
+
+
+HEADERS = [(b"content-type", b"application/json")]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_calls_are_answered_and_connections_kept_alive(
+    loop: str, tls: bool, contexts: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    async def main() -> None:
+        server = await Server(tls=contexts[0] if tls else None).start()
+        up = Upstream(settings(), ssl_context=contexts[1])
+        try:
+            for i in range(2 * POOL_SHARDS):
+                r = await up.post(server.url("/v1/chat"), b'{"n": %d}' % i, HEADERS, 5.0)
+                assert r.status_code == 200
+                assert r.headers["content-type"] == "application/json"
+                assert orjson.loads(r.content) == {"path": "/v1/chat", "echo": f'{{"n": {i}}}'}
+            # 64 at once, then again: the pools' connections are reused, not opened per call
+            results = await asyncio.gather(
+                *(up.post(server.url("/v1/chat"), b"{}", HEADERS, 5.0) for _ in range(64))
+            )
+            assert [r.status_code for r in results] == [200] * 64
+            opened = server.connections
+            await asyncio.gather(*(up.post(server.url("/v1/chat"), b"{}", HEADERS, 5.0) for _ in range(64)))
+            assert server.connections == opened
+            assert len(server.requests) == 2 * POOL_SHARDS + 128
+        finally:
+            await up.aclose()
+            await server.stop()
+
+    run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_connection_the_server_closed_while_idle_is_not_reused(loop: str) -> None:
+    async def main() -> None:
+        server = await Server().start()
+        up = Upstream(settings())
+        try:
+            for _ in range(3 * POOL_SHARDS):  # every pool gets a connection the server then closes
+                r = await up.post(server.url("/bye"), b"{}", HEADERS, 5.0)
+                assert r.status_code == 200
+                await asyncio.sleep(0.005)
+            assert server.connections == 3 * POOL_SHARDS
+        finally:
+            await up.aclose()
+            await server.stop()
+
+    run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_large_body_is_read_whole(loop: str) -> None:
+    async def main() -> None:
+        server = await Server().start()
+        up = Upstream(settings())
+        try:
+            for _ in range(2):
+                r = await up.post(server.url("/big"), b"{}", HEADERS, 5.0)
+                assert r.status_code == 200 and len(r.content) == BIG and set(r.content) == {ord("x")}
+        finally:
+            await up.aclose()
+            await server.stop()
+
+    run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_a_stream_arrives_event_by_event(
+    loop: str, tls: bool, contexts: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    async def main() -> None:
+        server = await Server(tls=contexts[0] if tls else None).start()
+        up = Upstream(settings(), ssl_context=contexts[1])
+        try:
+            async with up.stream_post(server.url("/stream"), b"{}", HEADERS, 5.0) as s:
+                assert s.status_code == 200 and s.headers["content-type"] == "text/event-stream"
+                chunks = [c async for c in s.chunks()]
+            assert b"".join(chunks) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+            assert len(chunks) == 3  # as they were sent, not gathered at the end
+        finally:
+            await up.aclose()
+            await server.stop()
+
+    run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_faults_become_the_upstream_errors(
+    loop: str, contexts: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    async def main() -> None:
+        server = await Server().start()
+        up = Upstream(settings(timeout_s=0.3))
+        strict = Upstream(settings(), ssl_context=ssl.create_default_context())  # does not trust the test CA
+        tls_server = await Server(tls=contexts[0]).start()
+        try:
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(UpstreamTimeout):
+                await up.post(server.url("/slow"), b"{}", HEADERS, 0.3)
+            assert asyncio.get_running_loop().time() - started < 2
+            with pytest.raises(UpstreamConnectionError):
+                await up.post(server.url("/cut"), b"{}", HEADERS, 5.0)
+            await server.stop()
+            with pytest.raises(UpstreamConnectionError):  # nothing listens there any more
+                await up.post(f"http://127.0.0.1:{server.port}/v1/chat", b"{}", HEADERS, 5.0)
+            with pytest.raises(UpstreamConnectionError):  # a certificate we do not trust
+                await strict.post(tls_server.url("/v1/chat"), b"{}", HEADERS, 5.0)
+            # and the client still works after all that
+            again = await Server().start()
+            try:
+                assert (await up.post(again.url("/ok"), b"{}", HEADERS, 5.0)).status_code == 200
+            finally:
+                await again.stop()
+        finally:
+            await up.aclose()
+            await strict.aclose()
+            await tls_server.stop()
+
+    run(loop, main)
