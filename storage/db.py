@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -18,6 +19,10 @@ from storage.models import Job, Usage
 
 # Core tables (not ORM classes): finished jobs are written as one cached executemany.
 JOBS, USAGE = (SQLModel.metadata.tables[m.__tablename__] for m in (Job, Usage))  # type: ignore[attr-defined]
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 class Database:
@@ -33,6 +38,8 @@ class Database:
             kwargs["connect_args"] = {"timeout": 30}
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+        # JSON columns (a job's result) through orjson: several times the standard library's speed
+        kwargs.update(json_serializer=_json_dumps, json_deserializer=orjson.loads)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
 
