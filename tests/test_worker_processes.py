@@ -4,6 +4,7 @@ retried or finished, never lost and never left `running`."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -160,3 +161,17 @@ async def test_sigterm_past_the_grace_period_requeues_the_job_for_another_worker
     job = await wait_for_status(gw.client, key, job_id, "succeeded", "failed", timeout=15)
     assert job["status"] == "succeeded"
     assert job["attempts"] == 2
+
+
+async def test_a_batch_worker_process_yields_the_cpu_to_interactive_ones(processes: WorkerProcesses) -> None:
+    """SWITCHYARD_BATCH_NICE (19 by default): batch work takes only the CPU nothing else wants."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    batch = processes.start("batch")
+    interactive = processes.start("interactive")
+
+    async def niced() -> bool:
+        return os.getpriority(os.PRIO_PROCESS, batch.pid) == min(19, base + 19)
+
+    await eventually(niced, timeout=15, what="the batch worker to lower its priority")
+    assert os.getpriority(os.PRIO_PROCESS, interactive.pid) == base
+    assert batch.poll() is None and interactive.poll() is None
