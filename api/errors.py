@@ -31,7 +31,7 @@ NATIVE, CLOUDGPT, CREDITS, OPENAI, DISCOVERY, APIDOCS = (
     "apidocs",
 )
 
-_TITLES = {
+TITLES = {
     400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large", 429: "Too Many Requests",
     500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
@@ -39,7 +39,7 @@ _TITLES = {
 
 
 def error_body(dialect: str, err: SwitchyardError) -> dict[str, Any]:
-    title = err.title if type(err).title != SwitchyardError.title else _TITLES.get(err.status_code, err.title)
+    title = err.title if type(err).title != SwitchyardError.title else TITLES.get(err.status_code, err.title)
     if dialect == NATIVE:
         return {"success": False, "error": title, "message": err.message, "details": err.details, **err.extra}
     if dialect == CREDITS:
@@ -96,7 +96,7 @@ def render(dialect: str, err: SwitchyardError) -> Response[bytes]:
 
 def _from_http(exc: HTTPException) -> SwitchyardError:
     status = exc.status_code or HTTP_500_INTERNAL_SERVER_ERROR
-    err = SwitchyardError(exc.detail or _TITLES.get(status, "Error"))
+    err = SwitchyardError(exc.detail or TITLES.get(status, "Error"))
     err.status_code = status
     err.error_type = {404: "not_found_error", 405: "method_not_allowed", 413: "request_too_large"}.get(
         status, "invalid_request_error" if status < 500 else "internal_error"

@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Request, Response
 
 from api.auth import Principal
+from api.errors import TITLES
 from api.responses import json_response
 from api.results import result_body
 from api.state import Services
@@ -83,8 +84,9 @@ def job_error(record: JobRecord) -> SwitchyardError:
     """A failed job's reason as the domain error a synchronous caller receives."""
     cls = _ERRORS.get(record.error_type or "", ProviderFailed)
     err = cls(record.error_message or "the job failed")
-    if record.error_status:
-        err.status_code = record.error_status
+    if record.error_status and record.error_status != err.status_code:
+        err.status_code = record.error_status  # e.g. a media URL that answered 404
+        err.title = TITLES.get(err.status_code, err.title)
     err.error_type = err.code = record.error_type or err.error_type
     err.headers = {"x-job-id": record.id}
     return err

@@ -81,7 +81,7 @@ async def test_lyrics_from_synced_lines_and_not_found(gw: Gateway, key: str) -> 
     assert synced.json()["data"]["lyrics"] == "First things first\nI'ma say all the words inside my head"
     assert synced.json()["data"]["synced_lyrics"].startswith("[00:01.00]")
     missing = await gw.client.post("/api/v1/lyrics/search", json={"query": "no such song"}, headers=h(key))
-    assert missing.status_code == 404
+    assert missing.status_code == 404 and missing.json()["error"] == "Not Found"
     assert "no lyrics found for 'no such song'" in missing.json()["message"]
     batch = await gw.client.post("/api/v1/lyrics/search?batch=1", json={"query": "believer"}, headers=h(key))
     assert batch.status_code == 202
@@ -139,6 +139,7 @@ async def test_movies_list_search_and_details(gw: Gateway, key: str, content: Co
 
     missing = await gw.client.get("/api/v1/filmes/999", headers=h(key))
     assert missing.status_code == 404 and "movie 999 not found" in missing.json()["message"]
+    assert missing.json()["error"] == "Not Found"  # the job failed, but not as a "Bad Gateway"
 
 
 @pytest.mark.parametrize(
