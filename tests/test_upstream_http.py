@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import orjson
@@ -131,15 +131,27 @@ def settings(timeout_s: float = 5.0) -> Settings:
 HEADERS = [(b"content-type", b"application/json")]
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    tls: ssl.SSLContext | None = None, trust: ssl.SSLContext | None = None, timeout_s: float = 5.0
+) -> AsyncIterator[tuple[Server, Upstream]]:
+    """A started server and a client for it; both closed afterwards."""
+    server = await Server(tls=tls).start()
+    up = Upstream(settings(timeout_s), ssl_context=trust)
+    try:
+        yield server, up
+    finally:
+        await up.aclose()
+        await server.stop()
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
 def test_calls_are_answered_and_connections_kept_alive(
     loop: str, tls: bool, contexts: tuple[ssl.SSLContext, ssl.SSLContext]
 ) -> None:
     async def main() -> None:
-        server = await Server(tls=contexts[0] if tls else None).start()
-        up = Upstream(settings(), ssl_context=contexts[1])
-        try:
+        async with serving(tls=contexts[0] if tls else None, trust=contexts[1]) as (server, up):
             for i in range(2 * POOL_SHARDS):
                 r = await up.post(server.url("/v1/chat"), b'{"n": %d}' % i, HEADERS, 5.0)
                 assert r.status_code == 200
@@ -154,9 +166,6 @@ def test_calls_are_answered_and_connections_kept_alive(
             await asyncio.gather(*(up.post(server.url("/v1/chat"), b"{}", HEADERS, 5.0) for _ in range(64)))
             assert server.connections == opened
             assert len(server.requests) == 2 * POOL_SHARDS + 128
-        finally:
-            await up.aclose()
-            await server.stop()
 
     run(loop, main)
 
@@ -164,17 +173,12 @@ def test_calls_are_answered_and_connections_kept_alive(
 @pytest.mark.parametrize("loop", LOOPS)
 def test_a_connection_the_server_closed_while_idle_is_not_reused(loop: str) -> None:
     async def main() -> None:
-        server = await Server().start()
-        up = Upstream(settings())
-        try:
+        async with serving() as (server, up):
             for _ in range(3 * POOL_SHARDS):  # every pool gets a connection the server then closes
                 r = await up.post(server.url("/bye"), b"{}", HEADERS, 5.0)
                 assert r.status_code == 200
                 await asyncio.sleep(0.005)
             assert server.connections == 3 * POOL_SHARDS
-        finally:
-            await up.aclose()
-            await server.stop()
 
     run(loop, main)
 
@@ -182,15 +186,10 @@ def test_a_connection_the_server_closed_while_idle_is_not_reused(loop: str) -> N
 @pytest.mark.parametrize("loop", LOOPS)
 def test_a_large_body_is_read_whole(loop: str) -> None:
     async def main() -> None:
-        server = await Server().start()
-        up = Upstream(settings())
-        try:
+        async with serving() as (server, up):
             for _ in range(2):
                 r = await up.post(server.url("/big"), b"{}", HEADERS, 5.0)
                 assert r.status_code == 200 and len(r.content) == BIG and set(r.content) == {ord("x")}
-        finally:
-            await up.aclose()
-            await server.stop()
 
     run(loop, main)
 
@@ -201,17 +200,12 @@ def test_a_stream_arrives_event_by_event(
     loop: str, tls: bool, contexts: tuple[ssl.SSLContext, ssl.SSLContext]
 ) -> None:
     async def main() -> None:
-        server = await Server(tls=contexts[0] if tls else None).start()
-        up = Upstream(settings(), ssl_context=contexts[1])
-        try:
+        async with serving(tls=contexts[0] if tls else None, trust=contexts[1]) as (server, up):
             async with up.stream_post(server.url("/stream"), b"{}", HEADERS, 5.0) as s:
                 assert s.status_code == 200 and s.headers["content-type"] == "text/event-stream"
                 chunks = [c async for c in s.chunks()]
             assert b"".join(chunks) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
             assert len(chunks) == 3  # as they were sent, not gathered at the end
-        finally:
-            await up.aclose()
-            await server.stop()
 
     run(loop, main)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import httpcore
@@ -177,39 +177,36 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[SocketOption] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
         local = (local_address, 0) if local_address else None
-        try:
-            async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_connection(_Protocol, host, port, local_addr=local)
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"timed out connecting to {host}:{port}") from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(f"{exc.__class__.__name__}: {exc}") from exc
-        _apply(transport, socket_options)
-        return AsyncioStream(transport, protocol)
+        connect = asyncio.get_running_loop().create_connection(_Protocol, host, port, local_addr=local)
+        return await _connected(connect, f"{host}:{port}", timeout, socket_options)
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[SocketOption] | None = None
     ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_unix_connection(_Protocol, path)
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"timed out connecting to {path}") from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(f"{exc.__class__.__name__}: {exc}") from exc
-        _apply(transport, socket_options)
-        return AsyncioStream(transport, protocol)
+        connect = asyncio.get_running_loop().create_unix_connection(_Protocol, path)
+        return await _connected(connect, path, timeout, socket_options)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
-def _apply(transport: asyncio.Transport, options: Iterable[SocketOption] | None) -> None:
+async def _connected(
+    connect: Coroutine[Any, Any, tuple[asyncio.Transport, _Protocol]],
+    where: str,
+    timeout: float | None,
+    options: Iterable[SocketOption] | None,
+) -> AsyncioStream:
+    """A connection made within `timeout`, with httpcore's exceptions for the ways it fails."""
+    try:
+        async with asyncio.timeout(timeout):
+            transport, protocol = await connect
+    except TimeoutError as exc:
+        raise httpcore.ConnectTimeout(f"timed out connecting to {where}") from exc
+    except OSError as exc:
+        raise httpcore.ConnectError(f"{exc.__class__.__name__}: {exc}") from exc
     sock: socket.socket | None = transport.get_extra_info("socket")
-    if sock is None or not options:
-        return
-    for option in options:
-        sock.setsockopt(*option)  # type: ignore[arg-type]
+    if sock is not None:
+        for option in options or ():
+            sock.setsockopt(*option)  # type: ignore[arg-type]
+    return AsyncioStream(transport, protocol)
