@@ -58,6 +58,7 @@ class Persister:
         self.lease_ms = lease_ms
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._take = redis.register_script(TAKE_FOR_PERSIST)
         self.rows_written = 0
 
@@ -68,22 +69,28 @@ class Persister:
     def notify(self) -> None:
         self._event.set()
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Let the write in progress finish (one cut short by a cancel would leave its database
+        connection to the garbage collector), then write whatever is left."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            self._stopping = True
+            self._event.set()
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+            if not done:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         with contextlib.suppress(RedisError, SQLAlchemyError, OSError):
             await self.flush()
 
     async def _run(self) -> None:
-        while True:
-            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that comes
-            # as the event is set, and stop() would then wait for this loop forever
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.wait_s):
                     await self._event.wait()
-            await asyncio.sleep(self.linger_s)  # let a burst of finishes gather into one write
+            if not self._stopping:
+                await asyncio.sleep(self.linger_s)  # let a burst of finishes gather into one write
             self._event.clear()
             try:
                 await self.flush()
