@@ -180,6 +180,17 @@ async def test_a_failing_or_garbage_listing_keeps_the_old_catalog_and_shows_the_
     assert statuses is not None and statuses["alpha"]["status"] == "active"
 
 
+async def test_a_plain_list_of_ids_is_a_listing(mgw: Gateway, redis: aioredis.Redis, alpha: StandIn) -> None:
+    """Pollinations' image API lists its models as `["flux", "turbo", ...]`."""
+    alpha.models_body = orjson.dumps([*ALPHA_MODELS, "alpha/plain"])
+    outcome = await request_refresh(redis, ["alpha"], 10)
+    assert outcome is not None and outcome["status"] == "success", outcome
+    stored = orjson.loads(await redis.hget(CATALOG_KEY, "alpha"))
+    assert [m["id"] for m in stored["models"]] == [*ALPHA_MODELS, "alpha/plain"]
+    statuses = await _statuses_of(redis, "alpha")
+    assert statuses is not None and statuses["alpha"]["status"] == "active"
+
+
 # --- native (000) and cloudgpt (001) listings ------------------------------------------------------
 async def test_native_list_groups_by_type_with_counts(mgw: Gateway) -> None:
     key = await mgw.create_key()

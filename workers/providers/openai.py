@@ -242,6 +242,8 @@ async def list_models(http: Upstream, provider: ProviderConfig, timeout: float) 
     items = data.get("data", data.get("models")) if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise ProviderError("model listing has no list of models", retryable=False)
+    # a plain list of ids is a listing too (Pollinations' image API answers `["flux", ...]`)
+    items = [{"id": m} if isinstance(m, str) else m for m in items]
     models = [
         _listed_model(m) for m in items if isinstance(m, dict) and isinstance(m.get("id"), str) and m["id"]
     ]
