@@ -327,6 +327,8 @@ class JobClient:
         record = await self.get(job_id, owner)
         if record.status in TERMINAL:
             return record
+        # A job canceled before it ran goes to the interactive persist set whatever its
+        # priority: rare, and written at once even when no batch worker runs.
         await redis_call(
             lambda: self._cancel_script(args=[job_id, now_ms(), queues.PERSIST_SET, queues.CANCEL_CHANNEL])
         )
