@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from jobs import pubsub
 from jobs.discovery import EVENTS_CHANNEL
 
 log = logging.getLogger("switchyard.api")
@@ -48,36 +48,27 @@ class ModelEvents:
         self._queues.discard(queue)
 
     async def _listen(self) -> None:
-        backoff = 0.05
-        while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(EVENTS_CHANNEL)
-                self._subscribed.set()
-                backoff = 0.05
-                while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                    if msg is None or msg["type"] != "message":
-                        continue
-                    try:
-                        events = orjson.loads(msg["data"])
-                    except orjson.JSONDecodeError:
-                        continue
-                    for queue in list(self._queues):
-                        for event in events if isinstance(events, list) else [events]:
-                            with contextlib.suppress(asyncio.QueueFull):
-                                queue.put_nowait(event)
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                raise
-            except (RedisError, OSError) as exc:
-                self._subscribed.clear()
-                log.warning("model-events subscription lost (%s); reconnecting", exc)
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+        await pubsub.listen(
+            self.redis,
+            [EVENTS_CHANNEL],
+            self._on_events,
+            what="model-events",
+            on_subscribed=self._on_subscribed,
+            on_lost=self._subscribed.clear,
+        )
+
+    async def _on_subscribed(self) -> None:
+        self._subscribed.set()
+
+    def _on_events(self, _channel: bytes, data: bytes) -> None:
+        try:
+            events = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        for queue in list(self._queues):
+            for event in events if isinstance(events, list) else [events]:
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(event)
 
     async def close(self) -> None:
         if self._listener is not None:

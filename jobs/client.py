@@ -21,13 +21,12 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import and_, or_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
-from jobs import queues, scripts
+from jobs import pubsub, queues, scripts
 from jobs.batching import ScriptBatcher
 from jobs.records import QUEUED, STATUSES, TERMINAL, JobRecord, ms_to_datetime, now_ms
 from storage.db import Database
@@ -92,33 +91,24 @@ class JobClient:
 
     async def _listen(self) -> None:
         """Resolve waiters from the done channel; on reconnect, catch up on what was missed."""
-        backoff = 0.05
-        while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self.done_channel)
-                self._subscribed.set()
-                backoff = 0.05
-                await self._catch_up()
-                while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                    if msg is None or msg["type"] != "message":
-                        continue
-                    record = JobRecord.from_hash(orjson.loads(msg["data"]))
-                    fut = self._waiters.get(record.id)
-                    if fut is not None and not fut.done():
-                        fut.set_result(record)
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                raise
-            except (RedisError, OSError) as exc:
-                self._subscribed.clear()
-                log.warning("done-channel subscription lost (%s); reconnecting", exc)
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+        await pubsub.listen(
+            self.redis,
+            [self.done_channel],
+            self._on_done,
+            what="done-channel",
+            on_subscribed=self._on_subscribed,
+            on_lost=self._subscribed.clear,
+        )
+
+    async def _on_subscribed(self) -> None:
+        self._subscribed.set()
+        await self._catch_up()
+
+    def _on_done(self, _channel: bytes, data: bytes) -> None:
+        record = JobRecord.from_hash(orjson.loads(data))
+        fut = self._waiters.get(record.id)
+        if fut is not None and not fut.done():
+            fut.set_result(record)
 
     async def _catch_up(self) -> None:
         if not self._waiters:

@@ -28,7 +28,7 @@ from arq.jobs import deserialize_job_raw
 from arq.worker import Function, RetryJob, Worker
 from redis.exceptions import RedisError
 
-from jobs import queues
+from jobs import pubsub, queues
 from jobs.accounting import REFUNDABLE_ERRORS
 from jobs.batching import ScriptBatcher
 from jobs.records import CANCELED, FAILED, QUEUED, SUCCEEDED, now_ms
@@ -217,31 +217,17 @@ class SwitchyardWorker(Worker):
             self._wake.set()
 
     async def _listen_for_wakeups(self) -> None:
-        backoff = 0.05
-        while True:
-            pubsub = self.pool.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(queues.CANCEL_CHANNEL, *(queues.wake_channel(q) for q in self.serves))
-                backoff = 0.05
-                self._wake.set()  # whatever was published while we were away
-                while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                    if not msg or msg["type"] != "message":
-                        continue
-                    if msg["channel"] == self._cancel_channel:
-                        self._abort(msg["data"].decode())
-                    else:
-                        self._wake.set()
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                raise
-            except (RedisError, OSError) as exc:
-                log.warning("wake-up subscription lost (%s); reconnecting", exc)
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+        channels = [queues.CANCEL_CHANNEL, *(queues.wake_channel(q) for q in self.serves)]
+        await pubsub.listen(self.pool, channels, self._on_wakeup, what="wake-up", on_subscribed=self._woken)
+
+    async def _woken(self) -> None:
+        self._wake.set()  # whatever was published while we were away
+
+    def _on_wakeup(self, channel: bytes, data: bytes) -> None:
+        if channel == self._cancel_channel:
+            self._abort(data.decode())
+        else:
+            self._wake.set()
 
     def _abort(self, job_id: str) -> None:
         task = self._in_handler.get(job_id)
