@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from typing import Any
 
 import orjson
@@ -17,8 +16,6 @@ from redis.asyncio import Redis
 
 from jobs import pubsub
 from jobs.discovery import EVENTS_CHANNEL
-
-log = logging.getLogger("switchyard.api")
 
 QUEUE_SIZE = 1000
 

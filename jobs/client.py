@@ -11,7 +11,6 @@ import base64
 import contextlib
 import inspect
 import itertools
-import logging
 import secrets
 import uuid
 from collections.abc import Callable
@@ -32,8 +31,6 @@ from jobs.records import QUEUED, STATUSES, TERMINAL, JobRecord, ms_to_datetime, 
 from storage.db import Database
 from storage.models import Job
 from switchyard.errors import InvalidRequest, JobNotFound, ServiceUnavailable
-
-log = logging.getLogger(__name__)
 
 
 def job_body(kind: str, job_id: str, payload: dict[str, Any], enqueue_ms: int) -> bytes:
