@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
+
+from switchyard.errors import RecordUnreadable
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
 STATUSES: tuple[str, ...] = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
@@ -75,16 +78,44 @@ class JobRecord:
         return h
 
     @classmethod
-    def from_hash(cls, h: dict[Any, Any]) -> JobRecord:
+    def from_hash(cls, h: Any, *, job_id: str | None = None) -> JobRecord:
+        """The record of a state hash (as HGETALL or the completion message gives it).
+
+        Numbers are read as Lua may have written them (`12.0`, `1e+17`), exactly where the text
+        holds an integer; a hash that cannot be read at all raises `RecordUnreadable` naming the
+        job (`job_id` when the hash does not name it itself).
+        """
+        if not isinstance(h, dict):
+            raise RecordUnreadable(job_id, f"not a hash but {type(h).__name__}")
+        # bytes that are not UTF-8 read as U+FFFD: text is kept, never refused
         h = {
-            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            (k.decode("utf-8", "replace") if isinstance(k, bytes) else k): (
+                v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+            )
             for k, v in h.items()
         }
+        try:  # what workers write: plain integers (the web reads one such record per call)
+            return cls._from_plain(h)
+        except (KeyError, ValueError, TypeError):
+            pass
+        name = h.get("id")
+        job_id = name if isinstance(name, str) and name else job_id
+        try:
+            return cls._from_text(h, job_id)
+        except KeyError as exc:
+            raise RecordUnreadable(job_id, f"field {exc.args[0]!r} is missing") from None
+        except (ValueError, TypeError) as exc:  # orjson's JSONDecodeError is a ValueError
+            raise RecordUnreadable(job_id, str(exc)[:300]) from None
 
+    @classmethod
+    def _from_plain(cls, h: dict[str, Any]) -> JobRecord:
         def opt_int(name: str) -> int | None:
             v = h.get(name)
             return int(v) if v not in (None, "") else None
 
+        for name in _TEXT_FIELDS:
+            if type(h.get(name, "")) is not str:
+                raise TypeError(name)
         result = h.get("result")
         limits = None
         if h.get("rl_hourly") is not None:
@@ -117,6 +148,57 @@ class JobRecord:
             completion_tokens=int(h.get("completion_tokens") or 0),
             estimated_cost=float(h.get("cost") or 0.0),
             progress=orjson.loads(h["progress"]) if h.get("progress") else None,
+        )
+
+    @classmethod
+    def _from_text(cls, h: dict[str, Any], job_id: str | None) -> JobRecord:
+        def opt_int(name: str) -> int | None:
+            v = h.get(name)
+            return _int(name, v) if v not in (None, "") else None
+
+        def num(name: str) -> int:
+            v = h.get(name)
+            return _int(name, v) if v not in (None, "") else 0
+
+        def opt_text(name: str) -> str | None:
+            v = h.get(name)
+            return _str(name, v) if v not in (None, "") else None
+
+        if job_id is None:
+            raise KeyError("id")
+        result = h.get("result")
+        progress = h.get("progress")
+        limits = None
+        if h.get("rl_hourly") is not None:
+            limits = {
+                "hourly": _int("rl_hourly", h["rl_hourly"]),
+                "daily_requests": num("rl_daily"),
+                "daily_tokens": num("rl_tokens"),
+            }
+        return cls(
+            id=job_id,
+            kind=_str("kind", h["kind"]),
+            dialect=_str("dialect", h.get("dialect", "native")),
+            priority=_str("priority", h["priority"]),
+            owner=_str("owner", h["owner"]),
+            status=_str("status", h["status"]),
+            created_ms=_int("created", h["created"]),
+            model=opt_text("model"),
+            started_ms=opt_int("started"),
+            finished_ms=opt_int("finished"),
+            attempts=num("attempts"),
+            credits_charged=num("credits"),
+            provider=opt_text("provider"),
+            result=_json("result", result) if result else None,
+            error_type=opt_text("error_type"),
+            error_message=opt_text("error_message"),
+            error_status=opt_int("error_status"),
+            balance=opt_int("balance") if h.get("metered") in ("1", 1) else None,
+            limits_remaining=limits,
+            prompt_tokens=num("prompt_tokens"),
+            completion_tokens=num("completion_tokens"),
+            estimated_cost=_float("cost", h.get("cost") or 0.0),
+            progress=_json("progress", progress) if progress else None,
         )
 
     def usage_row(self) -> dict[str, Any]:
@@ -170,13 +252,33 @@ class JobRecord:
 
     @classmethod
     def from_row(cls, row: Any) -> JobRecord:
-        accounting: dict[str, Any] = getattr(row, "accounting", None) or {}
+        """The record of a `jobs` row; one that cannot be read raises `RecordUnreadable`."""
+        job_id = getattr(row, "id", None)
+        try:
+            return cls._from_row(row)
+        except (AttributeError, KeyError, ValueError, TypeError, OverflowError) as exc:
+            raise RecordUnreadable(
+                job_id if isinstance(job_id, str) else None, f"{exc.__class__.__name__}: {exc}"[:300]
+            ) from None
+
+    @classmethod
+    def _from_row(cls, row: Any) -> JobRecord:
+        accounting = getattr(row, "accounting", None)
+        # what admission reported is kept beside the job, not part of it: a row whose
+        # accounting is not an object still reads, without it
+        if not isinstance(accounting, dict):
+            accounting = {}
 
         def ms(d: datetime | None) -> int | None:
             if d is None:
                 return None
             return int((d.replace(tzinfo=UTC) if d.tzinfo is None else d).timestamp() * 1000)
 
+        def opt_int(name: str) -> int | None:
+            v = accounting.get(name)
+            return None if v is None else _int(name, v)
+
+        limits = accounting.get("limits_remaining")
         return cls(
             id=row.id,
             kind=row.kind,
@@ -194,10 +296,82 @@ class JobRecord:
             result=row.result,
             error_type=row.error_type,
             error_message=row.error_message,
-            balance=accounting.get("balance"),
-            limits_remaining=accounting.get("limits_remaining"),
-            prompt_tokens=int(accounting.get("prompt_tokens") or 0),
-            completion_tokens=int(accounting.get("completion_tokens") or 0),
-            estimated_cost=float(accounting.get("estimated_cost") or 0.0),
-            error_status=accounting.get("error_status"),
+            balance=opt_int("balance"),
+            limits_remaining={str(k): _int(str(k), v) for k, v in limits.items()}
+            if isinstance(limits, dict)
+            else None,
+            prompt_tokens=opt_int("prompt_tokens") or 0,
+            completion_tokens=opt_int("completion_tokens") or 0,
+            estimated_cost=_float("estimated_cost", accounting.get("estimated_cost") or 0.0),
+            error_status=opt_int("error_status"),
         )
+
+
+# --- reading what Redis, Lua and the database hold ------------------------------------------------
+# Beyond this, a count is no count (and a gigantic exponent must not make a gigantic integer).
+_INT_DIGITS = 30
+_INT_LIMIT = 10**_INT_DIGITS
+_TEXT_FIELDS = (
+    "id",
+    "kind",
+    "dialect",
+    "priority",
+    "owner",
+    "status",
+    "model",
+    "provider",
+    "error_type",
+    "error_message",
+)
+
+
+def _str(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"field {name!r} is not text: {_show(value)}")
+    return value
+
+
+def _int(name: str, value: Any) -> int:
+    """An integer as Redis or Lua wrote it. Lua formats numbers with %.17g: a counter past 10^16
+    comes back as `1e+17`, and a script's arithmetic may give `12.0`; both read exactly (a
+    fraction is dropped)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")) or abs(value) >= _INT_LIMIT:
+            raise ValueError(f"field {name!r} is not a usable number: {_show(value)}")
+        return int(value)
+    if not isinstance(value, str):
+        raise ValueError(f"field {name!r} is not a number: {_show(value)}")
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        number = Decimal(value.strip())
+    except InvalidOperation:
+        raise ValueError(f"field {name!r} is not a number: {_show(value)}") from None
+    if not number.is_finite() or number.adjusted() >= _INT_DIGITS:
+        raise ValueError(f"field {name!r} is not a usable number: {_show(value)}")
+    return int(number)
+
+
+def _float(name: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"field {name!r} is not a number: {_show(value)}") from None
+
+
+def _json(name: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError(f"field {name!r} is not JSON text: {_show(value)}")
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"field {name!r} is not JSON ({exc})") from None
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

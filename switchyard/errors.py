@@ -136,6 +136,26 @@ class NotSupported(SwitchyardError):
     title = "Not Implemented"
 
 
+class RecordUnreadable(SwitchyardError):
+    """A job's record (its Redis hash, its completion message or its database row) that cannot
+    be read. It names the job (when the record does) and why; readers set such a record aside
+    as a dead letter (`jobs.deadletters`) and go on."""
+
+    status_code = 500
+    error_type = "record_unreadable"
+    title = "Internal Server Error"
+
+    def __init__(self, job_id: str | None, reason: str) -> None:
+        self.job_id = job_id
+        self.reason = reason
+        # whatever the record held, the header carries only a plain job id
+        plain = job_id is not None and len(job_id) <= 64 and job_id.isascii() and job_id.isprintable()
+        super().__init__(
+            f"the record of job {(job_id or '(unknown)')[:64]!s} cannot be read: {reason}",
+            headers={"x-job-id": job_id} if plain and job_id else None,
+        )
+
+
 class ServiceUnavailable(SwitchyardError):
     status_code = 503
     error_type = "service_unavailable"
