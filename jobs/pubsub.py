@@ -26,7 +26,8 @@ async def listen(
 
     A lost connection is logged, `on_lost` called, and the subscription made again after a
     backoff (50 ms, doubling up to 2 s); `on_subscribed` runs each time it is in place, so a
-    caller can catch up on what was published while it was away.
+    caller can catch up on what was published while it was away. A message `on_message`
+    fails on is logged and skipped: one bad message never ends the subscription.
     """
     backoff = 0.05
     while True:
@@ -39,7 +40,15 @@ async def listen(
             while True:
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                 if msg is not None and msg["type"] == "message":
-                    on_message(msg["channel"], msg["data"])
+                    try:
+                        on_message(msg["channel"], msg["data"])
+                    except Exception:  # the callback's own bug: this message is lost, not the rest
+                        log.exception(
+                            "%s: a message on %r could not be handled: %.200r",
+                            what,
+                            msg["channel"],
+                            msg["data"],
+                        )
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
