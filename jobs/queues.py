@@ -66,6 +66,7 @@ OWNER_KEY = "sy:owner:"  # zset per key: jobs not yet written to the database
 PERSIST_SET = "sy:persist"
 WAKE_CHANNEL_PREFIX = "sy:wake:"  # pub/sub per queue: new work on it
 CANCEL_CHANNEL = "sy:cancel"  # pub/sub: the id of a running job to abort
+PERSIST_CHANNEL = "sy:persist-now"  # pub/sub: jobs were put back in a persist set (a retry)
 DONE_CHANNEL_PREFIX = "sy:done:"  # pub/sub per web process: finished jobs it waits for
 LAST_USED_KEY = "sy:key:last-used"  # hash key id -> ms
 

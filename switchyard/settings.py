@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     sync_credits: int = Field(default=1, ge=0, validation_alias="SWITCHYARD_SYNC_CREDITS")
     batch_credits: int = Field(default=2, ge=0, validation_alias="SWITCHYARD_BATCH_CREDITS")
     result_ttl_s: int = Field(default=3600, ge=1, validation_alias="SWITCHYARD_RESULT_TTL_S")
+    # Dead letters (jobs/deadletters.py): records a background loop could not read or write,
+    # kept in Redis for an admin (`/api/admin/dead-letters`): at most this many, this long.
+    dead_letter_max: int = Field(default=10_000, ge=1, validation_alias="SWITCHYARD_DEAD_LETTER_MAX")
+    dead_letter_retention_s: int = Field(
+        default=30 * 86_400, ge=60, validation_alias="SWITCHYARD_DEAD_LETTER_RETENTION_S"
+    )
     # Files (storage/blobs.py, storage/files.py, GET /api/v1/files/{id}).
     blob_dir: Path | None = Field(default=None, validation_alias="SWITCHYARD_BLOB_DIR")  # <data dir>/blobs
     file_ttl_s: int = Field(default=86_400, ge=1, validation_alias="SWITCHYARD_FILE_TTL_S")
