@@ -15,6 +15,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.clean import storable
 from storage.models import Job, Usage
 
 # Core tables (not ORM classes): finished jobs are written as one cached executemany.
@@ -65,7 +66,10 @@ class Database:
         return stmt.on_conflict_do_update(index_elements=[key], set_=updatable)
 
     async def write_finished(self, jobs: list[dict[str, Any]], usage: list[dict[str, Any]]) -> None:
-        """Finished jobs and their usage, in one transaction."""
+        """Finished jobs and their usage, in one transaction; their text made storable first
+        (`storage.clean.storable`: the rows are changed in place)."""
+        storable(JOBS, jobs)
+        storable(USAGE, usage)
         async with self.engine.begin() as conn:
             if jobs:
                 await conn.execute(self._upsert(JOBS, "id", jobs), jobs)
