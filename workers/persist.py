@@ -9,6 +9,12 @@ Each worker writes the rows of the priorities it serves as they come, and those 
 priorities only once they have waited `others_after_ms` (their own workers are gone or far
 behind): building a few hundred rows' INSERT holds a worker's event loop for milliseconds,
 which an interactive worker must not spend on a batch drain's rows.
+
+No record stops the persister. Each job's state is read on its own; one that cannot be read,
+or whose row the database refuses (`storage.clean.row_fault`: the batch is split until the
+refused rows are alone, and every other row is written), is logged and set aside as a dead
+letter (`jobs.deadletters`), and leaves the persist set like a written one. A database that
+cannot be reached gives the whole batch back, to be written a second later.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -24,9 +31,13 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs import queues
+from jobs.deadletters import DeadLetters
 from jobs.records import JobRecord, now_ms
 from jobs.scripts import TAKE_FOR_PERSIST
+from jobs.tasks import supervise
+from storage.clean import row_fault
 from storage.db import Database
+from switchyard.errors import RecordUnreadable
 
 log = logging.getLogger("switchyard.persist")
 
@@ -45,9 +56,11 @@ class Persister:
         linger_s: float = 0.1,
         sweep_s: float = 30.0,
         lease_ms: int = 60_000,
+        dead_letters: DeadLetters | None = None,
     ) -> None:
         self.redis = redis
         self.db = db
+        self.dead_letters = dead_letters or DeadLetters(redis)
         # (persist set, how long its jobs must have waited): our own first
         self.sources = [(name, 0) for name in sets] + [(name, others_after_ms) for name in others]
         # with nothing of our own finishing, the others' rows are still looked at in time
@@ -61,10 +74,10 @@ class Persister:
         self._stopping = False
         self._take = redis.register_script(TAKE_FOR_PERSIST)
         self.rows_written = 0
+        self.set_aside = 0
 
     def start(self) -> None:
-        self._event.set()  # catch up with whatever an earlier run left behind
-        self._task = asyncio.create_task(self._run(), name="switchyard-persister")
+        self._task = supervise("switchyard-persister", self._run)
 
     def notify(self) -> None:
         self._event.set()
@@ -81,10 +94,17 @@ class Persister:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        with contextlib.suppress(RedisError, SQLAlchemyError, OSError):
+        try:
             await self.flush()
+        except (RedisError, SQLAlchemyError, OSError) as exc:  # what is left is written by the next worker
+            log.warning(
+                "persisting finished jobs at shutdown failed (%s: %.200s)", exc.__class__.__name__, exc
+            )
+        except Exception:
+            log.exception("persisting finished jobs at shutdown failed")
 
     async def _run(self) -> None:
+        self._event.set()  # catch up with whatever an earlier run (or process) left behind
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.wait_s):
@@ -114,32 +134,72 @@ class Persister:
             taken = await self._take_batch(name, min_age_ms)
             if not taken:
                 return written
-            records = []
-            gone = []
+            rows: list[_Row] = []
+            gone: list[bytes] = []  # expired from Redis before we got to it
+            bad: list[_Bad] = []
             for job_id_b, flat in taken:
                 if not flat:
-                    gone.append(job_id_b.decode())  # expired from Redis before we got to it
+                    gone.append(job_id_b)
                     continue
                 state = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
-                records.append(JobRecord.from_hash(state))
+                row = _row(job_id_b, state, bad)
+                if row is not None:
+                    rows.append(row)
             try:
-                await self.db.write_finished([r.to_row() for r in records], [r.usage_row() for r in records])
-            except (SQLAlchemyError, OSError):
+                ok = await self._write(rows, bad)
+            except Exception:
                 # The lease is for a persister that dies; one whose write failed gives its batch
                 # back, so its own retry a second later writes it (not the lease, a minute later).
                 with contextlib.suppress(RedisError, OSError):
-                    await self.redis.zadd(name, {j.decode(): now_ms() - min_age_ms for j, _ in taken})
+                    await self.redis.zadd(name, {j: now_ms() - min_age_ms for j, _ in taken})
                 raise
-            async with self.redis.pipeline(transaction=False) as pipe:
-                ids = [r.id for r in records] + gone
-                pipe.zrem(name, *ids)
-                for r in records:
-                    pipe.zrem(queues.OWNER_KEY + r.owner, r.id)
-                await pipe.execute()
-            written += len(records)
-            self.rows_written += len(records)
+            done = [row.member for row in ok] + gone
+            owners = [(row.record.owner, row.record.id) for row in ok]
+            for item in bad:  # set aside, or left in the set (leased) when Redis would not take it
+                if await self.dead_letters.add(item.where, item.reason, job_id=item.job_id, raw=item.state):
+                    done.append(item.member)
+                    if item.owner:
+                        owners.append((item.owner, item.job_id))
+                    self.set_aside += 1
+            if done:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.zrem(name, *done)
+                    for owner, job_id in owners:
+                        pipe.zrem(queues.OWNER_KEY + owner, job_id)
+                    await pipe.execute()
+            written += len(ok)
+            self.rows_written += len(ok)
             if len(taken) < self.batch:
                 return written
+
+    async def _write(self, rows: list[_Row], bad: list[_Bad]) -> list[_Row]:
+        """Write `rows`; the ones the database refuses are added to `bad`, the written ones
+        returned. A batch refused for a row's content is split in two until the refused rows
+        are alone (k bad rows among n cost about 2k·log2(n) writes); a database out of reach
+        raises."""
+        if not rows:
+            return []
+        try:
+            await self.db.write_finished([r.job for r in rows], [r.usage for r in rows])
+            return rows
+        except Exception as exc:
+            if not row_fault(exc):
+                raise
+            if len(rows) == 1:
+                row = rows[0]
+                bad.append(
+                    _Bad(
+                        row.member,
+                        row.record.id,
+                        row.state,
+                        "persister:write",
+                        _reason(exc),
+                        row.record.owner,
+                    )
+                )
+                return []
+        half = len(rows) // 2
+        return await self._write(rows[:half], bad) + await self._write(rows[half:], bad)
 
     async def _take_batch(self, name: str, min_age_ms: int) -> list[Any]:
         """Up to `batch` finished jobs for one database write, taken from Redis `take_chunk` at a
@@ -153,3 +213,49 @@ class Persister:
             if len(chunk) < want:
                 break
         return taken
+
+
+@dataclass(slots=True)
+class _Row:
+    """A finished job read from its state, and its rows for the database."""
+
+    member: bytes  # its entry in the persist set, as Redis holds it
+    state: dict[bytes, bytes]
+    record: JobRecord
+    job: dict[str, Any]
+    usage: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Bad:
+    """A finished job the persister cannot write: set aside with its state as it was."""
+
+    member: bytes
+    job_id: str
+    state: dict[bytes, bytes]
+    where: str
+    reason: str
+    owner: str | None = None
+
+
+def _row(member: bytes, state: dict[bytes, bytes], bad: list[_Bad]) -> _Row | None:
+    """The job's rows, or None (and an entry in `bad`) when its state cannot be made into them."""
+    job_id = member.decode("utf-8", "replace")
+    owner = state.get(b"owner")
+    owner_id = owner.decode("utf-8", "replace") if owner else None
+    try:
+        record = JobRecord.from_hash(state, job_id=job_id)
+    except RecordUnreadable as exc:
+        bad.append(_Bad(member, job_id, state, "persister:read", exc.reason, owner_id))
+        return None
+    try:
+        return _Row(member, state, record, record.to_row(), record.usage_row())
+    except Exception as exc:  # noqa: BLE001 (a value no row can hold, e.g. a date past year 9999)
+        bad.append(_Bad(member, job_id, state, "persister:row", _reason(exc), owner_id))
+        return None
+
+
+def _reason(exc: BaseException) -> str:
+    # a statement error's text ends with the whole statement and its parameters: the first line says it
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0] if text else ''}"[:500]
