@@ -6,10 +6,11 @@ blob. The same service is used by the web process (`Services.files`) and by work
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -23,6 +24,8 @@ from storage.keys import as_utc, utcnow
 from storage.models import StoredFile
 from switchyard.errors import NotFound
 from switchyard.settings import Settings
+
+log = logging.getLogger("switchyard.files")
 
 FILE_ID_PREFIX = "file_"
 _FILE_ID = re.compile(r"^file_[A-Za-z0-9_-]{24}$")
@@ -219,9 +222,16 @@ class Files:
         await self._drop_unreferenced({file.blob_key})
         return True
 
-    async def delete_expired(self, now: datetime | None = None, *, batch: int = 500) -> int:
+    async def delete_expired(
+        self,
+        now: datetime | None = None,
+        *,
+        batch: int = 500,
+        on_blob_error: Callable[[str, Exception], Awaitable[None]] | None = None,
+    ) -> int:
         """Remove every row expired at `now`, and the blobs no remaining row references.
-        Returns the number of rows removed."""
+        Returns the number of rows removed. A blob that cannot be removed is handed to
+        `on_blob_error` (or logged) and the sweep goes on with the others."""
         now = now or utcnow()
         removed = 0
         while True:
@@ -237,11 +247,13 @@ class Files:
                     return removed
                 await session.exec(delete(StoredFile).where(col(StoredFile.id).in_([r[0] for r in rows])))  # type: ignore[call-overload]
             removed += len(rows)
-            await self._drop_unreferenced({r[1] for r in rows})
+            await self._drop_unreferenced({r[1] for r in rows}, on_blob_error)
             if len(rows) < batch:
                 return removed
 
-    async def _drop_unreferenced(self, keys: set[str]) -> None:
+    async def _drop_unreferenced(
+        self, keys: set[str], on_error: Callable[[str, Exception], Awaitable[None]] | None = None
+    ) -> None:
         if not keys:
             return
         written_before = time.time() - self.blob_grace_s
@@ -254,7 +266,13 @@ class Files:
                 ).all()
             )
         for key in keys - still_used:
-            await self.blobs.delete(key, written_before=written_before)
+            try:
+                await self.blobs.delete(key, written_before=written_before)
+            except Exception as exc:  # noqa: BLE001 (a bad key or a file we may not remove: the rest go on)
+                if on_error is None:
+                    log.error("blob %s could not be removed: %s", key, exc)
+                else:
+                    await on_error(key, exc)
 
     async def count(self) -> int:
         async with self.db.session() as session:

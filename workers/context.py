@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from jobs.catalog import Catalog
+from jobs.deadletters import DeadLetters
 from storage.db import Database
 from storage.files import Files
 from switchyard.settings import Settings
@@ -22,6 +23,7 @@ class WorkerCtx(TypedDict, total=False):
     files: Files  # stored files: what a job made, served at /api/v1/files/{id}
     catalog: Catalog
     provider_health: ProviderHealth
+    dead_letters: DeadLetters  # where a record a background loop cannot handle is set aside
     settings: Settings
     job_id: str
     job_try: int

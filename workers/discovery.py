@@ -88,12 +88,20 @@ async def _run(ctx: WorkerCtx, catalog: Catalog, only: list[str] | None, timeout
     probes = await asyncio.gather(*(_probe(ctx["http"], p, timeout) for p in targets))
     checked = now_ms()
     updated, failed = [], {}
-    for provider, (models, error, _) in zip(targets, probes, strict=True):
+    for i, (provider, (models, error, elapsed)) in enumerate(zip(targets, probes, strict=True)):
+        if models is not None:
+            try:
+                await catalog.store_listing(provider.name, models, checked)
+            except RedisError:
+                raise
+            except Exception as exc:  # noqa: BLE001 (one provider's listing must not stop the others)
+                log.exception("model discovery for %s: its listing could not be stored", provider.name)
+                models, error = None, f"its listing could not be stored: {exc.__class__.__name__}: {exc}"
+                probes[i] = (None, error, elapsed)
         if models is None:
             failed[provider.name] = error
             log.warning("model discovery for %s failed: %s", provider.name, error)
         else:
-            await catalog.store_listing(provider.name, models, checked)
             updated.append(provider.name)
     await catalog.refresh(force=True)
     entries = catalog.entries()
@@ -145,9 +153,13 @@ async def _serve_requests(ctx: WorkerCtx, first: bytes) -> None:
     for item in raw:
         try:
             request = orjson.loads(item)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
+            await ctx["dead_letters"].add("discovery", f"a refresh request is not JSON ({exc})", message=item)
             continue
-        ids.append(str(request.get("id")))
+        if not isinstance(request, dict) or "id" not in request:
+            await ctx["dead_letters"].add("discovery", "a refresh request without an id", message=item)
+            continue
+        ids.append(str(request["id"]))
         wanted = request.get("providers")
         if only is not None:
             if isinstance(wanted, list) and wanted:
@@ -188,5 +200,9 @@ async def discovery_loop(ctx: WorkerCtx) -> None:
             backoff = 0.5
         except (RedisError, OSError) as exc:
             log.warning("model discovery could not reach Redis (%s); retrying", exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+        except Exception:  # a run that failed costs that run, not the worker's discovery for good
+            log.exception("model discovery failed")
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)

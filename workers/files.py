@@ -12,6 +12,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from jobs.deadletters import DeadLetters
 from storage.blobs import LocalBlobStore
 from storage.files import Files
 from switchyard.settings import Settings
@@ -31,7 +32,15 @@ async def sweep_expired_files(ctx: dict[str, Any]) -> int | None:
     token = f"{os.getpid()}:{secrets.token_hex(4)}"
     if not await ctx["redis"].set(SWEEP_LOCK, token, nx=True, px=period_ms):
         return None
-    removed = await files.delete_expired()
+    dead_letters: DeadLetters = ctx.get("dead_letters") or DeadLetters(ctx["redis"])
+
+    async def set_aside(
+        blob_key: str, exc: Exception
+    ) -> None:  # its row is gone: only a dead letter knows it
+        reason = f"blob {blob_key} could not be removed: {exc.__class__.__name__}: {exc}"
+        await dead_letters.add("file-sweeper", reason, message=blob_key.encode())
+
+    removed = await files.delete_expired(on_blob_error=set_aside)
     if isinstance(files.blobs, LocalBlobStore):  # writes cut short by a killed process
         await asyncio.to_thread(files.blobs.remove_stale_temporaries)
     return removed

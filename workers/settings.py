@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 from typing import Any, cast
 
 from arq import func
@@ -12,6 +13,7 @@ from arq.connections import RedisSettings
 
 from jobs import queues
 from jobs.catalog import Catalog
+from jobs.deadletters import DeadLetters
 from jobs.kinds import (
     CHAT_COMPLETION,
     EMBEDDING,
@@ -22,6 +24,7 @@ from jobs.kinds import (
     MOVIES,
     VIDEO_GENERATION,
 )
+from jobs.tasks import supervise
 from storage.db import Database
 from storage.files import Files
 from switchyard.providers import load_providers
@@ -51,8 +54,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     else:
         ctx["catalog"].redis = ctx["catalog"].redis or ctx["redis"]
     ctx.setdefault("provider_health", ProviderHealth(ctx["redis"], settings))
-    ctx["discovery"] = asyncio.create_task(discovery_loop(cast(WorkerCtx, ctx)), name="model-discovery")
-    ctx["file_sweeper"] = asyncio.create_task(run_file_sweeper(ctx), name="file-sweeper")
+    ctx.setdefault("dead_letters", DeadLetters.from_settings(ctx["redis"], settings))
+    ctx["discovery"] = supervise("model-discovery", partial(discovery_loop, cast(WorkerCtx, ctx)))
+    ctx["file_sweeper"] = supervise("file-sweeper", partial(run_file_sweeper, ctx))
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

@@ -33,6 +33,7 @@ from jobs.accounting import REFUNDABLE_ERRORS
 from jobs.batching import ScriptBatcher
 from jobs.records import CANCELED, FAILED, QUEUED, SUCCEEDED, now_ms
 from jobs.scripts import CLAIM, FINISH
+from jobs.tasks import supervise
 from switchyard.errors import JobTimedOut, SwitchyardError
 from workers.persist import Persister
 
@@ -107,6 +108,7 @@ class SwitchyardWorker(Worker):
         self._claim_script: Any = None
         self._finisher: Any = None
         self._cancel_channel = queues.CANCEL_CHANNEL.encode()
+        self._persist_channel = queues.PERSIST_CHANNEL.encode()
 
     # --- main loop ---------------------------------------------------------------------------
     async def main(self) -> None:
@@ -130,13 +132,14 @@ class SwitchyardWorker(Worker):
                 sets=self._persist_own,
                 others=self._persist_others,
                 others_after_ms=self._persist_others_after_ms,
+                dead_letters=self.ctx.get("dead_letters"),
             )
             self.persister.start()
         # Script objects reload themselves after a Redis restart (NOSCRIPT).
         self._claim_script = self.pool.register_script(CLAIM)
         self._finisher = ScriptBatcher(self.pool, FINISH)
-        self._listener = asyncio.create_task(self._listen_for_wakeups())
-        self._leases = asyncio.create_task(self._renew_leases())
+        self._listener = supervise("switchyard-wakeups", self._listen_for_wakeups)
+        self._leases = supervise("switchyard-leases", self._renew_leases)
         log.info("worker serving %s, up to %d jobs at once", ",".join(self.serves), self.max_jobs)
         try:
             await self._loop()
@@ -217,7 +220,11 @@ class SwitchyardWorker(Worker):
             self._wake.set()
 
     async def _listen_for_wakeups(self) -> None:
-        channels = [queues.CANCEL_CHANNEL, *(queues.wake_channel(q) for q in self.serves)]
+        channels = [
+            queues.CANCEL_CHANNEL,
+            queues.PERSIST_CHANNEL,
+            *(queues.wake_channel(q) for q in self.serves),
+        ]
         await pubsub.listen(self.pool, channels, self._on_wakeup, what="wake-up", on_subscribed=self._woken)
 
     async def _woken(self) -> None:
@@ -225,7 +232,10 @@ class SwitchyardWorker(Worker):
 
     def _on_wakeup(self, channel: bytes, data: bytes) -> None:
         if channel == self._cancel_channel:
-            self._abort(data.decode())
+            self._abort(data.decode("utf-8", "replace"))
+        elif channel == self._persist_channel:
+            if self.persister is not None:
+                self.persister.notify()
         else:
             self._wake.set()
 
@@ -250,6 +260,8 @@ class SwitchyardWorker(Worker):
                     await pipe.execute()
             except (RedisError, OSError) as exc:
                 log.warning("lease renewal failed: %s", exc)
+            except Exception:  # the leases of the next round must still be renewed
+                log.exception("lease renewal failed")
 
     # --- one job -----------------------------------------------------------------------------
     async def _run_claimed(self, run: Run, body: bytes | None, aborted: bool) -> None:
