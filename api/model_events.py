@@ -15,14 +15,17 @@ import orjson
 from redis.asyncio import Redis
 
 from jobs import pubsub
+from jobs.deadletters import DeadLetters
 from jobs.discovery import EVENTS_CHANNEL
+from jobs.tasks import supervise
 
 QUEUE_SIZE = 1000
 
 
 class ModelEvents:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, dead_letters: DeadLetters | None = None) -> None:
         self.redis = redis
+        self.dead_letters = dead_letters or DeadLetters(redis)
         self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
@@ -30,7 +33,7 @@ class ModelEvents:
     async def subscribe(self, timeout: float = 5.0) -> asyncio.Queue[dict[str, Any]]:
         """A queue of the events to come; once this returns, none published later is missed."""
         if self._listener is None or self._listener.done():
-            self._listener = asyncio.create_task(self._listen(), name="switchyard-model-events")
+            self._listener = supervise("switchyard-model-events", self._listen)
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
         self._queues.add(queue)
         try:
@@ -60,7 +63,13 @@ class ModelEvents:
     def _on_events(self, _channel: bytes, data: bytes) -> None:
         try:
             events = orjson.loads(data)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
+            self.dead_letters.add_soon("model-events", f"the event message is not JSON ({exc})", message=data)
+            return
+        if not isinstance(events, list | dict):
+            self.dead_letters.add_soon(
+                "model-events", "the event message is not an event or a list", message=data
+            )
             return
         for queue in list(self._queues):
             for event in events if isinstance(events, list) else [events]:
@@ -73,3 +82,4 @@ class ModelEvents:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener
             self._listener = None
+        await self.dead_letters.drain()

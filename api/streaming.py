@@ -131,8 +131,10 @@ class Forwarder:
     async def start(self) -> None:
         self.sub = await self.svc.streams.subscribe(self.record.id)
         sub = self.sub
+        # a record the listener could not read finishes the stream without one: the job is then
+        # read again (`failure`), and its error says what is wrong with it
         self.svc.jobs.outcome(self.record.id).add_done_callback(
-            lambda fut: sub.finish(None if fut.cancelled() else fut.result())
+            lambda fut: sub.finish(None if fut.cancelled() or fut.exception() else fut.result())
         )
 
     async def next(self) -> Entry | Finished:

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import inspect
 import itertools
+import logging
 import secrets
 import uuid
 from collections.abc import Callable
@@ -27,10 +28,14 @@ from sqlmodel import col, select
 
 from jobs import pubsub, queues, scripts
 from jobs.batching import ScriptBatcher
+from jobs.deadletters import DeadLetters
 from jobs.records import QUEUED, STATUSES, TERMINAL, JobRecord, ms_to_datetime, now_ms
+from jobs.tasks import supervise
 from storage.db import Database
 from storage.models import Job
-from switchyard.errors import InvalidRequest, JobNotFound, ServiceUnavailable
+from switchyard.errors import InvalidRequest, JobNotFound, RecordUnreadable, ServiceUnavailable
+
+log = logging.getLogger("switchyard.jobs")
 
 
 def job_body(kind: str, job_id: str, payload: dict[str, Any], enqueue_ms: int) -> bytes:
@@ -60,10 +65,18 @@ async def redis_call(fn: Callable[[], Any]) -> Any:
 
 
 class JobClient:
-    def __init__(self, redis: Redis, db: Database, *, result_ttl_s: int = 3600) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        db: Database,
+        *,
+        result_ttl_s: int = 3600,
+        dead_letters: DeadLetters | None = None,
+    ) -> None:
         self.redis = redis
         self.db = db
         self.result_ttl_s = result_ttl_s
+        self.dead_letters = dead_letters or DeadLetters(redis, job_ttl_s=result_ttl_s)
         self.done_channel = queues.DONE_CHANNEL_PREFIX + uuid.uuid4().hex
         self._waiters: dict[str, asyncio.Future[JobRecord | None]] = {}
         self._listener: asyncio.Task[None] | None = None
@@ -73,7 +86,7 @@ class JobClient:
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
-        self._listener = asyncio.create_task(self._listen(), name="switchyard-done-listener")
+        self._listener = supervise("switchyard-done-listener", self._listen)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
                 await self._subscribed.wait()
@@ -85,6 +98,7 @@ class JobClient:
                 await self._listener
         for fut in self._waiters.values():
             fut.cancel()
+        await self.dead_letters.drain()
 
     async def _listen(self) -> None:
         """Resolve waiters from the done channel; on reconnect, catch up on what was missed."""
@@ -102,10 +116,26 @@ class JobClient:
         await self._catch_up()
 
     def _on_done(self, _channel: bytes, data: bytes) -> None:
-        record = JobRecord.from_hash(orjson.loads(data))
+        try:
+            record = JobRecord.from_hash(orjson.loads(data))
+        except orjson.JSONDecodeError as exc:
+            self._unreadable(RecordUnreadable(None, f"the completion message is not JSON ({exc})"), data)
+            return
+        except RecordUnreadable as exc:
+            self._unreadable(exc, data)
+            return
         fut = self._waiters.get(record.id)
         if fut is not None and not fut.done():
             fut.set_result(record)
+
+    def _unreadable(self, exc: RecordUnreadable, message: bytes | None = None) -> None:
+        """A finished job whose record cannot be read: its waiting caller (if it is one of
+        ours) gets the error now, naming the job, and the record is set aside."""
+        where = "done-listener" if message is not None else "done-listener:catch-up"
+        fut = self._waiters.get(exc.job_id) if exc.job_id is not None else None
+        if fut is not None and not fut.done():
+            fut.set_exception(exc)
+        self.dead_letters.add_soon(where, exc.reason, job_id=exc.job_id, message=message)
 
     async def _catch_up(self) -> None:
         if not self._waiters:
@@ -116,11 +146,17 @@ class JobClient:
                 pipe.hgetall(queues.STATE_KEY + job_id)
             states = await pipe.execute()
         for job_id, state in zip(ids, states, strict=True):
-            if state:
-                record = JobRecord.from_hash(state)
-                fut = self._waiters.get(job_id)
-                if record.done and fut is not None and not fut.done():
-                    fut.set_result(record)
+            if not state:
+                continue
+            try:
+                record = JobRecord.from_hash(state, job_id=job_id)
+            except RecordUnreadable as exc:
+                if state.get(b"status") in _TERMINAL_BYTES:
+                    self._unreadable(exc)
+                continue
+            fut = self._waiters.get(job_id)
+            if record.done and fut is not None and not fut.done():
+                fut.set_result(record)
 
     # --- submit ------------------------------------------------------------------------------
     async def enqueue(
@@ -226,7 +262,7 @@ class JobClient:
     # --- read --------------------------------------------------------------------------------
     async def get(self, job_id: str, owner: str) -> JobRecord:
         state = await redis_call(lambda: self.redis.hgetall(queues.STATE_KEY + job_id))
-        record = JobRecord.from_hash(state) if state else await self._get_from_db(job_id)
+        record = JobRecord.from_hash(state, job_id=job_id) if state else await self._get_from_db(job_id)
         if record is None or record.owner != owner:
             raise JobNotFound(job_id)
         return record
@@ -262,7 +298,7 @@ class JobClient:
                 rows = (await session.exec(query)).all()
         except (SQLAlchemyError, OSError) as exc:
             raise ServiceUnavailable("database unavailable") from exc
-        merged = {r.id: JobRecord.from_row(r) for r in rows}
+        merged = {record.id: record for record in _readable(JobRecord.from_row, rows)}
         merged.update(live)  # Redis is fresher while a job is live
         records = [
             r
@@ -296,10 +332,14 @@ class JobClient:
                 for job_id in ids:
                     pipe.hgetall(queues.STATE_KEY + job_id.decode())
                 states = await redis_call(pipe.execute)
-            for state in states:
+            for job_id, state in zip(ids, states, strict=True):
                 if not state:
                     continue
-                rec = JobRecord.from_hash(state)
+                try:
+                    rec = JobRecord.from_hash(state, job_id=job_id.decode("utf-8", "replace"))
+                except RecordUnreadable as exc:  # the persister sets it aside; the page goes on
+                    log.warning("job %s left out of a listing: %s", exc.job_id, exc.reason)
+                    continue
                 after_cursor = before is None or (rec.created_ms, rec.id) < before
                 if after_cursor and (status is None or rec.status == status):
                     live[rec.id] = rec
@@ -320,6 +360,19 @@ class JobClient:
             lambda: self._cancel_script(args=[job_id, now_ms(), queues.PERSIST_SET, queues.CANCEL_CHANNEL])
         )
         return await self.get(job_id, owner)
+
+
+_TERMINAL_BYTES = frozenset(s.encode() for s in TERMINAL)
+
+
+def _readable(read: Callable[[Any], JobRecord], rows: Any) -> list[JobRecord]:
+    records = []
+    for row in rows:
+        try:
+            records.append(read(row))
+        except RecordUnreadable as exc:  # one bad row costs a listing that row, not the listing
+            log.warning("job %s left out of a listing: %s", exc.job_id, exc.reason)
+    return records
 
 
 def _expire(fut: asyncio.Future[JobRecord | None]) -> None:

@@ -23,11 +23,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from redis.asyncio import ConnectionPool, Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from jobs.client import redis_call
+from jobs.deadletters import DeadLetters
 from jobs.records import JobRecord
+from jobs.tasks import supervise
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,12 @@ class Subscription:
                 self._items.append(Entry(kind, data))
         self._ready.set()
 
+    def fail(self, message: str) -> None:
+        """The stream cannot be read: its reader gets an error entry after what it has."""
+        body = {"message": message, "type": "record_unreadable", "code": "record_unreadable", "status": 500}
+        self._items.append(Entry(ERROR, orjson.dumps(body)))
+        self._ready.set()
+
     def finish(self, record: JobRecord | None) -> None:
         """The job is over: entries still unread are fetched (`next`) before this is seen."""
         self._finished = Finished(record)
@@ -118,8 +127,16 @@ async def _read_rest(redis: Redis, key: bytes, after: bytes) -> list[tuple[bytes
 
 
 class StreamHub:
-    def __init__(self, redis: Redis, *, block_ms: int = 10_000, count: int = 512) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        block_ms: int = 10_000,
+        count: int = 512,
+        dead_letters: DeadLetters | None = None,
+    ) -> None:
         self.redis = redis  # the shared pool: control entries and catch-up reads
+        self.dead_letters = dead_letters or DeadLetters(redis)
         kwargs: dict[str, Any] = dict(redis.connection_pool.connection_kwargs)
         kwargs["socket_timeout"] = None  # the read blocks for up to `block_ms` by design
         self._pool = ConnectionPool(
@@ -142,7 +159,7 @@ class StreamHub:
             if self._control_id is None:  # first use: where this process' control stream starts
                 self._control_id = await redis_call(self._wake)
             if self._task is None or self._task.done():
-                self._task = asyncio.create_task(self._run(), name="switchyard-stream-hub")
+                self._task = supervise("switchyard-stream-hub", self._run)
         self._subs[sub.key] = sub
         if self._reading:
             await redis_call(self._wake)
@@ -178,6 +195,13 @@ class StreamHub:
                 reply = await self._reader.xread(streams, count=self.count, block=self.block_ms)  # type: ignore[arg-type]
             except asyncio.CancelledError:
                 raise
+            except ResponseError as exc:  # Redis refused the read: a key that is not a stream?
+                if await self._set_aside_unreadable(streams, exc):
+                    continue
+                log.warning("stream read failed (%s); retrying", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
             except (RedisError, OSError) as exc:
                 log.warning("stream read failed (%s); retrying", exc)
                 await asyncio.sleep(backoff)
@@ -189,13 +213,44 @@ class StreamHub:
                     self._control_id = entries[-1][0]
                     continue
                 sub = self._subs.get(key)
-                if sub is not None:
+                if sub is None:
+                    continue
+                try:
                     sub.deliver(entries)
+                except Exception as exc:  # noqa: BLE001 (one job's stream, not every job's)
+                    self._give_up(sub, f"its stream cannot be read: {exc.__class__.__name__}: {exc}")
+
+    async def _set_aside_unreadable(self, streams: dict[bytes, bytes], exc: ResponseError) -> bool:
+        """After a refused read: end the subscriptions whose key is not a stream (which fails
+        every read that names it); True when there was one."""
+        keys = [key for key in streams if key != self.control]
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.type(key)
+                types = await pipe.execute()
+        except (RedisError, OSError):
+            return False
+        bad = [(key, kind) for key, kind in zip(keys, types, strict=True) if kind not in (b"stream", b"none")]
+        for key, kind in bad:
+            sub = self._subs.get(key)
+            if sub is not None:
+                self._give_up(
+                    sub, f"{key.decode('utf-8', 'replace')} holds a {kind.decode()}, not a stream ({exc})"
+                )
+        return bool(bad)
+
+    def _give_up(self, sub: Subscription, reason: str) -> None:
+        log.error("stream of job %s set aside: %s", sub.job_id, reason)
+        self.unsubscribe(sub)
+        sub.fail(f"the stream of job {sub.job_id} cannot be read")
+        self.dead_letters.add_soon("stream-hub", reason, job_id=sub.job_id)
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        await self.dead_letters.drain()
         await self._reader.aclose()
         await self._pool.disconnect()
