@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from api.accounts import Accounts
 from api.auth import PRINCIPAL_STATE, KeyCache
 from api.dialects import (
+    admin,
     content,
     credits,
     custom,
@@ -33,6 +34,7 @@ from api.personas import CustomModelCache
 from api.state import Services
 from jobs.catalog import Catalog
 from jobs.client import JobClient
+from jobs.deadletters import DeadLetters
 from jobs.streams import StreamHub
 from storage.db import Database
 from storage.files import Files
@@ -81,7 +83,8 @@ def create_app(
         database = db or Database(settings.database_url_or_default)
         cat = catalog or Catalog(providers, r)
         cat.redis = cat.redis or r
-        job_client = JobClient(r, database, result_ttl_s=settings.result_ttl_s)
+        dead_letters = DeadLetters.from_settings(r, settings)
+        job_client = JobClient(r, database, result_ttl_s=settings.result_ttl_s, dead_letters=dead_letters)
         await job_client.start()
         app.state.services = Services(
             settings=settings,
@@ -94,8 +97,9 @@ def create_app(
                 r, database, sync_credits=settings.sync_credits, batch_credits=settings.batch_credits
             ),
             files=Files.from_settings(settings, database),
-            streams=StreamHub(r),
+            streams=StreamHub(r, dead_letters=dead_letters),
             custom_models=CustomModelCache(database),
+            dead_letters=dead_letters,
         )
         try:
             yield
@@ -126,6 +130,7 @@ def create_app(
             models.cloudgpt_router,
             *image_routes.routers,
             discovery.router,  # 003, and /health
+            admin.router,
         ],
         lifespan=[lifespan],
         before_send=[rate_limit_headers],

@@ -12,6 +12,7 @@ from api.auth import KeyCache
 from api.personas import CustomModelCache
 from jobs.catalog import Catalog
 from jobs.client import JobClient
+from jobs.deadletters import DeadLetters
 from jobs.streams import StreamHub
 from storage.db import Database
 from storage.files import Files
@@ -30,6 +31,7 @@ class Services:
     files: Files
     streams: StreamHub
     custom_models: CustomModelCache
+    dead_letters: DeadLetters
 
 
 def services(request: Request) -> Services:

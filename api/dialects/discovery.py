@@ -428,7 +428,8 @@ async def health(request: Request) -> Response[bytes]:
 def _hub(app: Litestar) -> ModelEvents:
     hub: ModelEvents | None = app.state.get("model_events")
     if hub is None:
-        hub = app.state["model_events"] = ModelEvents(app.state.services.redis)
+        svc = app.state.services
+        hub = app.state["model_events"] = ModelEvents(svc.redis, svc.dead_letters)
     return hub
 
 

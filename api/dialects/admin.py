@@ -1,0 +1,72 @@
+"""Admin routes for what the background loops set aside (`jobs.deadletters`), in the native shape.
+
+`GET /api/admin/dead-letters` lists them, newest first (`limit`, `offset`), with their count;
+`DELETE /api/admin/dead-letters/{id}` drops one; `POST /api/admin/dead-letters/{id}/retry`
+puts a job back in its persist set, to be written again (after the fix that makes it
+writable). The admin key only.
+"""
+
+from __future__ import annotations
+
+from litestar import Request, Response, Router, delete, get, post
+
+from api.errors import NATIVE, handlers_for
+from api.responses import json_response
+from api.state import services
+from jobs.client import redis_call
+from switchyard.errors import InvalidRequest, NotFound
+
+MAX_PAGE = 1000
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or len(raw) > 9:
+        raise InvalidRequest.field(name, f"must be an integer between {low} and {high}", raw[:40])
+    value = int(raw)
+    if not low <= value <= high:
+        raise InvalidRequest.field(name, f"must be between {low} and {high}", value)
+    return value
+
+
+@get("/api/admin/dead-letters")
+async def list_dead_letters(request: Request) -> Response[bytes]:
+    """Records a background loop could not read or write: where, why, when, and the record."""
+    svc = services(request)
+    await svc.keys.require_admin(request)
+    limit = _int_param(request, "limit", 100, 1, MAX_PAGE)
+    offset = _int_param(request, "offset", 0, 0, 10**9)
+    store = svc.dead_letters
+    count = await redis_call(store.count)
+    entries = await redis_call(lambda: store.list(limit, offset))
+    return json_response({"success": True, "count": count, "data": [e.view() for e in entries]})
+
+
+@delete("/api/admin/dead-letters/{entry_id:str}", status_code=200)
+async def drop_dead_letter(request: Request, entry_id: str) -> Response[bytes]:
+    svc = services(request)
+    await svc.keys.require_admin(request)
+    if not await redis_call(lambda: svc.dead_letters.drop(entry_id)):
+        raise NotFound(f"dead letter '{entry_id}' not found")
+    return json_response({"success": True, "data": {"id": entry_id, "deleted": True}})
+
+
+@post("/api/admin/dead-letters/{entry_id:str}/retry", status_code=200)
+async def retry_dead_letter(request: Request, entry_id: str) -> Response[bytes]:
+    """Put the job back in its persist set; a worker writes it at its next pass (or sets it
+    aside again, with the new reason)."""
+    svc = services(request)
+    await svc.keys.require_admin(request)
+    entry = await redis_call(lambda: svc.dead_letters.retry(entry_id))
+    return json_response(
+        {"success": True, "data": {"id": entry.id, "job_id": entry.job_id, "requeued": True}}
+    )
+
+
+router = Router(
+    path="/",
+    route_handlers=[list_dead_letters, drop_dead_letter, retry_dead_letter],
+    exception_handlers=handlers_for(NATIVE),
+)
