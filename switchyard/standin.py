@@ -4,7 +4,8 @@ A small HTTP/1.1 keep-alive server on raw asyncio (cheap enough to sit beside a 
 on two cores). It answers `GET .../models` and `POST .../chat/completions`, echoing the last
 user message. Behaviour is steered per request by markers in that message — `[fail]` (500),
 `[fail:N]` (500 for the first N calls carrying that marker), `[429]`, `[400]`, `[hang]`,
-`[sleep:S]`, `[html]` — or for every request by the `fail_next`/`status` attributes;
+`[sleep:S]`, `[html]` — or for every request by the `fail_next`/`status` attributes (and
+`status_message`, the error message a `status` answer carries);
 `models_status`/`models_body` steer `GET /models`.
 
 `POST .../embeddings` answers vectors drawn from a hash of each input (markers work there too).
@@ -96,6 +97,7 @@ class StandIn(LoopbackServer):
         self.authorizations: list[str] = []  # the Authorization header of each call, when recording
         self.fail_next = 0  # the next N chat calls answer 500
         self.status: int | None = None  # every chat call answers this status
+        self.status_message = "stand-in status"  # with this error message
         self.models_status = 200
         self.models_body: bytes | None = None  # when set, `GET /models` answers exactly this
         self.models_calls = 0
@@ -222,7 +224,7 @@ class StandIn(LoopbackServer):
             self.fail_next -= 1
             return 500, b'{"error":{"message":"stand-in failure"}}', "application/json"
         if self.status is not None:
-            return self.status, b'{"error":{"message":"stand-in status"}}', "application/json"
+            return self.status, orjson.dumps({"error": {"message": self.status_message}}), "application/json"
         reply = "echo: " + text
         prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)
         completion_tokens = len(reply.split())
@@ -309,7 +311,7 @@ class StandIn(LoopbackServer):
                         "application/json",
                     )
         if self.status is not None:
-            return self.status, b'{"error":{"message":"stand-in status"}}', "application/json"
+            return self.status, orjson.dumps({"error": {"message": self.status_message}}), "application/json"
         dims = int(req.get("dimensions") or 16)
         tokens = sum(len(t.split()) if isinstance(t, str) else len(t) for t in raw)
         body = {
