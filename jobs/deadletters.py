@@ -234,11 +234,11 @@ class DeadLetters:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hmget(ENTRIES_KEY, [i for i, _ in ids])
             for entry_id, _ in ids:
-                pipe.hgetall(RAW_KEY + entry_id.decode())
+                pipe.hgetall(RAW_KEY.encode() + entry_id)
             entries, *raws = await pipe.execute()
         out = []
         for (entry_id, at), entry, raw in zip(ids, entries, raws, strict=True):
-            out.append(_entry(entry_id.decode(), int(at), entry, raw))
+            out.append(_entry(entry_id.decode("utf-8", "replace"), int(at), entry, raw))
         return out
 
     async def get(self, entry_id: str) -> DeadLetter | None:

@@ -37,7 +37,7 @@ from storage.keys import utcnow
 from storage.models import StoredFile
 from switchyard.errors import RecordUnreadable
 from switchyard.standin import StandIn
-from tests.conftest import Gateway, admin_headers, chat_body, eventually
+from tests.conftest import Gateway, admin_headers, chat_body, eventually, wait_for_status
 from tests.records_support import all_written, finished_state, put_finished, rows
 from workers.files import sweep_expired_files
 
@@ -299,6 +299,21 @@ async def test_a_wake_up_that_cannot_be_read_does_not_end_the_wake_ups(
     assert await redis.publish(queues.CANCEL_CHANNEL, b"\xff\xfe not text") == 1
     response = await sync_chat(gw, key, "woken", wait=5)
     assert response.status_code == 200, response.text
+
+
+@SQLITE_ONLY
+async def test_a_job_state_that_is_not_text_does_not_end_the_claim_loop(
+    gw: Gateway, key: str, redis: Redis
+) -> None:
+    queued = await gw.client.post(
+        "/api/v1/completion?batch=1", json=chat_body("odd"), headers={"X-API-Key": key}
+    )
+    job_id = queued.json()["data"]["job_id"]
+    await redis.hset(queues.STATE_KEY + job_id, "note", b"\xff\xfe not UTF-8")
+    gw.start_worker()
+    job = await wait_for_status(gw.client, key, job_id, "succeeded", "failed")
+    assert job["status"] == "succeeded"
+    assert (await sync_chat(gw, key, "next", wait=5)).status_code == 200
 
 
 async def _subscribed(redis: Redis, channel: str) -> bool:

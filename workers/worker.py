@@ -203,8 +203,12 @@ class SwitchyardWorker(Worker):
             argv += [name, 1 if served else 0]
         claimed, next_ms, blocked = await self._claim_script(args=argv)
         for job_id_b, queue_b, body, job_try, state_flat, aborted in claimed:
-            state = {state_flat[i].decode(): state_flat[i + 1].decode() for i in range(0, len(state_flat), 2)}
-            run = Run(job_id_b.decode(), queue_b.decode(), state, int(job_try))
+            # a state that is not UTF-8 reads with U+FFFD: one such job must not end the claim loop
+            state = {
+                state_flat[i].decode("utf-8", "replace"): state_flat[i + 1].decode("utf-8", "replace")
+                for i in range(0, len(state_flat), 2)
+            }
+            run = Run(job_id_b.decode("utf-8", "replace"), queue_b.decode(), state, int(job_try))
             self.job_counter += 1
             await self.sem.acquire()
             task = self.loop.create_task(self._run_claimed(run, body or None, bool(aborted)))
