@@ -26,35 +26,44 @@ for i = 0, n - 1 do
   local served = ARGV[7 + i * 2] == '1'
   local waiting = 0
   if claimed < limit or not served then
-    local ids = redis.call('ZRANGEBYSCORE', q, '-inf', now, 'LIMIT', 0, limit + scan)
-    for _, id in ipairs(ids) do
-      if served and claimed >= limit then break end
-      if redis.call('EXISTS', 'arq:in-progress:' .. id) == 0 then
-        if served and claimed < limit then
-          local body = redis.call('GET', 'arq:job:' .. id)
-          redis.call('PSETEX', 'arq:in-progress:' .. id, lease, '1')
-          local try = redis.call('INCR', 'arq:retry:' .. id)
-          redis.call('EXPIRE', 'arq:retry:' .. id, 88400)
-          local state = {}
-          local skey = 'sy:job:' .. id
-          if redis.call('EXISTS', skey) == 1 then
-            -- still 'running' from an earlier claim: that worker died with it (a retry or a
-            -- shutdown puts it back as 'queued'), and only such lost runs count as lost
-            if redis.call('HGET', skey, 'status') == 'running' then
-              redis.call('HINCRBY', skey, 'lost', 1)
+    -- Jobs stay in their queue while they run, so the ready ids begin with running ones:
+    -- read the queue a page at a time (a page covers the claim and a few running jobs) up to
+    -- `scan` ids past the claim, rather than `limit + scan` ids on every call.
+    local offset, budget, stop = 0, limit + scan, false
+    while offset < budget and not stop do
+      local count = math.min(limit + 32, budget - offset)
+      local ids = redis.call('ZRANGEBYSCORE', q, '-inf', now, 'LIMIT', offset, count)
+      for _, id in ipairs(ids) do
+        if served and claimed >= limit then stop = true break end
+        if redis.call('EXISTS', 'arq:in-progress:' .. id) == 0 then
+          if served and claimed < limit then
+            local body = redis.call('GET', 'arq:job:' .. id)
+            redis.call('PSETEX', 'arq:in-progress:' .. id, lease, '1')
+            local try = redis.call('INCR', 'arq:retry:' .. id)
+            redis.call('EXPIRE', 'arq:retry:' .. id, 88400)
+            local state = {}
+            local skey = 'sy:job:' .. id
+            if redis.call('EXISTS', skey) == 1 then
+              -- still 'running' from an earlier claim: that worker died with it (a retry or a
+              -- shutdown puts it back as 'queued'), and only such lost runs count as lost
+              if redis.call('HGET', skey, 'status') == 'running' then
+                redis.call('HINCRBY', skey, 'lost', 1)
+              end
+              redis.call('HSET', skey, 'status', 'running', 'attempts', try)
+              redis.call('HSETNX', skey, 'started', now)
+              state = redis.call('HGETALL', skey)
             end
-            redis.call('HSET', skey, 'status', 'running', 'attempts', try)
-            redis.call('HSETNX', skey, 'started', now)
-            state = redis.call('HGETALL', skey)
+            local aborted = redis.call('ZREM', 'arq:abort', id)
+            out[#out + 1] = {id, q, body or false, try, state, aborted}
+            claimed = claimed + 1
+          else
+            waiting = waiting + 1
+            if not served then stop = true break end
           end
-          local aborted = redis.call('ZREM', 'arq:abort', id)
-          out[#out + 1] = {id, q, body or false, try, state, aborted}
-          claimed = claimed + 1
-        else
-          waiting = waiting + 1
-          if not served then break end
         end
       end
+      if #ids < count or (served and claimed >= limit) then stop = true end
+      offset = offset + #ids
     end
   end
   if served then
