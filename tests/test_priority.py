@@ -97,3 +97,56 @@ async def test_an_interactive_worker_does_not_take_batch_jobs(
 
 async def _is(gw: Gateway, key: str, job_id: str, status: str) -> bool:
     return (await get_job(gw.client, key, job_id))["status"] == status
+
+
+async def test_a_claim_reaches_past_a_queue_head_of_running_jobs(redis_url: str) -> None:
+    """Running jobs stay in their queue: a claim reads it a page at a time past them."""
+    from redis.asyncio import Redis
+
+    from jobs import queues
+    from jobs.records import now_ms
+    from jobs.scripts import CLAIM
+
+    redis = Redis.from_url(redis_url)
+    queue = queues.queue_name("batch")
+    try:
+        await redis.flushdb()
+        ids = [f"head-{i:03d}" for i in range(100)]
+        await redis.zadd(queue, {job_id: i for i, job_id in enumerate(ids)})
+        for job_id in ids[:90]:  # three pages of running jobs before the first ready one
+            await redis.psetex(queues.IN_PROGRESS_KEY + job_id, 60_000, "1")
+        claim = redis.register_script(CLAIM)
+        interactive = queues.queue_name("interactive")
+        args = [now_ms(), 4, 60_000, 512, 2, interactive, 0, queue, 1]
+        claimed, _, blocked = await claim(args=args)
+        assert [row[0].decode() for row in claimed] == ids[90:94]
+        assert blocked == 0
+        # ... but not past `scan` ids: a claim is bounded however many jobs run
+        claimed, _, _ = await claim(args=[now_ms(), 4, 60_000, 40, 2, interactive, 0, queue, 1])
+        assert claimed == []
+    finally:
+        await redis.flushdb()
+        await redis.aclose()
+
+
+async def test_a_batch_worker_claims_several_jobs_at_a_time_and_drains_everything(
+    gw: Gateway, key: str
+) -> None:
+    batch = [await submit(gw, key, f"[sleep:0.01] drain {i}", batch=True) for i in range(48)]
+    worker = gw.start_worker("batch", max_jobs=8)
+    claims: list[int] = []
+    claim = worker._claim
+
+    async def counted(limit: int) -> tuple[int, int | None, bool]:
+        result = await claim(limit)
+        if result[0]:
+            claims.append(result[0])
+        return result
+
+    worker._claim = counted  # type: ignore[method-assign]
+    for job_id in batch:
+        job = await wait_for_status(gw.client, key, job_id, "succeeded", "failed", timeout=20)
+        assert job["status"] == "succeeded"
+    assert sum(claims) >= 48 - 8  # all but what the first claim took before counting
+    # a quarter of 8 slots at least, never one job per claim; only the queue's tail may be less
+    assert min(claims[:-1]) >= 2, claims

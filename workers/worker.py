@@ -98,6 +98,12 @@ class SwitchyardWorker(Worker):
         self._persist_others_after_ms = int(persist_others_after_s * 1000)
         self._wake = asyncio.Event()
         self._full = False
+        # A worker of batch priority only claims again when a quarter of its slots are free,
+        # not on every finished job: one claim script per few jobs instead of one per job keeps
+        # Redis (shared with the interactive path) free during a drain. Interactive workers
+        # claim as soon as a slot frees.
+        interactive = any(queues.priority_of(q) == queues.INTERACTIVE for q in serves)
+        self._claim_min = 1 if interactive else max(1, self.max_jobs // 4)
         # Jobs whose handler is running (abortable), by job id. Everything else about a run
         # travels with it (`Run`): a retried job can be claimed again while the task of its
         # previous run is still finishing.
@@ -155,7 +161,8 @@ class SwitchyardWorker(Worker):
             self._wake.clear()
             claimed, next_ms, blocked = 0, None, False
             asked = self.max_jobs - self.job_counter
-            if self.allow_pick_jobs and asked > 0:
+            # With jobs known to be waiting, a batch worker claims once enough slots are free.
+            if self.allow_pick_jobs and asked > 0 and not (self._full and asked < self._claim_min):
                 # Until the claim says otherwise, assume ready jobs are left over, so that a
                 # slot freeing meanwhile wakes the loop (no wake-up is published for old work).
                 self._full = True
@@ -178,7 +185,7 @@ class SwitchyardWorker(Worker):
             if self.burst and not self.tasks and not claimed:
                 if next_ms is None or not self.allow_pick_jobs:
                     return
-            if self._full and self.job_counter < self.max_jobs:
+            if self._full and self.max_jobs - self.job_counter >= self._claim_min:
                 continue  # slots freed while we claimed, and more jobs may be ready
             timeout = self.idle_sweep_s
             if next_ms is not None:
@@ -220,7 +227,9 @@ class SwitchyardWorker(Worker):
         self._release_sem_dec_counter_on_complete()
         # A stopping worker (allow_pick_jobs off) waits for `self.tasks` to empty: let the loop
         # drop the finished task now rather than at the next idle sweep.
-        if self._full or self.burst or not self.allow_pick_jobs:
+        if self.burst or not self.allow_pick_jobs:
+            self._wake.set()
+        elif self._full and self.max_jobs - self.job_counter >= self._claim_min:
             self._wake.set()
 
     async def _listen_for_wakeups(self) -> None:
