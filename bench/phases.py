@@ -235,7 +235,7 @@ async def added_latency(b: Bench) -> None:
     fig.measured = f"p50 +{add50:.2f} ms, p99 +{add99:.2f} ms"
     if through.errors or direct.errors:
         fig.measured += f" ({through.errors + direct.errors} errors)"
-    fig.passed = add50 <= 3.0 and add99 <= 10.0 and not (through.errors or direct.errors)
+    fig.passed = add50 <= 1.0 and add99 <= 4.0 and not (through.errors or direct.errors)
 
 
 def _p95_figure(b: Bench, key: str, r: LoadResult, extra: dict[str, Any] | None = None) -> None:
@@ -260,7 +260,7 @@ def _p95_figure(b: Bench, key: str, r: LoadResult, extra: dict[str, Any] | None 
     ratio = p95 / base
     fig.data["ratio_to_empty"] = round(ratio, 3)
     fig.measured += f" = {ratio:.2f} × empty"
-    fig.passed = ratio <= 2.0 and not r.errors
+    fig.passed = ratio <= 1.5 and not r.errors
 
 
 async def p95_empty(b: Bench) -> None:
@@ -294,7 +294,7 @@ async def throughput(b: Bench) -> None:
         "error_detail": r.error_summary() or None,
     }
     fig.measured = f"{r.rate:,.0f} req/s, {r.errors} errors"
-    fig.passed = r.rate >= 600 and r.errors == 0
+    fig.passed = r.rate >= 2500 and r.errors == 0
 
 
 async def batch_submit(b: Bench) -> None:
@@ -341,7 +341,7 @@ async def batch_submit(b: Bench) -> None:
     sample_status = orjson.loads(body)["data"]["status"] if status == 200 else f"HTTP {status}"
     fig.data["sample_job"] = {"id": job_id, "status": sample_status}
     fig.measured = f"{rate:,.0f} jobs/s ({accepted:,} accepted, {r.errors} errors)"
-    fig.passed = rate >= 2000 and r.errors == 0 and accepted == b.sizes.batch_jobs
+    fig.passed = rate >= 8000 and r.errors == 0 and accepted == b.sizes.batch_jobs
     if queued != accepted:
         b.report.notes.append(f"after the submissions the batch queue held {queued} jobs, not {accepted}")
     if sample_status != "queued":
@@ -442,7 +442,7 @@ async def batch_drain(b: Bench) -> None:
         "succeeded": succeeded,
     }
     fig.measured = f"{rate:,.0f} jobs/s, {succeeded:,} succeeded"
-    fig.passed = rate >= 600 and left == 0 and succeeded == b.sizes.batch_jobs
+    fig.passed = rate >= 3000 and left == 0 and succeeded == b.sizes.batch_jobs
     if left:
         fig.measured += f", {left:,} left after {b.sizes.drain_limit_s:g}s"
     await persisted(b, fig.data, b.sizes.persist_limit_s)

@@ -56,22 +56,22 @@ class Figure:
 
 def default_figures() -> list[Figure]:
     return [
-        Figure("added_latency", "added latency of a sync chat call, 1 client", "p50 ≤ 3 ms, p99 ≤ 10 ms"),
+        Figure("added_latency", "added latency of a sync chat call, 1 client", "p50 ≤ 1 ms, p99 ≤ 4 ms"),
         Figure(
-            "sync_throughput", "sync chat throughput, 64 clients, 1 web + 1 worker", "≥ 600 req/s, 0 errors"
+            "sync_throughput", "sync chat throughput, 64 clients, 1 web + 1 worker", "≥ 2,500 req/s, 0 errors"
         ),
-        Figure("batch_submit", "?batch=1 submissions, 64 clients", "≥ 2,000 jobs/s accepted"),
+        Figure("batch_submit", "?batch=1 submissions, 64 clients", "≥ 8,000 jobs/s accepted"),
         Figure(
-            "batch_drain", "drain of 20,000 queued batch jobs, 1 worker", "≥ 600 jobs/s, 20,000 succeeded"
+            "batch_drain", "drain of 20,000 queued batch jobs, 1 worker", "≥ 3,000 jobs/s, 20,000 succeeded"
         ),
         Figure(
             "interactive_p95_empty", "interactive p95, 1 client, empty queue", "(the baseline)", baseline=True
         ),
         Figure(
-            "interactive_p95_waiting", "interactive p95 while 20,000 batch jobs wait", "≤ 2 × empty-queue p95"
+            "interactive_p95_waiting", "interactive p95 while 20,000 batch jobs wait", "≤ 1.5 × empty-queue p95"
         ),
         Figure(
-            "interactive_p95_draining", "interactive p95 while a batch worker drains", "≤ 2 × empty-queue p95"
+            "interactive_p95_draining", "interactive p95 while a batch worker drains", "≤ 1.5 × empty-queue p95"
         ),
         Figure("redis_idle", "Redis commands/s with idle workers", "≤ 10 per worker"),
         Figure(
