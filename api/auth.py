@@ -98,14 +98,15 @@ class KeyCache:
         request.state[PRINCIPAL_STATE] = principal  # for the rate-limit headers of the response
         return principal
 
-    async def require_admin(self, request: Request) -> Principal:
+    async def require_admin(self, request: Request, what: str = "manage keys") -> Principal:
+        """The admin, or a 401/403 saying what only the admin may do (`what`)."""
         secret = presented_key(request)
         if not secret:
             raise Unauthorized("Missing admin key: send Authorization: Bearer <SWITCHYARD_ADMIN_KEY>")
         if not self.admin_key:
-            raise Forbidden("key management is disabled: SWITCHYARD_ADMIN_KEY is not set")
+            raise Forbidden(f"no one may {what}: SWITCHYARD_ADMIN_KEY is not set")
         if not self.is_admin(secret):
             if await self.lookup(secret) is not None:
-                raise Forbidden("only the admin key may manage keys")
+                raise Forbidden(f"only the admin key may {what}")
             raise Unauthorized("Invalid API key")
         return Principal(ADMIN, is_admin=True)

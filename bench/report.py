@@ -68,10 +68,14 @@ def default_figures() -> list[Figure]:
             "interactive_p95_empty", "interactive p95, 1 client, empty queue", "(the baseline)", baseline=True
         ),
         Figure(
-            "interactive_p95_waiting", "interactive p95 while 20,000 batch jobs wait", "≤ 1.5 × empty-queue p95"
+            "interactive_p95_waiting",
+            "interactive p95 while 20,000 batch jobs wait",
+            "≤ 1.5 × empty-queue p95",
         ),
         Figure(
-            "interactive_p95_draining", "interactive p95 while a batch worker drains", "≤ 1.5 × empty-queue p95"
+            "interactive_p95_draining",
+            "interactive p95 while a batch worker drains",
+            "≤ 1.5 × empty-queue p95",
         ),
         Figure("redis_idle", "Redis commands/s with idle workers", "≤ 10 per worker"),
         Figure(

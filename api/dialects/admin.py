@@ -35,7 +35,7 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
 async def list_dead_letters(request: Request) -> Response[bytes]:
     """Records a background loop could not read or write: where, why, when, and the record."""
     svc = services(request)
-    await svc.keys.require_admin(request)
+    await svc.keys.require_admin(request, "manage dead letters")
     limit = _int_param(request, "limit", 100, 1, MAX_PAGE)
     offset = _int_param(request, "offset", 0, 0, 10**9)
     store = svc.dead_letters
@@ -47,7 +47,7 @@ async def list_dead_letters(request: Request) -> Response[bytes]:
 @delete("/api/admin/dead-letters/{entry_id:str}", status_code=200)
 async def drop_dead_letter(request: Request, entry_id: str) -> Response[bytes]:
     svc = services(request)
-    await svc.keys.require_admin(request)
+    await svc.keys.require_admin(request, "manage dead letters")
     if not await redis_call(lambda: svc.dead_letters.drop(entry_id)):
         raise NotFound(f"dead letter '{entry_id}' not found")
     return json_response({"success": True, "data": {"id": entry_id, "deleted": True}})
@@ -58,7 +58,7 @@ async def retry_dead_letter(request: Request, entry_id: str) -> Response[bytes]:
     """Put the job back in its persist set; a worker writes it at its next pass (or sets it
     aside again, with the new reason)."""
     svc = services(request)
-    await svc.keys.require_admin(request)
+    await svc.keys.require_admin(request, "manage dead letters")
     entry = await redis_call(lambda: svc.dead_letters.retry(entry_id))
     return json_response(
         {"success": True, "data": {"id": entry.id, "job_id": entry.job_id, "requeued": True}}

@@ -334,7 +334,7 @@ async def clear_cache(request: Request) -> Response[bytes]:
     """Drop the stored listings (of one provider, or all) and their statistics, and have a
     worker list them again at once. Needs the admin key."""
     svc = services(request)
-    await svc.keys.require_admin(request)
+    await svc.keys.require_admin(request, "clear the model cache")
     query = Query(request, ("provider",))
     provider = query.text("provider")
     names = [p.name for p in svc.catalog.config.providers]
