@@ -1,6 +1,6 @@
 """The benchmark run: start the cluster, run the phases in order, stop it, print the figures.
 
-`python -m bench [--quick]`. The table and then the JSON object go to stdout; the JSON is
+`python -m bench [--quick] [--only FIGURE ...]`. The table and then the JSON object go to stdout; the JSON is
 also written to `bench/results/latest.json`. Exit status: 0 when every phase ran (targets
 missed or not), 1 when a phase failed, 130 when interrupted.
 """
@@ -48,7 +48,25 @@ PHASES = [
 ]
 
 
-async def run_all(cluster: Cluster, report: Report, sizes: Sizes) -> None:
+# What a phase needs run before it (the empty-queue baseline, a queue to wait or drain).
+NEEDS = {
+    "interactive_p95_waiting": ("interactive_p95_empty", "batch_submit"),
+    "batch_drain": ("interactive_p95_empty", "batch_submit"),
+    "interactive_p95_draining": ("interactive_p95_empty", "batch_submit"),
+}
+
+
+def selected(only: list[str] | None) -> set[str] | None:
+    """The figures to measure: those asked for and those they need; None for all."""
+    if not only:
+        return None
+    keys = set(only)
+    for key in only:
+        keys.update(NEEDS.get(key, ()))
+    return keys
+
+
+async def run_all(cluster: Cluster, report: Report, sizes: Sizes, only: set[str] | None = None) -> None:
     t0 = time.monotonic()
     task = asyncio.current_task()
     assert task is not None
@@ -73,7 +91,8 @@ async def run_all(cluster: Cluster, report: Report, sizes: Sizes) -> None:
         if not await run_phase(b, "warm-up", all_keys, warm_up):
             return
         for name, keys, fn in PHASES:
-            await run_phase(b, name, keys, _bounded(fn))
+            if only is None or only.intersection(keys):
+                await run_phase(b, name, keys, _bounded(fn))
     finally:
         await probe.close()
 
@@ -90,10 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run with smaller counts (figures not comparable)"
     )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="FIGURE",
+        help="measure these figures (and what they need) only, e.g. --only batch_drain",
+    )
     parser.add_argument("--json-out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     sizes = Sizes.quick() if args.quick else Sizes()
     report = Report(quick=args.quick)
+    unknown = sorted(set(args.only or ()) - set(report.figures))
+    if unknown:
+        parser.error(f"unknown figure(s) {', '.join(unknown)}; figures: {', '.join(report.figures)}")
     cluster = Cluster()
     # Ctrl-C cancels the run (asyncio.Runner's own handling), even when started with SIGINT
     # ignored; SIGTERM and SIGHUP do the same through `run_all`'s handlers.
@@ -102,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
 
-        uvloop.run(run_all(cluster, report, sizes))
+        uvloop.run(run_all(cluster, report, sizes, selected(args.only)))
     except (KeyboardInterrupt, asyncio.CancelledError):
         interrupted = True
         report.notes.append("interrupted")
