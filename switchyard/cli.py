@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from switchyard.errors import ConfigError
-from switchyard.settings import get_settings
+from switchyard.settings import get_settings, settings_problems
 
 DEFAULT_PROCESSES = {
     "web": "switchyard web",
@@ -238,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("httpx", "httpcore", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.command in ("up", "web", "worker"):
+        problems = settings_problems(get_settings())
+        for problem in problems:
+            print(f"switchyard: {problem}", file=sys.stderr)
+        if problems:
+            return 2
     try:
         return int(args.func(args))
     except ConfigError as exc:

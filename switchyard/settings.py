@@ -33,7 +33,11 @@ class Settings(BaseSettings):
 
     # Beyond DESIGN.md's contract: tuning knobs with safe defaults.
     max_body_bytes: int = Field(default=1_000_000, gt=0, validation_alias="SWITCHYARD_MAX_BODY_BYTES")
-    job_timeout_s: float = Field(default=120.0, gt=0, validation_alias="SWITCHYARD_JOB_TIMEOUT_S")
+    # The time limit of each try of a job (one run of its handler on a worker; a provider's 5xx
+    # or timeout ends the try and the job is queued again, up to `provider_attempts` tries per
+    # provider). `settings_problems` asks it to exceed provider timeout x attempts + backoff, so
+    # that one provider's tries fit in the time an OpenAI-dialect call waits (api/submit.py).
+    job_timeout_s: float = Field(default=150.0, gt=0, validation_alias="SWITCHYARD_JOB_TIMEOUT_S")
     provider_timeout_s: float = Field(default=60.0, gt=0, validation_alias="SWITCHYARD_PROVIDER_TIMEOUT_S")
     provider_attempts: int = Field(default=2, ge=1, le=10, validation_alias="SWITCHYARD_PROVIDER_ATTEMPTS")
     retry_backoff_s: float = Field(default=0.2, ge=0, validation_alias="SWITCHYARD_RETRY_BACKOFF_S")
@@ -120,6 +124,30 @@ class Settings(BaseSettings):
     @property
     def blob_dir_or_default(self) -> Path:
         return self.blob_dir or self.data_dir / "blobs"
+
+
+def retry_backoff_total_s(settings: Settings) -> float:
+    """The sum of the backoffs between one provider's tries (workers/fallback.py's formula)."""
+    base = settings.retry_backoff_s
+    return sum(min(base * 2 ** (attempt - 1), 10.0) for attempt in range(1, settings.provider_attempts))
+
+
+def settings_problems(settings: Settings) -> list[str]:
+    """What in these settings cannot work as configured, one sentence each (empty: fine).
+
+    `switchyard up`, `web` and `worker` print these and exit 2 rather than start.
+    """
+    problems = []
+    tries_s = settings.provider_timeout_s * settings.provider_attempts + retry_backoff_total_s(settings)
+    if settings.job_timeout_s <= tries_s:
+        problems.append(
+            f"SWITCHYARD_JOB_TIMEOUT_S ({settings.job_timeout_s:g}) must exceed SWITCHYARD_PROVIDER_TIMEOUT_S"
+            f" ({settings.provider_timeout_s:g}) x SWITCHYARD_PROVIDER_ATTEMPTS"
+            f" ({settings.provider_attempts})"
+            f" + retry backoff ({retry_backoff_total_s(settings):g}) = {tries_s:g} s: a slow provider's"
+            " retries could never finish within the job's time"
+        )
+    return problems
 
 
 @lru_cache(maxsize=1)

@@ -207,8 +207,10 @@ def base_env(redis_url: str, database_url: str, providers: Path, data_dir: Path)
         "SWITCHYARD_PROVIDERS": str(providers),
         "SWITCHYARD_ADMIN_KEY": ADMIN_KEY,
         "SWITCHYARD_SYNC_TIMEOUT_S": "15",
-        "SWITCHYARD_JOB_TIMEOUT_S": "15",
-        "SWITCHYARD_PROVIDER_TIMEOUT_S": "15",
+        # Consistent as `settings_problems` asks: 35 > 10 x 2 attempts + backoff.
+        "SWITCHYARD_JOB_TIMEOUT_S": "35",
+        "SWITCHYARD_PROVIDER_TIMEOUT_S": "10",
+        "SWITCHYARD_PROVIDER_ATTEMPTS": "2",
         "SWITCHYARD_RETRY_BACKOFF_S": "0.01",
         "SWITCHYARD_SHUTDOWN_GRACE_S": "5",
         "SWITCHYARD_ALLOW_PRIVATE_URLS": "true",
