@@ -16,11 +16,13 @@ from urllib.parse import urlsplit
 import httpx
 import mutagen.mp3
 import pytest
+from redis import asyncio as redis
 
 from jobs.media import MediaTarget, cache_key, media_target
+from storage.result_cache import ResultCache
 from switchyard.errors import InvalidRequest
 from switchyard.media_standin import MediaServer
-from tests.conftest import Gateway, eventually, get_job, wait_for_status
+from tests.conftest import Gateway, admin_headers, eventually, get_job, wait_for_status
 from workers.media.ytdlp import Limits, Progress, download, ffmpeg_exe, probe_duration
 
 CLIP_SECONDS = 2.0
@@ -210,7 +212,7 @@ async def test_repeat_is_answered_from_the_cache_without_yt_dlp(
     assert stats["hit_rate"] == 0.5
     assert stats["bytes"] > 2 * first.json()["data"]["size"]
 
-    cleared = await gw.client.delete("/api/v1/youtube/cache", headers=h(key))
+    cleared = await gw.client.delete("/api/v1/youtube/cache", headers=admin_headers())
     assert cleared.status_code == 200 and cleared.json()["data"] == {"service": "youtube", "cleared": 2}
     stats = (await gw.client.get("/api/v1/youtube/cache/stats", headers=h(key))).json()["data"]
     assert (stats["entries"], stats["bytes"], stats["hits"]) == (0, 0, 0)
@@ -452,7 +454,7 @@ async def test_search_a_site_offers_only_to_accounts_is_a_501(gw: Gateway, key: 
     assert "without a signed-in account" in body["message"]
 
 
-@pytest.mark.parametrize("service", ["youtube", "tiktok", "instagram", "pinterest"])
+@pytest.mark.parametrize("service", ["youtube", "tiktok", "instagram", "pinterest", "lyrics"])
 async def test_cache_stats_and_clear_of_every_service(gw: Gateway, key: str, service: str) -> None:
     stats = await gw.client.get(f"/api/v1/{service}/cache/stats", headers=h(key))
     assert stats.status_code == 200
@@ -460,9 +462,31 @@ async def test_cache_stats_and_clear_of_every_service(gw: Gateway, key: str, ser
         "service": service, "hits": 0, "misses": 0, "hit_rate": 0.0, "entries": 0, "bytes": 0,
         "ttl_seconds": gw.settings.media_cache_ttl_s,
     }  # fmt: skip
-    cleared = await gw.client.delete(f"/api/v1/{service}/cache", headers=h(key))
+    cleared = await gw.client.delete(f"/api/v1/{service}/cache", headers=admin_headers())
     assert cleared.json() == {"success": True, "data": {"service": service, "cleared": 0}}
     assert (await gw.client.get(f"/api/v1/{service}/cache/stats")).status_code == 401
+
+
+@pytest.mark.parametrize("service", ["youtube", "tiktok", "instagram", "pinterest", "lyrics"])
+async def test_only_the_admin_key_may_empty_a_shared_cache(
+    gw: Gateway, key: str, redis_url: str, service: str
+) -> None:
+    """Every key shares these caches: one key emptying them would cost every other key."""
+    cache = ResultCache(redis.Redis.from_url(redis_url), service, 3600)
+    try:
+        await cache.put("entry", {"file_id": "f"})
+        refused = await gw.client.delete(f"/api/v1/{service}/cache", headers=h(key))
+        assert refused.status_code == 403, refused.text
+        body = refused.json()
+        assert body["success"] is False and body["error"] == "Forbidden"  # the native shape
+        assert f"only the admin key may empty the shared {service} cache" in body["message"]
+        assert (await gw.client.delete(f"/api/v1/{service}/cache")).status_code == 401
+        stats = (await gw.client.get(f"/api/v1/{service}/cache/stats", headers=h(key))).json()["data"]
+        assert stats["entries"] == 1  # still there
+        cleared = await gw.client.delete(f"/api/v1/{service}/cache", headers=admin_headers())
+        assert cleared.status_code == 200 and cleared.json()["data"]["cleared"] == 1
+    finally:
+        await cache.redis.aclose()
 
 
 # --- site URLs: accepted forms and their canonical form ----------------------------------------

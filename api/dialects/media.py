@@ -255,10 +255,11 @@ async def cache_stats(request: Request) -> Response[bytes]:
 
 @delete([f"/api/v1/{s}/cache" for s in CACHED_SERVICES], status_code=200)
 async def cache_clear(request: Request) -> Response[bytes]:
-    """Empty this service's result cache (the files already handed out stay)."""
+    """Empty this service's result cache (the files already handed out stay). The cache is
+    shared by every key: only the admin key may empty it."""
     svc = services(request)
-    await svc.keys.authenticate(request)
     service = _service_of(request)
+    await svc.keys.require_admin(request, f"empty the shared {service} cache")
     cleared = await redis_call(result_cache(svc, service).clear)
     return json_response({"success": True, "data": {"service": service, "cleared": cleared}})
 
