@@ -53,17 +53,11 @@ def file_path(file_id: str) -> str:
     return f"/api/v1/files/{file_id}"
 
 
-def file_url(source: Request | Settings | None, file_id: str) -> str:
-    """The file's URL: under `SWITCHYARD_PUBLIC_URL` when it is set, else under the request's
-    own base URL; with only settings and no public URL, the path alone."""
-    settings = source if isinstance(source, Settings) else None
-    if isinstance(source, Request):
-        settings = source.app.state.services.settings
-    if settings is not None and settings.public_url:
-        return settings.public_url.rstrip("/") + file_path(file_id)
-    if isinstance(source, Request):
-        return str(source.base_url).rstrip("/") + file_path(file_id)
-    return file_path(file_id)
+def file_url(source: Request | Settings, file_id: str) -> str:
+    """The file's URL under `Settings.public_base_url` (`SWITCHYARD_PUBLIC_URL`, else the
+    listening address); never under the request's `Host`, which the caller chooses."""
+    settings = source.app.state.services.settings if isinstance(source, Request) else source
+    return settings.public_base_url + file_path(file_id)
 
 
 async def file_buffer(files: Files, file: StoredFile, max_bytes: int) -> str | None:

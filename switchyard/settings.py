@@ -122,6 +122,15 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{(self.data_dir / 'switchyard.db').resolve()}"
 
     @property
+    def public_base_url(self) -> str:
+        """Where clients reach this gateway, for the URLs it hands out (files): the public URL,
+        else the listening address. Never the request's `Host` header, which the caller writes."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
     def blob_dir_or_default(self) -> Path:
         return self.blob_dir or self.data_dir / "blobs"
 

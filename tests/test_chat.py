@@ -165,7 +165,12 @@ async def served_over_http(settings: Settings) -> AsyncIterator[str]:
     """The app under uvicorn on a free loopback port, in this test's loop."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", ws="none", lifespan="on"
+        create_app(settings.model_copy(update={"host": "127.0.0.1", "port": port})),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws="none",
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

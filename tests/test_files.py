@@ -469,7 +469,8 @@ async def test_file_fields_give_url_and_buffer_or_the_raw_file(gw: Gateway, file
 
     async with probe_app(gw.settings) as client:
         body = (await client.post("/test/media", json={"file_id": stored.id})).json()["data"]
-        assert body["url"] == f"http://gateway.test:8080/api/v1/files/{stored.id}"
+        # The settings' listening address, not the Host the client sent (gateway.test:8080).
+        assert body["url"] == f"http://127.0.0.1:8000/api/v1/files/{stored.id}"
         assert base64.b64decode(body["buffer"]) == data
         assert (body["file_id"], body["filename"], body["mime_type"], body["size"]) == (
             stored.id, "song.mp3", "audio/mpeg", len(data)
@@ -504,6 +505,6 @@ async def test_file_fields_give_url_and_buffer_or_the_raw_file(gw: Gateway, file
         assert body["url"] == f"https://files.example.com/sy/api/v1/files/{stored.id}"
         assert body["buffer"] is None  # larger than the bound: by url only
     assert file_url(public, stored.id) == f"https://files.example.com/sy/api/v1/files/{stored.id}"
-    assert file_url(gw.settings, stored.id) == f"/api/v1/files/{stored.id}"
+    assert file_url(gw.settings, stored.id) == f"http://127.0.0.1:8000/api/v1/files/{stored.id}"
     assert await file_buffer(files, stored, len(data)) == base64.b64encode(data).decode()
     assert await file_buffer(files, stored, len(data) - 1) is None

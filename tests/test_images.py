@@ -173,6 +173,25 @@ async def test_native_generate_b64_json_runs_n_calls_at_once(
     assert all(r["negative_prompt"] == "dogs" for r in pics.requests)
 
 
+@pytest.mark.parametrize("public_url", [None, "https://gw.example.com/sy/"])
+async def test_file_urls_never_come_from_the_host_header(
+    gw: Gateway, key: str, public_url: str | None
+) -> None:
+    """A forged `Host` must not put the caller's host into links handed to others (a cache
+    shares them, a log shows them): the public URL, else the listening address."""
+    gw.settings.public_url = public_url  # the app holds this same Settings object
+    gw.start_worker()
+    body = {"model": "flux", "prompt": "a tower", "size": "512x512", "output_format": "jpeg"}
+    forged = {"X-API-Key": key, "Host": "evil.example:666"}
+    response = await gw.client.post("/api/v1/generate", json=body, headers=forged)
+    assert response.status_code == 200, response.text
+    (item,) = response.json()["data"]["data"]
+    base = "https://gw.example.com/sy" if public_url else "http://127.0.0.1:8000"
+    for url in (item["url"], item["thumbnail_url"]):
+        assert url.startswith(base + "/api/v1/files/file_"), url
+        assert "evil" not in url
+
+
 async def test_native_generate_url_and_batch(gw: Gateway, key: str) -> None:
     gw.start_worker()
     body = {"model": "flux", "prompt": "a tower", "size": "512x512", "output_format": "jpeg"}
@@ -180,7 +199,7 @@ async def test_native_generate_url_and_batch(gw: Gateway, key: str) -> None:
     assert response.status_code == 200, response.text
     (item,) = response.json()["data"]["data"]
     assert "b64_json" not in item
-    assert item["url"].startswith("http://testserver.local/api/v1/files/file_")
+    assert item["url"].startswith("http://127.0.0.1:8000/api/v1/files/file_")  # the listening address
     stored = await gw.client.get(item["url"], headers={"X-API-Key": key})
     assert stored.status_code == 200, stored.text
     assert stored.headers["content-type"] == "image/jpeg"

@@ -73,8 +73,9 @@ async def fetch_file(gw: Gateway, key: str, url: str) -> httpx.Response:
 async def test_mp4_download_through_yt_dlp(gw: Gateway, key: str, media: MediaServer, tmp_path: Path) -> None:
     gw.start_worker("media", "media-batch")
     url = media.url("/media/clip.mp4")
+    forged_host = {**h(key), "Host": "evil.example"}  # never the base of the file's URL
     response = await gw.client.post(
-        "/api/v1/youtube/mp4", json={"url": url, "quality": "720p"}, headers=h(key)
+        "/api/v1/youtube/mp4", json={"url": url, "quality": "720p"}, headers=forged_host
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -96,7 +97,7 @@ async def test_mp4_download_through_yt_dlp(gw: Gateway, key: str, media: MediaSe
     assert probe_duration(out) == pytest.approx(CLIP_SECONDS, abs=0.2)
 
     assert base64.b64decode(data["buffer"]) == stored.content
-    assert data["url"].startswith("http://testserver.local/api/v1/files/file_")
+    assert data["url"].startswith("http://127.0.0.1:8000/api/v1/files/file_")  # the listening address
     assert data["expires_at"].endswith("Z")
 
     # The polled job has the same result, with the file's link and without its bytes.

@@ -161,8 +161,9 @@ async def _submit(
     principal = await svc.keys.authenticate(request)
     await svc.catalog.require(payload["model"], modality)
     svc.accounts.check_request(principal, model=payload["model"], max_tokens=None)
-    # The worker writes the files' URLs into the result: under the public URL, else this one's.
-    payload["files_base"] = (svc.settings.public_url or str(request.base_url)).rstrip("/")
+    # The worker writes the files' URLs into the result: under the public URL, else the
+    # listening address (never the request's Host header: the caller writes it).
+    payload["files_base"] = svc.settings.public_base_url
     return await submit(
         request,
         svc,
