@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from switchyard.standin import StandIn, standin_vector
-from tests.conftest import Gateway, chat_body, get_job, wait_for_status
+from tests.conftest import Gateway, admin_headers, chat_body, get_job, wait_for_status
 from tests.llm_support import (
     EMBED,
     EMBED_PRICE,
@@ -254,3 +254,22 @@ async def test_the_official_openai_client_lists_chats_streams_and_embeds(
         assert wrong_type.value.param == "model"
         with pytest.raises(openai.NotFoundError):
             await client.embeddings.create(model="no/such-embedder", input="x")
+
+
+async def test_embedding_input_is_reserved_against_the_daily_token_limit(gw: Gateway) -> None:
+    """The input's estimated tokens (about 4 bytes each) are reserved at admission."""
+    created = await gw.client.post(
+        "/api/keys", json={"name": "embed", "limits": {"daily_tokens": 50_000}}, headers=admin_headers()
+    )
+    secret = created.json()["key"]
+    refused = await gw.client.post(
+        "/v1/embeddings", json={"model": EMBED, "input": ["z" * 250_000]}, headers=bearer(secret)
+    )
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "daily_tokens"
+    fits = await gw.client.post(
+        "/v1/embeddings?batch=1", json={"model": EMBED, "input": "z" * 4000}, headers=bearer(secret)
+    )
+    assert fits.status_code == 202, fits.text
+    status = (await gw.client.get("/api/v1/status", headers=bearer(secret))).json()["data"]
+    assert status["limits"]["daily"]["tokens"]["used"] == 1000

@@ -78,7 +78,8 @@ async def test_hourly_limit_passes_k_then_429_in_every_dialect(gw: Gateway) -> N
     assert first.headers["x-ratelimit-remaining"] == "2"
     assert first.headers["x-ratelimit-reset"] == str(reset_s)
     assert first.json()["limits"] == {
-        "remaining": {"hourly": 2, "daily_requests": 999, "daily_tokens": 49_990}
+        # 10 max_tokens + 2 for the prompt ("user" + "one": 7 bytes, about 4 a token)
+        "remaining": {"hourly": 2, "daily_requests": 999, "daily_tokens": 49_988}
     }
     for remaining in (1, 0):
         batch = await gw.client.post("/api/v1/chat?batch=1", json=chat_body(), headers=bearer(secret))
@@ -153,14 +154,14 @@ async def test_daily_tokens_are_reserved_at_submission_and_settled_at_finish(gw:
     )
     assert refused.status_code == 429
     assert refused.json()["message"] == "Daily token limit exceeded"
-    assert refused.json()["limits"]["daily_tokens"]["used"] == 2000
+    assert refused.json()["limits"]["daily_tokens"]["used"] == 2004  # 2 x (1000 + 2 for the prompt)
     assert refused.json()["limits"]["daily_tokens"]["limit"] == 2500
 
     async def tokens_used() -> int:
         data = (await gw.client.get("/api/v1/status", headers=xkey(secret))).json()["data"]
         return int(data["limits"]["daily"]["tokens"]["used"])
 
-    assert await tokens_used() == 2000
+    assert await tokens_used() == 2004
     gw.start_worker()
     for job_id in jobs:
         await wait_for_status(gw.client, secret, job_id, "succeeded")
@@ -171,7 +172,7 @@ async def test_daily_tokens_are_reserved_at_submission_and_settled_at_finish(gw:
         "/api/v1/completion", json=chat_body("four", max_tokens=1000), headers=xkey(secret)
     )
     assert response.status_code == 200, response.text
-    assert response.json()["limits"]["remaining"]["daily_tokens"] == 2500 - 6 - 1000
+    assert response.json()["limits"]["remaining"]["daily_tokens"] == 2500 - 6 - 1000 - 2
     assert response.json()["usage"]["total_tokens"] == 3
     assert await tokens_used() == 9
 
@@ -226,7 +227,7 @@ async def test_max_tokens_over_the_key_cap_is_400_naming_max_tokens(
     # The refusals took nothing.
     data = (await gw.client.get("/api/v1/status", headers=xkey(secret))).json()["data"]
     assert data["limits"]["hourly"]["used"] == 1
-    assert data["limits"]["daily"]["tokens"]["used"] == 200
+    assert data["limits"]["daily"]["tokens"]["used"] == 200 + 3  # and the prompt: "user" + "hello"
 
 
 @pytest.mark.parametrize(("path", "headers"), [("/api/v1/completion", "x"), ("/api/v1/chat", "bearer")])
@@ -244,7 +245,8 @@ async def test_a_dialect_default_max_tokens_over_the_key_cap_is_not_an_error(
 
     queued = await gw.client.post(path + "?batch=1", json=chat_body("no max_tokens"), headers=auth)
     assert queued.status_code == 202, queued.text
-    assert await tokens_used() == 100  # the cap, reserved in place of the dialect's default
+    # The cap, reserved in place of the dialect's default, and the prompt ("user" + "no max_tokens")
+    assert await tokens_used() == 100 + 5
     gw.start_worker()
     await wait_for_status(gw.client, secret, queued.json()["data"]["job_id"], "succeeded")
     response = await gw.client.post(path, json=chat_body("no max_tokens"), headers=auth)
@@ -543,3 +545,34 @@ async def test_a_redis_restart_mid_window(env: dict[str, str], tmp_path: Path) -
             assert over.status_code == 429
     finally:
         redis.stop()
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "stream"),
+    [
+        ("/api/v1/completion", "x", False),
+        ("/v1/chat/completions", "bearer", False),
+        ("/v1/chat/completions", "bearer", True),
+    ],
+)
+async def test_a_huge_prompt_cannot_pass_the_daily_token_limit(
+    gw: Gateway, path: str, headers: str, stream: bool
+) -> None:
+    """A 750 KB prompt is ~190,000 tokens: admission reserves the prompt's estimate as well as
+    `max_tokens`, so it is refused against a 50,000 daily-token limit before any work is done."""
+    await clear_of_window_edge(DAY_MS, 10_000)
+    secret = (await create_key_full(gw.client, name="huge", limits={"daily_tokens": 50_000}))["key"]
+    auth = xkey(secret) if headers == "x" else bearer(secret)
+    huge = chat_body("x" * 750_000, max_tokens=10, **({"stream": True} if stream else {}))
+    refused = await gw.client.post(path, json=huge, headers=auth)
+    assert refused.status_code == 429, refused.text
+    assert refused.headers["retry-after"]
+    data = (await gw.client.get("/api/v1/status", headers=xkey(secret))).json()["data"]
+    assert data["limits"]["daily"]["tokens"]["used"] == 0
+    assert data["limits"]["hourly"]["used"] == 0
+    # A prompt within the limit still passes, and reserves about its size.
+    fits = chat_body("y" * 40_000, max_tokens=10)
+    accepted = await gw.client.post(path + "?batch=1", json=fits, headers=auth)
+    assert accepted.status_code == 202, accepted.text
+    data = (await gw.client.get("/api/v1/status", headers=xkey(secret))).json()["data"]
+    assert data["limits"]["daily"]["tokens"]["used"] == 10 + (40_000 + 4) // 4

@@ -12,6 +12,7 @@ from api.results import chat_body
 from api.state import services
 from api.streaming import stream_chat
 from api.submit import submit
+from api.token_estimate import chat_prompt_tokens
 from api.upstream import upstream_override
 from api.validation import parse_chat
 from jobs.kinds import CHAT_COMPLETION, ChatPayload
@@ -44,6 +45,8 @@ async def chat_route(
         await svc.catalog.require(req.model, "chat", "completion")
     max_tokens = upstream.get("max_tokens") or upstream.get("max_completion_tokens")
     svc.accounts.check_request(principal, model=req.model, max_tokens=max_tokens)
+    # Admission reserves the prompt's estimated tokens as well as the most the reply may take.
+    reserve_tokens = chat_prompt_tokens(upstream) + int(max_tokens or 0)
     payload: ChatPayload = {"model": req.model, "request": upstream}
     if override:
         payload["upstream"] = override
@@ -54,7 +57,7 @@ async def chat_route(
             principal=principal,
             dialect=dialect,
             payload=payload,
-            reserve_tokens=int(max_tokens or 0),
+            reserve_tokens=reserve_tokens,
             include_usage=bool(req.stream_options and req.stream_options.include_usage),
             model=job_model,
         )
@@ -67,7 +70,7 @@ async def chat_route(
         dialect=dialect,
         model=job_model,
         modality="chat",
-        reserve_tokens=int(max_tokens or 0),
+        reserve_tokens=reserve_tokens,
     )
     if isinstance(outcome, Response):
         return outcome

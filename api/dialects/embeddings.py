@@ -13,6 +13,7 @@ from api.responses import json_response
 from api.results import embedding_body
 from api.state import services
 from api.submit import submit
+from api.token_estimate import input_tokens
 from api.upstream import upstream_override
 from api.validation import NonEmpty, convert, decode_object
 from jobs.kinds import EMBEDDING, EmbeddingPayload
@@ -107,6 +108,7 @@ async def embedding_route(
         dialect=dialect,
         model=model,
         modality="chat",
+        reserve_tokens=input_tokens(req.input),
     )
     if isinstance(outcome, Response):
         return outcome
