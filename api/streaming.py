@@ -6,7 +6,8 @@ its worker relays the provider's chunks into the job's Redis stream and this pro
 them as they arrive (`jobs.streams.StreamHub`). The answer's status is decided by the first
 thing that happens: a chunk starts the 200 event stream; a job that fails before any chunk
 is that failure's error status in the dialect's shape (as without `stream`); when the wait
-bound (`Prefer: wait=N`, else the sync timeout) passes first, 202 with the job. Once the
+bound (`Prefer: wait=N`, else the sync timeout) passes first, 202 with the job (on OpenAI's
+routes without `Prefer: wait`: the bound is the job timeout + 5 s, then a 504 error). Once the
 stream has started, a provider dying mid-way is an error event (`data: {"error": ...}` in the
 dialect's error shape) and the end of the stream; a client that goes away cancels the job.
 """
@@ -27,11 +28,11 @@ from litestar.types import Receive
 from api.auth import Principal
 from api.errors import CLOUDGPT, NATIVE, OPENAI, error_body
 from api.state import Services
-from api.submit import accepted, admit_and_enqueue, job_error, wait_bound, wants_batch
+from api.submit import accepted, admit_and_enqueue, job_error, sync_wait, wants_batch
 from jobs.kinds import CHAT_COMPLETION
 from jobs.records import SUCCEEDED, JobRecord
 from jobs.streams import CHUNK, END, ERROR, Entry, Finished, Subscription
-from switchyard.errors import InvalidRequest, ProviderFailed, SwitchyardError
+from switchyard.errors import InvalidRequest, ProviderFailed, StillRunning, SwitchyardError
 
 log = logging.getLogger("switchyard.api")
 
@@ -79,14 +80,19 @@ async def stream_chat(
     )
     headers = {"x-job-id": record.id, **headers}
     forwarder = Forwarder(svc, record, dialect, include_usage)
+    bound, past_bound_is_error = sync_wait(request, svc.settings, dialect)
     try:
         await forwarder.start()
-        first = await forwarder.first(wait_bound(request, svc.settings.sync_timeout_s), request.receive)
+        first = await forwarder.first(bound, request.receive)
     except BaseException:
         forwarder.close(cancel_job=True)
         raise
     if first is None:  # the wait bound passed: the job goes on and can be polled
         forwarder.close(cancel_job=False)
+        if past_bound_is_error:  # an OpenAI client: a 504 before the first chunk, not a 202
+            still = StillRunning(record.id, bound)
+            still.headers.update(headers)
+            raise still
         return accepted(await svc.jobs.get(record.id, principal.key_id), headers)
     if not isinstance(first, Entry | Finished):  # GONE
         forwarder.close(cancel_job=True)

@@ -8,16 +8,26 @@ from typing import Any
 from litestar import Request, Response
 
 from api.auth import Principal
-from api.errors import TITLES
+from api.errors import OPENAI, TITLES
 from api.responses import json_response
 from api.results import result_body
 from api.state import Services
 from jobs.queues import BATCH, DEFAULT_LANE, INTERACTIVE
 from jobs.records import SUCCEEDED, JobRecord, iso
-from switchyard.errors import InvalidRequest, JobCanceled, JobTimedOut, ProviderFailed, SwitchyardError
+from switchyard.errors import (
+    InvalidRequest,
+    JobCanceled,
+    JobTimedOut,
+    ProviderFailed,
+    StillRunning,
+    SwitchyardError,
+)
+from switchyard.settings import Settings
 
 _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 MAX_WAIT_S = 3600.0
+# How much longer than the job timeout an OpenAI-route call waits (queueing, notification).
+OPENAI_WAIT_MARGIN_S = 5.0
 
 
 def wants_batch(request: Request) -> bool:
@@ -31,13 +41,36 @@ def wants_batch(request: Request) -> bool:
     raise InvalidRequest.field("batch", "must be 1 or 0", value)
 
 
-def wait_bound(request: Request, default: float) -> float:
+def prefer_wait(request: Request) -> float | None:
+    """The caller's own wait bound (`Prefer: wait=N`), if it gave one."""
     prefer = request.headers.get("prefer")
     if prefer:
         m = _PREFER_WAIT.search(prefer)
         if m:
             return min(float(m.group(1)), MAX_WAIT_S)
-    return default
+    return None
+
+
+def wait_bound(request: Request, default: float) -> float:
+    prefer = prefer_wait(request)
+    return default if prefer is None else prefer
+
+
+def sync_wait(request: Request, settings: Settings, dialect: str) -> tuple[float, bool]:
+    """How long a synchronous call waits for its job, and whether passing that bound is an
+    error (True) rather than a 202 with the job.
+
+    OpenAI's clients read a 202 job body as an empty completion (the official SDK gives
+    `choices=None`, a stream yields nothing), so OpenAI's routes wait as long as the job may
+    take (the job timeout, plus a margin) and then answer a 504 in OpenAI's shape carrying the
+    job id, unless the caller asked for a bound of its own with `Prefer: wait=N`.
+    """
+    prefer = prefer_wait(request)
+    if prefer is not None:
+        return prefer, False
+    if dialect == OPENAI:
+        return settings.job_timeout_s + OPENAI_WAIT_MARGIN_S, True
+    return settings.sync_timeout_s, False
 
 
 def job_links(record: JobRecord) -> dict[str, str]:
@@ -167,8 +200,13 @@ async def submit(
     )
     if batch:
         return accepted(record, headers), headers
-    done = await svc.jobs.wait(record, wait_bound(request, svc.settings.sync_timeout_s))
+    bound, past_bound_is_error = sync_wait(request, svc.settings, dialect)
+    done = await svc.jobs.wait(record, bound)
     if done is None:
+        if past_bound_is_error:
+            still = StillRunning(record.id, bound)
+            still.headers.update(headers)
+            raise still
         return accepted(await svc.jobs.get(record.id, principal.key_id), headers), headers
     if done.status != SUCCEEDED:
         err = job_error(done)

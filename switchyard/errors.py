@@ -122,6 +122,24 @@ class JobTimedOut(ProviderFailed):
     error_type = "timeout"
 
 
+class StillRunning(SwitchyardError):
+    """A synchronous call whose client cannot read a 202 (OpenAI's routes) waited as long as the
+    job may take and it is not over: the job goes on and can be polled by its id."""
+
+    status_code = 504
+    error_type = "timeout"
+    title = "Gateway Timeout"
+
+    def __init__(self, job_id: str, waited_s: float) -> None:
+        super().__init__(
+            f"the job {job_id} did not finish within {waited_s:g} s; it goes on and its result can"
+            f" be read at GET /api/v1/jobs/{job_id}",
+            code="job_still_running",
+            # OpenAI's clients retry a 5xx unless told not to; a retry would run the work again.
+            headers={"x-job-id": job_id, "x-should-retry": "false"},
+        )
+
+
 class JobCanceled(SwitchyardError):
     status_code = 409
     error_type = "canceled"
