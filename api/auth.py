@@ -6,8 +6,10 @@ import asyncio
 import hmac
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from litestar import Request
+from litestar.connection import ASGIConnection
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage.db import Database
@@ -25,7 +27,7 @@ class Principal:
     record: KeyRecord | None = None  # None for the admin key: no limits, no credits
 
 
-def presented_key(request: Request) -> str | None:
+def presented_key(request: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     headers = request.headers
     key = headers.get("x-api-key")
     if key:
@@ -81,7 +83,9 @@ class KeyCache:
     def is_admin(self, secret: str) -> bool:
         return bool(self.admin_key) and hmac.compare_digest(secret.encode(), self.admin_key.encode())  # type: ignore[union-attr]
 
-    async def authenticate(self, request: Request) -> Principal:
+    async def authenticate(self, request: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+        """The caller of a request or a WebSocket (`X-API-Key`, `Authorization: Bearer` or
+        `?api_key=`, which is all a browser's WebSocket can send)."""
         secret = presented_key(request)
         if not secret:
             raise Unauthorized("Missing API key: send X-API-Key, Authorization: Bearer, or ?api_key=")

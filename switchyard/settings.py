@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     media_max_bytes: int = Field(default=500_000_000, gt=0, validation_alias="SWITCHYARD_MEDIA_MAX_BYTES")
     media_cache_ttl_s: int = Field(default=86_400, ge=1, validation_alias="SWITCHYARD_MEDIA_CACHE_TTL_S")
     media_nice: int = Field(default=5, ge=0, le=19, validation_alias="SWITCHYARD_MEDIA_NICE")
+    # Open `/ws/models` sockets per web process; one more is closed with 1013 (try again later).
+    ws_max_sockets: int = Field(default=200, ge=1, validation_alias="SWITCHYARD_WS_MAX_SOCKETS")
     web_workers: int = Field(
         default=1, ge=1, validation_alias=AliasChoices("SWITCHYARD_WEB_WORKERS", "WEB_CONCURRENCY")
     )

@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 import uvicorn
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from api.app import create_app
 from jobs.catalog import CATALOG_KEY, STATUS_KEY
@@ -24,7 +25,16 @@ from jobs.discovery import COOLDOWN_KEY, FAILS_KEY, request_refresh
 from switchyard.redis_server import free_port
 from switchyard.settings import Settings
 from switchyard.standin import StandIn
-from tests.conftest import ADMIN_KEY, Gateway, base_env, eventually, get_job, make_settings, running_gateway
+from tests.conftest import (
+    ADMIN_KEY,
+    Gateway,
+    admin_headers,
+    base_env,
+    eventually,
+    get_job,
+    make_settings,
+    running_gateway,
+)
 
 ALPHA_MODELS = ["alpha/chat-one", "alpha/chat-two", "shared/model"]
 BETA_MODELS = ["shared/model", "beta/painter", "beta/thinker", "beta/clip"]
@@ -632,8 +642,12 @@ async def _next(ws: Any) -> dict[str, Any]:
 async def test_a_refresh_that_changes_the_catalog_pushes_events_to_every_web_process(
     mgw: Gateway, models_settings: Settings, alpha: StandIn, redis: aioredis.Redis
 ) -> None:
+    key = await mgw.create_key()
     async with served(models_settings) as first, served(models_settings) as second:
-        async with connect(first + "/ws/models") as ws1, connect(second + "/ws/models") as ws2:
+        async with (
+            connect(f"{first}/ws/models?api_key={key}") as ws1,
+            connect(second + "/ws/models", additional_headers={"X-API-Key": key}) as ws2,
+        ):
             for ws in (ws1, ws2):
                 hello = await _next(ws)
                 assert hello["type"] == "connected" and hello["models"] == 6
@@ -641,7 +655,6 @@ async def test_a_refresh_that_changes_the_catalog_pushes_events_to_every_web_pro
             listing = {"data": [{"id": "alpha/chat-one", "name": "Chat One"}, {"id": "alpha/brand-new"},
                                 {"id": "shared/model"}]}  # fmt: skip
             alpha.models_body = orjson.dumps(listing)
-            key = await mgw.create_key()
             refreshed = await mgw.client.post("/api/models/refresh", headers={"X-API-Key": key})
             assert refreshed.json()["changes"] == 3
             for ws in (ws1, ws2):
@@ -660,6 +673,61 @@ async def test_a_refresh_that_changes_the_catalog_pushes_events_to_every_web_pro
             assert again.json()["changes"] == 0
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(ws1.recv(), 0.3)
+
+
+async def _close_code(ws: Any) -> int:
+    """The code the server closed this socket with (it sends nothing before)."""
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(ws.recv(), 10)
+    assert closed.value.rcvd is not None
+    return int(closed.value.rcvd.code)
+
+
+async def test_a_model_updates_socket_needs_a_valid_key(mgw: Gateway, models_settings: Settings) -> None:
+    key = await mgw.create_key()
+    revoked = await mgw.client.post("/api/keys", json={"name": "gone"}, headers=admin_headers())
+    await mgw.client.delete(f"/api/keys/{revoked.json()['id']}", headers=admin_headers())
+    async with served(models_settings) as url:
+        for suffix, headers in (
+            ("", {}),
+            ("?api_key=sk-not-a-key", {}),
+            ("", {"Authorization": "Bearer sk-not-a-key"}),
+            (f"?api_key={revoked.json()['key']}", {}),
+        ):
+            async with connect(url + "/ws/models" + suffix, additional_headers=headers) as ws:
+                assert await _close_code(ws) == 1008, (suffix, headers)
+        for suffix, headers in (
+            (f"?api_key={key}", {}),
+            ("", {"Authorization": f"Bearer {key}"}),
+            ("", {"X-API-Key": key}),
+        ):
+            async with connect(url + "/ws/models" + suffix, additional_headers=headers) as ws:
+                assert (await _next(ws))["type"] == "connected"
+
+
+@pytest.mark.settings(SWITCHYARD_WS_MAX_SOCKETS="3")
+async def test_model_updates_sockets_are_capped_per_process(mgw: Gateway, models_settings: Settings) -> None:
+    key = await mgw.create_key()
+    async with served(models_settings) as url:
+        target = f"{url}/ws/models?api_key={key}"
+        async with contextlib.AsyncExitStack() as stack:
+            held = [await stack.enter_async_context(connect(target)) for _ in range(3)]
+            for ws in held:
+                assert (await _next(ws))["type"] == "connected"
+            async with connect(target) as over:
+                assert await _close_code(over) == 1013
+            async with connect(url + "/ws/models") as anonymous:  # over the cap: refused before the key
+                assert await _close_code(anonymous) == 1013
+            await held[0].close()
+
+            async def admitted() -> bool:
+                async with connect(target) as again:
+                    try:
+                        return (await _next(again))["type"] == "connected"
+                    except ConnectionClosed:
+                        return False
+
+            await eventually(admitted, what="a socket to be let in once one closed")
 
 
 # --- routing: fallbacks and cooldowns ----------------------------------------------------------------

@@ -1,7 +1,7 @@
 """`discovery` (api-reference 003): the model catalog across providers — list, search, filter
 and paginate models, refresh, provider status, cache statistics, `/health`, and the
-`/ws/models` socket of catalog changes. Reads need no key; a refresh needs a key and clearing
-the cache the admin key. Served from Redis: the workers call the providers.
+`/ws/models` socket of catalog changes. Reads need no key; a refresh and the socket need a key,
+and clearing the cache the admin key. Served from Redis: the workers call the providers.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from jobs.discovery import (
     catalog_events,
 )
 from jobs.records import iso, now_ms
-from switchyard.errors import InvalidRequest, ModelNotFound, NotFound
+from switchyard.errors import InvalidRequest, ModelNotFound, NotFound, SwitchyardError
 
 STARTED = time.monotonic()
 FILTERS = (
@@ -445,12 +445,38 @@ async def _until_closed(socket: WebSocket[Any, Any, Any]) -> None:
             await socket.receive_data(mode="text")
 
 
+WS_TRY_AGAIN_LATER = 1013  # RFC 6455's "Try Again Later": this process has its fill of sockets
+WS_POLICY_VIOLATION = 1008  # no key, or a key that may not connect
+
+
 @websocket("/ws/models")
 async def model_updates(socket: WebSocket[Any, Any, Any]) -> None:
     """`model_added`, `model_removed` and `model_updated` as refreshes change the catalog,
-    after a first `connected` message (from then on, no change is missed)."""
-    hub = _hub(socket.app)
+    after a first `connected` message (from then on, no change is missed).
+
+    A socket needs a key (`?api_key=`, which a browser can send, or `X-API-Key` /
+    `Authorization: Bearer`); each web process holds at most `SWITCHYARD_WS_MAX_SOCKETS`.
+    """
+    state = socket.app.state
     await socket.accept()
+    if state.get("ws_open", 0) >= state.services.settings.ws_max_sockets:
+        await socket.close(code=WS_TRY_AGAIN_LATER, reason="too many model-update sockets: try again later")
+        return
+    state.ws_open = state.get("ws_open", 0) + 1  # counted while it authenticates, too
+    try:
+        await _serve_model_updates(socket)
+    finally:
+        state.ws_open -= 1
+
+
+async def _serve_model_updates(socket: WebSocket[Any, Any, Any]) -> None:
+    try:
+        await socket.app.state.services.keys.authenticate(socket)
+    except SwitchyardError as exc:  # 401/403, or 503 when the key store cannot be read
+        code = WS_POLICY_VIOLATION if exc.status_code in (401, 403) else 1011
+        await socket.close(code=code, reason=exc.message[:120])
+        return
+    hub = _hub(socket.app)
     try:
         queue = await hub.subscribe()
     except TimeoutError:
