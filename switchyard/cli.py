@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 from datetime import UTC, datetime
@@ -43,7 +44,13 @@ def _concurrency(spec: str | None) -> dict[str, int]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    """Embedded Redis when REDIS_URL is unset, migrations, then every Procfile process under honcho."""
+    """Embedded Redis when REDIS_URL is unset, migrations, then every Procfile process under honcho.
+
+    On Ctrl-C or SIGTERM honcho sends SIGTERM to each process and waits the shutdown grace + 5 s
+    before a SIGKILL; the embedded Redis (in a session of its own, so Ctrl-C does not reach it)
+    is stopped last, once nothing uses it.
+    """
+    import honcho.manager
     from honcho.manager import Manager
 
     from storage.migrate import upgrade
@@ -69,6 +76,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         upgrade(settings.database_url_or_default)
         print(f"switchyard: database ready ({settings.database_url_or_default.split('://')[0]})", flush=True)
         counts = _concurrency(args.concurrency)
+        # honcho reads its SIGKILL delay from this module global (5 s by default): the workers'
+        # documented grace comes first.
+        honcho.manager.KILL_WAIT = int(math.ceil(settings.worker_shutdown_grace_s)) + 5
         manager = Manager()
         for name, command in _processes(Path(args.procfile)).items():
             for i in range(counts.get(name, 1)):
@@ -79,6 +89,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         if embedded is not None:
             embedded.stop()
+            print("switchyard: embedded Redis stopped", flush=True)
 
 
 def cmd_web(args: argparse.Namespace) -> int:
