@@ -94,17 +94,31 @@ def render(dialect: str, err: SwitchyardError) -> Response[bytes]:
     """The error as its dialect spells it. This cannot fail: a value it echoes that JSON cannot
     carry (an integer beyond 64 bits, a lone surrogate, something deeper than orjson goes) is
     replaced by a bounded string, and when even that fails, a minimal error in the same shape."""
-    status = err.status_code if type(err.status_code) is int and 400 <= err.status_code <= 599 else 500
+    status = _status(err)
     try:
-        body = error_body(dialect, err)
-        try:
-            content = orjson.dumps(body)
-        except TypeError:
-            content = orjson.dumps(_encodable(body, 0))
+        content = error_json(dialect, err)
         return Response(content=content, status_code=status, media_type=JSON, headers=_headers(err.headers))
     except Exception:
         log.exception("error renderer failed for a %d; answered with a minimal error", status)
         return _minimal(dialect, status)
+
+
+def error_json(dialect: str, err: SwitchyardError) -> bytes:
+    """The error's body as JSON (also a stream's error event); what JSON cannot carry is
+    replaced by a bounded string, and if that fails too, the minimal error in the same shape."""
+    try:
+        body = error_body(dialect, err)
+        try:
+            return orjson.dumps(body)
+        except TypeError:
+            return orjson.dumps(_encodable(body, 0))
+    except Exception:
+        log.exception("error body of a %d could not be built; a minimal one instead", _status(err))
+        return _minimal_json(dialect, _status(err))
+
+
+def _status(err: SwitchyardError) -> int:
+    return err.status_code if type(err.status_code) is int and 400 <= err.status_code <= 599 else 500
 
 
 _MAX_ECHO_DEPTH = 16
@@ -164,17 +178,21 @@ def _headers(headers: dict[str, str]) -> dict[str, str] | None:
     return out or None
 
 
+_LAST_RESORT = b'{"error":{"message":"error","type":"internal_error","code":"internal_error","param":null}}'
+
+
 def _minimal(dialect: str, status: int) -> Response[bytes]:
+    return Response(content=_minimal_json(dialect, status), status_code=status, media_type=JSON)
+
+
+def _minimal_json(dialect: str, status: int) -> bytes:
     err = SwitchyardError(TITLES.get(status, "Error"))
     err.status_code = status
     err.error_type = err.code = "invalid_request_error" if status < 500 else "internal_error"
     try:
-        content = orjson.dumps(error_body(dialect, err))
+        return orjson.dumps(error_body(dialect, err))
     except Exception:  # the last resort: the OpenAI shape, written out
-        content = (
-            b'{"error":{"message":"error","type":"internal_error","code":"internal_error","param":null}}'
-        )
-    return Response(content=content, status_code=status, media_type=JSON)
+        return _LAST_RESORT
 
 
 def _from_http(exc: HTTPException) -> SwitchyardError:
