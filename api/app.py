@@ -32,6 +32,7 @@ from api.dialects import images as image_routes
 from api.errors import NATIVE, handlers_for
 from api.personas import CustomModelCache
 from api.state import Services
+from api.validation import refuse_nul_params
 from jobs.catalog import Catalog
 from jobs.client import JobClient
 from jobs.deadletters import DeadLetters
@@ -134,6 +135,7 @@ def create_app(
         ],
         lifespan=[lifespan],
         before_send=[rate_limit_headers],
+        before_request=refuse_nul_params,
         exception_handlers=handlers_for(NATIVE),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="Switchyard", version="0.1.0", path="/schema"),

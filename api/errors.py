@@ -10,6 +10,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
@@ -17,7 +18,7 @@ from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from api.responses import json_response
+from api.responses import JSON
 from switchyard.errors import InvalidRequest, ModelNotFound, ServiceUnavailable, SwitchyardError
 
 log = logging.getLogger("switchyard.api")
@@ -90,8 +91,108 @@ def _discovery_details(err: SwitchyardError) -> Any:
 
 
 def render(dialect: str, err: SwitchyardError) -> Response[bytes]:
-    headers = dict(err.headers)
-    return json_response(error_body(dialect, err), err.status_code, headers=headers or None)
+    """The error as its dialect spells it. This cannot fail: a value it echoes that JSON cannot
+    carry (an integer beyond 64 bits, a lone surrogate, something deeper than orjson goes) is
+    replaced by a bounded string, and when even that fails, a minimal error in the same shape."""
+    status = _status(err)
+    try:
+        content = error_json(dialect, err)
+        return Response(content=content, status_code=status, media_type=JSON, headers=_headers(err.headers))
+    except Exception:
+        log.exception("error renderer failed for a %d; answered with a minimal error", status)
+        return _minimal(dialect, status)
+
+
+def error_json(dialect: str, err: SwitchyardError) -> bytes:
+    """The error's body as JSON (also a stream's error event); what JSON cannot carry is
+    replaced by a bounded string, and if that fails too, the minimal error in the same shape."""
+    try:
+        body = error_body(dialect, err)
+        try:
+            return orjson.dumps(body)
+        except TypeError:
+            return orjson.dumps(_encodable(body, 0))
+    except Exception:
+        log.exception("error body of a %d could not be built; a minimal one instead", _status(err))
+        return _minimal_json(dialect, _status(err))
+
+
+def _status(err: SwitchyardError) -> int:
+    return err.status_code if type(err.status_code) is int and 400 <= err.status_code <= 599 else 500
+
+
+_MAX_ECHO_DEPTH = 16
+_MAX_ECHO_CHARS = 200
+_INT64 = (-(2**63), 2**64 - 1)  # what orjson encodes
+
+
+def _bounded_repr(value: Any) -> str:
+    text = (
+        repr(value)
+        if not isinstance(value, int)
+        else str(value)
+        if value.bit_length() < 600
+        else "(huge integer)"
+    )
+    text = _plain(text)
+    return text if len(text) <= _MAX_ECHO_CHARS else text[: _MAX_ECHO_CHARS - 1] + "…"
+
+
+def _plain(text: str) -> str:
+    """`text` as valid UTF-8 (lone surrogates become U+FFFD)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
+
+
+def _encodable(value: Any, depth: int) -> Any:
+    if value is None or isinstance(value, bool | float):
+        return value
+    if isinstance(value, int):
+        return value if _INT64[0] <= value <= _INT64[1] else _bounded_repr(value)
+    if isinstance(value, str):
+        return _plain(value)
+    if depth >= _MAX_ECHO_DEPTH:
+        return "…"
+    if isinstance(value, dict):
+        return {_plain(str(k)): _encodable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encodable(v, depth + 1) for v in value]
+    return _bounded_repr(value)
+
+
+def _headers(headers: dict[str, str]) -> dict[str, str] | None:
+    """Headers that HTTP can carry (latin-1, no line breaks); any other is left out."""
+    out = {}
+    for name, value in headers.items():
+        name, value = str(name), str(value)
+        try:
+            name.encode("ascii")
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            continue
+        if name.isprintable() and value.isprintable():
+            out[name] = value
+    return out or None
+
+
+_LAST_RESORT = b'{"error":{"message":"error","type":"internal_error","code":"internal_error","param":null}}'
+
+
+def _minimal(dialect: str, status: int) -> Response[bytes]:
+    return Response(content=_minimal_json(dialect, status), status_code=status, media_type=JSON)
+
+
+def _minimal_json(dialect: str, status: int) -> bytes:
+    err = SwitchyardError(TITLES.get(status, "Error"))
+    err.status_code = status
+    err.error_type = err.code = "invalid_request_error" if status < 500 else "internal_error"
+    try:
+        return orjson.dumps(error_body(dialect, err))
+    except Exception:  # the last resort: the OpenAI shape, written out
+        return _LAST_RESORT
 
 
 def _from_http(exc: HTTPException) -> SwitchyardError:

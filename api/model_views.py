@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from api.auth import Principal
 from api.state import Services
+from api.validation import INT_MAX, bounded_int
 from jobs.catalog import ModelEntry
 from jobs.client import redis_call
 from jobs.discovery import request_refresh
@@ -61,13 +62,7 @@ class Query:
         raw = self._raw(name)
         if raw is None:
             return None
-        try:
-            value = int(raw)
-        except ValueError:
-            raise InvalidRequest.field(name, "must be an integer", raw) from None
-        if value < low or (high is not None and value > high):
-            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-            raise InvalidRequest.field(name, f"must be {bounds}", value)
+        value = bounded_int(raw, name, low, INT_MAX if high is None else high)
         self.applied[name] = value
         return value
 

@@ -26,7 +26,7 @@ from litestar.response import Stream
 from litestar.types import Receive
 
 from api.auth import Principal
-from api.errors import CLOUDGPT, NATIVE, OPENAI, error_body
+from api.errors import CLOUDGPT, NATIVE, OPENAI, error_json
 from api.state import Services
 from api.submit import accepted, admit_and_enqueue, job_error, sync_wait, wants_batch
 from jobs.kinds import CHAT_COMPLETION
@@ -197,7 +197,7 @@ class Forwarder:
                     err = await self.failure(item)
                     self.ended = True
                     # A job that succeeded without an end entry (its stream expired): done.
-                    yield DONE if err is None else event(orjson.dumps(error_body(self.dialect, err)))
+                    yield DONE if err is None else event(error_json(self.dialect, err))
                     return
                 item = None  # an entry of a kind this process does not know: skipped
         finally:

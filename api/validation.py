@@ -33,8 +33,8 @@ class ChatRequest(msgspec.Struct, forbid_unknown_fields=False):
 
     model: NonEmpty
     messages: Annotated[list[Message], Meta(min_length=1)]
-    max_tokens: Annotated[int, Meta(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Meta(ge=1)] | None = None
+    max_tokens: Annotated[int, Meta(ge=1, le=10_000_000)] | None = None
+    max_completion_tokens: Annotated[int, Meta(ge=1, le=10_000_000)] | None = None
     temperature: Temperature | None = None
     top_p: UnitInterval | None = None
     frequency_penalty: Penalty | None = None
@@ -81,16 +81,138 @@ def _field_and_reason(message: str) -> tuple[str, str]:
     return path or "body", reason
 
 
-def decode_object(body: bytes) -> dict[str, Any]:
+# Limits on input (README, "Limits on input"): what Redis, Lua, orjson and the databases can hold.
+MAX_DEPTH = 64
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+MAX_TOKENS = 10_000_000
+_NO_NUL = "must not contain the NUL character (U+0000)"
+
+
+def field_path(parts: list[str | int]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out or "body"
+
+
+def _path_of(node: tuple[Any, str | int] | None) -> str:
+    parts: list[str | int] = []
+    while node is not None:
+        node, part = node
+        parts.append(part)
+    return field_path(parts[::-1])
+
+
+def check_bounds(raw: Any) -> None:
+    """Every integer in `raw` fits signed 64 bits and nothing is nested deeper than `MAX_DEPTH`:
+    beyond those Redis, Lua, orjson (255 levels) and the databases fail. 400 naming the field."""
+    # (value, its depth, its path as a linked list of (parent, key)); only containers are pushed
+    stack: list[tuple[Any, int, tuple[Any, str | int] | None]] = [(raw, 1, None)]
+    while stack:
+        value, depth, where = stack.pop()
+        items = value.items() if type(value) is dict else enumerate(value)
+        for k, v in items:
+            t = type(v)
+            if t is int:
+                if not INT_MIN <= v <= INT_MAX:
+                    name = _path_of((where, k))
+                    raise InvalidRequest.field(
+                        name, "is outside the signed 64-bit integer range", str(v)[:40]
+                    )
+            elif t is dict or t is list:
+                if depth >= MAX_DEPTH:
+                    raise InvalidRequest.field(_path_of((where, k)), f"nested deeper than {MAX_DEPTH} levels")
+                stack.append((v, depth + 1, (where, k)))
+
+
+def _deep_path(body: bytes) -> str:
+    """Where a body that is too deep to decode first passes `MAX_DEPTH` (a scan of its
+    brackets, keys and commas; only for bodies the decoder refused)."""
+    stack: list[list[Any]] = []
+    for m in _TOKENS.finditer(body):
+        tok = m.group()
+        if tok in (b"[", b"{"):
+            if len(stack) >= MAX_DEPTH:
+                return field_path([e[1] for e in stack if e[1] is not None])
+            stack.append([tok, 0 if tok == b"[" else None])
+        elif tok in (b"]", b"}"):
+            if stack:
+                stack.pop()
+        elif tok == b",":
+            if stack and stack[-1][0] == b"[":
+                stack[-1][1] += 1
+        elif m.group("key") is not None and stack:
+            key = m.group("key").decode("utf-8", "replace")
+            stack[-1][1] = key[:64]
+    return "body"
+
+
+_TOKENS = re.compile(rb'"(?P<key>(?:[^"\\]|\\.)*)"\s*:|"(?:[^"\\]|\\.)*"|[\[\]{},]')
+
+
+def decode_object(body: bytes, *, stored: bool = False) -> dict[str, Any]:
+    """The body's JSON object, bounded (`check_bounds`); `stored`: its text goes to the
+    database, so it may hold no NUL."""
     if not body.strip():
         raise InvalidRequest.field("body", "a JSON object is required")
     try:
         raw = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidRequest.field("body", f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest.field(_deep_path(body), f"nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(raw, dict):
         raise InvalidRequest.field("body", "must be a JSON object")
+    check_bounds(raw)
+    if stored:
+        refuse_nul(raw)
     return raw
+
+
+def refuse_nul(raw: Any, where: list[str | int] | None = None) -> None:
+    """Text bound for the database holds no NUL (PostgreSQL's text cannot): 400 naming the field."""
+    path = where or []
+    if isinstance(raw, str):
+        if "\x00" in raw:
+            raise InvalidRequest.field(field_path(path), _NO_NUL)
+    elif isinstance(raw, dict):
+        for k, v in raw.items():
+            if isinstance(k, str) and "\x00" in k:
+                raise InvalidRequest.field(field_path(path), _NO_NUL)
+            refuse_nul(v, [*path, k])
+    elif isinstance(raw, list):
+        for i, v in enumerate(raw):
+            refuse_nul(v, [*path, i])
+
+
+def refuse_nul_params(request: Any) -> None:
+    """`before_request` of the app: no path or query parameter holds a NUL (they reach Redis
+    keys, database queries and log lines). 400 naming the parameter."""
+    for name, value in request.path_params.items():
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidRequest.field(name, _NO_NUL)
+    for name, value in request.query_params.items():
+        if "\x00" in name or "\x00" in value:
+            raise InvalidRequest.field(name.replace("\x00", "\ufffd"), _NO_NUL)
+
+
+def query_int(request: Any, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter between `low` and `high` (both inclusive), else a 400 naming it."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    return bounded_int(raw, name, low, high)
+
+
+def bounded_int(raw: str, name: str, low: int, high: int) -> int:
+    text = raw.strip()
+    digits = text[1:] if text[:1] in ("-", "+") else text
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 19:
+        raise InvalidRequest.field(name, f"must be an integer from {low} to {high}", raw[:40])
+    value = int(text)
+    if not low <= value <= high:
+        raise InvalidRequest.field(name, f"must be an integer from {low} to {high}", raw[:40])
+    return value
 
 
 def convert(raw: dict[str, Any], schema: type[T]) -> T:

@@ -12,6 +12,7 @@ import contextlib
 import inspect
 import itertools
 import logging
+import re
 import secrets
 import uuid
 from collections.abc import Callable
@@ -39,8 +40,14 @@ log = logging.getLogger("switchyard.jobs")
 
 
 def job_body(kind: str, job_id: str, payload: dict[str, Any], enqueue_ms: int) -> bytes:
-    """ARQ's job body (`arq.jobs.serialize_job`'s dict), serialized as JSON instead of pickle."""
-    return orjson.dumps({"t": None, "f": kind, "a": [job_id, payload], "k": {}, "et": enqueue_ms})
+    """ARQ's job body (`arq.jobs.serialize_job`'s dict), serialized as JSON instead of pickle.
+
+    The edge bounds what a payload holds (`api.validation.check_bounds`); a payload JSON still
+    cannot carry is the caller's 400, never a 500."""
+    try:
+        return orjson.dumps({"t": None, "f": kind, "a": [job_id, payload], "k": {}, "et": enqueue_ms})
+    except TypeError as exc:  # orjson.JSONEncodeError: an integer beyond 64 bits, too deep, ...
+        raise InvalidRequest.field("body", f"cannot be forwarded as JSON: {exc}") from None
 
 
 _sequence = itertools.count()
@@ -158,6 +165,11 @@ class JobClient:
             if record.done and fut is not None and not fut.done():
                 fut.set_result(record)
 
+    @property
+    def waiting(self) -> int:
+        """How many synchronous callers of this process wait for their job."""
+        return len(self._waiters)
+
     # --- submit ------------------------------------------------------------------------------
     async def enqueue(
         self,
@@ -198,9 +210,6 @@ class JobClient:
         state = record.to_hash()
         if lane != queues.DEFAULT_LANE:
             state["queue"] = queue  # where a cancel finds it; the default lane's is its priority
-        if notify:
-            state["notify"] = self.done_channel
-            self._waiters[record.id] = asyncio.get_running_loop().create_future()
         argv: list[Any] = [
             record.id,
             queues.queue_name(queue),
@@ -212,8 +221,12 @@ class JobClient:
             queues.LAST_USED_KEY,
         ]
         argv += ["1", *admission] if admission is not None else ["0"]
+        if notify:
+            state["notify"] = self.done_channel
         for field, value in state.items():
             argv += (field, value)
+        if notify:  # registered last: nothing above may leave it behind
+            self._waiters[record.id] = asyncio.get_running_loop().create_future()
         try:
             verdict = await redis_call(lambda: self._submit(argv))
         except BaseException:
@@ -384,10 +397,19 @@ def _encode_cursor(record: JobRecord) -> str:
     return base64.urlsafe_b64encode(f"{record.created_ms}:{record.id}".encode()).decode().rstrip("=")
 
 
+# A cursor's millisecond: from the epoch to the year 9999 (what a datetime can hold).
+_MAX_CURSOR_MS = 253_402_300_799_999
+_CURSOR_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def _decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         ms, job_id = raw.split(":", 1)
+        if not (ms.isascii() and ms.isdigit() and len(ms) <= 15 and int(ms) <= _MAX_CURSOR_MS):
+            raise ValueError("not a millisecond")
+        if not _CURSOR_ID.fullmatch(job_id):
+            raise ValueError("not a job id")
         return int(ms), job_id
     except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest.field("cursor", "not a cursor this API returned", cursor) from None
+        raise InvalidRequest.field("cursor", "not a cursor this API returned", cursor[:100]) from None

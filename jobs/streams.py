@@ -153,6 +153,11 @@ class StreamHub:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
+    @property
+    def subscribed(self) -> int:
+        """How many streamed jobs this process follows for its callers."""
+        return len(self._subs)
+
     async def subscribe(self, job_id: str) -> Subscription:
         sub = Subscription(job_id, stream_key(job_id).encode())
         async with self._lock:

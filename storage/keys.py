@@ -20,6 +20,11 @@ KEY_PREFIX = "ck_"
 
 Count = Annotated[int, Meta(ge=0)]
 
+# Limits on input (README): a key's credits and limits stay far inside what Redis' integers,
+# Lua's doubles (exact to 2^53) and the database's BIGINT hold, top-ups and sums included.
+MAX_CREDITS = 10**9
+MAX_LIMIT = 10**12
+
 
 class PerMinute(msgspec.Struct, forbid_unknown_fields=True):
     """Requests per minute per modality (api-reference 001, authenticated users)."""
@@ -40,6 +45,18 @@ class KeyLimits(msgspec.Struct, forbid_unknown_fields=True):
 
     def to_dict(self) -> dict[str, Any]:
         return msgspec.to_builtins(self)  # type: ignore[no-any-return]
+
+    def over_maximum(self) -> str | None:
+        """The first limit above `MAX_LIMIT` (as `limits.<name>`), or None. Checked where keys
+        are made, not where they are read: a key stored before the maximum still loads."""
+        for name, value in msgspec.structs.asdict(self).items():
+            if isinstance(value, PerMinute):
+                for modality, per in msgspec.structs.asdict(value).items():
+                    if per > MAX_LIMIT:
+                        return f"limits.{name}.{modality}"
+            elif value > MAX_LIMIT:
+                return f"limits.{name}"
+        return None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> KeyLimits:

@@ -134,7 +134,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     import msgspec
 
     from storage.db import Database
-    from storage.keys import KeyLimits, create_key, list_keys, revoke_key
+    from storage.keys import MAX_CREDITS, MAX_LIMIT, KeyLimits, create_key, list_keys, revoke_key
     from storage.migrate import upgrade
 
     settings = get_settings()
@@ -144,8 +144,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
         db = Database(settings.database_url_or_default)
         try:
             if args.action == "create":
-                if args.credits is not None and args.credits < 0:
-                    print("switchyard: --credits: must be 0 or more", file=sys.stderr)
+                if args.credits is not None and not 0 <= args.credits <= MAX_CREDITS:
+                    print(f"switchyard: --credits: must be from 0 to {MAX_CREDITS}", file=sys.stderr)
                     return 2
                 try:
                     expires = datetime.fromisoformat(args.expires_at) if args.expires_at else None
@@ -159,8 +159,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
                     return 2
                 try:
                     limits = msgspec.convert(json.loads(args.limits), KeyLimits) if args.limits else None
-                except (ValueError, msgspec.ValidationError) as exc:
+                except (ValueError, RecursionError, msgspec.ValidationError) as exc:
                     print(f"switchyard: --limits: {exc}", file=sys.stderr)
+                    return 2
+                over = limits.over_maximum() if limits else None
+                if over is not None:
+                    print(f"switchyard: --{over}: must be at most {MAX_LIMIT}", file=sys.stderr)
                     return 2
                 models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
                 record, secret = await create_key(

@@ -13,22 +13,11 @@ from litestar import Request, Response, Router, delete, get, post
 from api.errors import NATIVE, handlers_for
 from api.responses import json_response
 from api.state import services
+from api.validation import query_int
 from jobs.client import redis_call
-from switchyard.errors import InvalidRequest, NotFound
+from switchyard.errors import NotFound
 
 MAX_PAGE = 1000
-
-
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or len(raw) > 9:
-        raise InvalidRequest.field(name, f"must be an integer between {low} and {high}", raw[:40])
-    value = int(raw)
-    if not low <= value <= high:
-        raise InvalidRequest.field(name, f"must be between {low} and {high}", value)
-    return value
 
 
 @get("/api/admin/dead-letters")
@@ -36,8 +25,8 @@ async def list_dead_letters(request: Request) -> Response[bytes]:
     """Records a background loop could not read or write: where, why, when, and the record."""
     svc = services(request)
     await svc.keys.require_admin(request, "manage dead letters")
-    limit = _int_param(request, "limit", 100, 1, MAX_PAGE)
-    offset = _int_param(request, "offset", 0, 0, 10**9)
+    limit = query_int(request, "limit", 100, 1, MAX_PAGE)
+    offset = query_int(request, "offset", 0, 0, 10**9)
     store = svc.dead_letters
     count = await redis_call(store.count)
     entries = await redis_call(lambda: store.list(limit, offset))

@@ -18,7 +18,7 @@ from api.media_results import content_body
 from api.responses import json_response
 from api.state import Services, services
 from api.submit import submit
-from api.validation import convert, decode_object
+from api.validation import bounded_int, convert, decode_object, query_int
 from jobs.content import LYRICS_SERVICE, MOVIES_SERVICE, LyricsPayload, MoviesPayload
 from jobs.kinds import LYRICS_SEARCH, MOVIES
 from jobs.media import cache_key
@@ -71,12 +71,7 @@ async def lyrics_search(request: Request) -> Response[bytes]:
 
 
 def _page(request: Request) -> int:
-    raw = request.query_params.get("page")
-    if raw is None:
-        return 1
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
-        raise InvalidRequest.field("page", f"must be an integer from 1 to {MAX_PAGE}", raw)
-    return int(raw)
+    return query_int(request, "page", 1, 1, MAX_PAGE)
 
 
 def _language(request: Request) -> str | None:
@@ -129,9 +124,7 @@ async def search_movies(request: Request) -> Response[bytes]:
 async def movie_details(request: Request, movie_id: str) -> Response[bytes]:
     """One movie's details (genres, runtime, tagline, ...)."""
     await services(request).keys.authenticate(request)
-    if not movie_id.isdigit() or not 0 < int(movie_id) < 2**31:
-        raise InvalidRequest.field("id", "must be a positive integer (the movie's id)", movie_id)
-    return await _movies(request, "details", movie_id=int(movie_id))
+    return await _movies(request, "details", movie_id=bounded_int(movie_id, "id", 1, 2**31 - 1))
 
 
 router = Router(

@@ -29,7 +29,7 @@ from api.personas import (
 )
 from api.responses import json_response
 from api.state import Services, services
-from api.validation import convert, decode_object
+from api.validation import INT_MAX, bounded_int, convert, decode_object, query_int
 from storage.custom import (
     CustomModelRecord,
     CustomUsage,
@@ -50,27 +50,8 @@ def _iso(dt: datetime | None) -> str | None:
     return dt.astimezone(UTC).isoformat().replace("+00:00", "Z") if dt is not None else None
 
 
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest.field(name, "must be an integer", raw) from None
-    if not low <= value <= high:
-        raise InvalidRequest.field(name, f"must be between {low} and {high}", value)
-    return value
-
-
 def _model_id(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest.field("id", "must be a custom model's numeric id", raw) from None
-    if value < 1:
-        raise InvalidRequest.field("id", "must be a positive integer", value)
-    return value
+    return bounded_int(raw, "id", 1, INT_MAX)
 
 
 def _not_found(model_id: int | str) -> NotFound:
@@ -140,7 +121,7 @@ async def create(request: Request) -> Response[bytes]:
     """Make a persona; its system prompt comes from the template unless one is given."""
     svc = services(request)
     principal = await svc.keys.authenticate(request)
-    body = convert(decode_object(await request.body()), CustomCreate)
+    body = convert(decode_object(await request.body(), stored=True), CustomCreate)
     name = check_name(body.name)
     personality = check_personality(body.personality_summary)
     if body.base_model is not None:
@@ -181,8 +162,8 @@ async def list_models(request: Request) -> Response[bytes]:
     """The key's personas, oldest first, `page`/`limit` paginated, each with its use count."""
     svc = services(request)
     principal = await svc.keys.authenticate(request)
-    page = _int_param(request, "page", 1, 1, 1_000_000)
-    limit = _int_param(request, "limit", 20, 1, MAX_PAGE)
+    page = query_int(request, "page", 1, 1, 1_000_000)
+    limit = query_int(request, "limit", 20, 1, MAX_PAGE)
     records, total = await list_custom(svc.db, principal.key_id, offset=(page - 1) * limit, limit=limit)
     prefix = full_name(svc.settings.custom_org, "")
     usage = await custom_usage(svc.db, principal.key_id, prefix, model_ids=[r.id for r in records])
@@ -232,7 +213,7 @@ async def stats(request: Request) -> Response[bytes]:
     recorded for the jobs called through `@org/name`, most used first."""
     svc = services(request)
     principal = await svc.keys.authenticate(request)
-    days = _int_param(request, "days", 30, 1, 365)
+    days = query_int(request, "days", 30, 1, 365)
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     since = midnight - timedelta(days=days - 1)
     records, total = await list_custom(svc.db, principal.key_id, offset=0, limit=10_000)
@@ -290,7 +271,7 @@ async def update_model(request: Request, model_id: str) -> Response[bytes]:
     svc = services(request)
     principal = await svc.keys.authenticate(request)
     mid = _model_id(model_id)
-    body = convert(decode_object(await request.body()), CustomUpdate)
+    body = convert(decode_object(await request.body(), stored=True), CustomUpdate)
     sent = {f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not UNSET}
     if not sent or sent == {"regenerate_prompt": False}:
         raise InvalidRequest.field("body", "send at least one field to change, or regenerate_prompt: true")

@@ -8,22 +8,13 @@ from api.errors import NATIVE, handlers_for
 from api.responses import json_response
 from api.state import services
 from api.submit import job_view
-from switchyard.errors import InvalidRequest
+from api.validation import query_int
 
 MAX_PAGE = 100
 
 
 def _limit(request: Request) -> int:
-    raw = request.query_params.get("limit")
-    if raw is None:
-        return 20
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest.field("limit", "must be an integer", raw) from None
-    if not 1 <= value <= MAX_PAGE:
-        raise InvalidRequest.field("limit", f"must be between 1 and {MAX_PAGE}", value)
-    return value
+    return query_int(request, "limit", 20, 1, MAX_PAGE)
 
 
 @get("/api/v1/jobs/{job_id:str}")

@@ -17,6 +17,8 @@ from jobs.accounting import CREDITS_KEY
 from jobs.client import redis_call
 from jobs.queues import LAST_USED_KEY
 from storage.keys import (
+    MAX_CREDITS,
+    MAX_LIMIT,
     KeyLimits,
     KeyRecord,
     as_utc,
@@ -33,14 +35,23 @@ from switchyard.errors import InvalidRequest, NotFound
 class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, Meta(min_length=1, max_length=200)]
     limits: KeyLimits | None = None
-    credits: Annotated[int, Meta(ge=0)] | None = None
+    credits: Annotated[int, Meta(ge=0, le=MAX_CREDITS)] | None = None
     expires_at: datetime | None = None
     models: Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(min_length=1)] | None = None
     allow_upstream_override: bool = False
 
 
 class CreditTopUp(msgspec.Struct, forbid_unknown_fields=False):
-    amount: Annotated[int, Meta(gt=0)]
+    amount: Annotated[int, Meta(gt=0, le=MAX_CREDITS)]
+
+
+# Adds a top-up to the live balance only when the sum stays within the maximum: {1, balance}
+# or {0, balance}.
+_TOP_UP = """
+local balance = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if balance + tonumber(ARGV[2]) > tonumber(ARGV[3]) then return {0, tostring(balance)} end
+return {1, tostring(redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]))}
+"""
 
 
 def _unix(dt: datetime | None) -> int | None:
@@ -85,7 +96,10 @@ async def create(request: Request) -> Response[bytes]:
     """Make a key (admin only). The secret is in this response and nowhere else, ever."""
     svc = services(request)
     await svc.keys.require_admin(request)
-    body = convert(decode_object(await request.body()), KeyCreate)
+    body = convert(decode_object(await request.body(), stored=True), KeyCreate)
+    over = body.limits.over_maximum() if body.limits else None
+    if over is not None:
+        raise InvalidRequest.field(over, f"must be at most {MAX_LIMIT}")
     expires_at = as_utc(body.expires_at) if body.expires_at else None
     if expires_at is not None and expires_at <= datetime.now(UTC):
         raise InvalidRequest.field("expires_at", "must be in the future", body.expires_at.isoformat())  # type: ignore[union-attr]
@@ -141,8 +155,19 @@ async def top_up(request: Request, key_id: str) -> Response[bytes]:
     # The live balance is Redis'; the database seeds it (granted less spent) when Redis has none.
     seed = (await credit_balances(svc.db, [key_id])).get(key_id, 0)
     await redis_call(lambda: svc.redis.hsetnx(CREDITS_KEY, key_id, str(seed)))
-    await grant_credits(svc.db, key_id, body.amount)
-    balance = int(await redis_call(lambda: svc.redis.hincrby(CREDITS_KEY, key_id, body.amount)))
+    added, balance = await redis_call(
+        lambda: svc.redis.eval(_TOP_UP, 1, CREDITS_KEY, key_id, str(body.amount), str(MAX_CREDITS))
+    )
+    if not int(added):
+        raise InvalidRequest.field(
+            "amount", f"would bring the balance ({int(balance)}) above {MAX_CREDITS} credits", body.amount
+        )
+    try:
+        await grant_credits(svc.db, key_id, body.amount)
+    except BaseException:  # the grant is not recorded: the live balance gives it back
+        await redis_call(lambda: svc.redis.hincrby(CREDITS_KEY, key_id, -body.amount))
+        raise
+    balance = int(balance)
     svc.keys.invalidate()
     return json_response({"id": key_id, "added": body.amount, "credits": balance})
 
