@@ -37,6 +37,7 @@ from jobs.catalog import Catalog
 from jobs.client import JobClient
 from jobs.deadletters import DeadLetters
 from jobs.streams import StreamHub
+from storage import bounds
 from storage.db import Database
 from storage.files import Files
 from switchyard.errors import ServiceUnavailable
@@ -79,9 +80,18 @@ def create_app(
         if not settings.redis_url and redis is None:
             raise RuntimeError("REDIS_URL is not set: `switchyard up` starts an embedded Redis and sets it")
         own_redis = redis is None
-        r = redis or Redis.from_url(settings.redis_url, socket_keepalive=True, health_check_interval=30)  # type: ignore[arg-type]
+        bounds.configure(settings.dependency_timeout_s)
+        # No `socket_timeout`: redis-py would wrap every send in `wait_for` (~22 us a command);
+        # the request path bounds its Redis calls with `asyncio.timeout` instead (`redis_call`),
+        # and the pub/sub listeners keep blocking reads with no timeout, as they must.
+        r = redis or Redis.from_url(
+            settings.redis_url,  # type: ignore[arg-type]
+            socket_keepalive=True,
+            socket_connect_timeout=settings.dependency_timeout_s,
+            health_check_interval=30,
+        )
         own_db = db is None
-        database = db or Database(settings.database_url_or_default)
+        database = db or Database(settings.database_url_or_default, timeout_s=settings.dependency_timeout_s)
         cat = catalog or Catalog(providers, r)
         cat.redis = cat.redis or r
         dead_letters = DeadLetters.from_settings(r, settings)

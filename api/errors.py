@@ -15,6 +15,8 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -231,9 +233,19 @@ def handlers_for(dialect: str) -> ExceptionHandlersMap:
         return render(dialect, _from_http(exc))
 
     def internal(_: Request, exc: Exception) -> Response[bytes]:
-        if isinstance(exc, _DB_UNREACHABLE):  # a route that did not map it itself: still a 503
-            log.warning("database unreachable: %s", exc)
+        # A route that did not map these itself: still a 503 in the dialect's shape, never a 500.
+        # Redis' errors first: its ConnectionError is the builtin's subclass.
+        if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+            log.warning("Redis unreachable: %r", exc)
+            return render(dialect, ServiceUnavailable("queue unavailable: Redis cannot be reached"))
+        if isinstance(exc, _DB_UNREACHABLE):
+            log.warning("database unreachable: %r", exc)
             return render(dialect, ServiceUnavailable("database unavailable: try again shortly"))
+        if isinstance(exc, TimeoutError):
+            log.warning("a dependency did not answer in time: %r", exc)
+            return render(
+                dialect, ServiceUnavailable("a dependency did not answer in time; try again shortly")
+            )
         log.exception("unhandled error", exc_info=exc)
         return render(dialect, SwitchyardError("internal error; the request was not completed"))
 

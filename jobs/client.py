@@ -32,6 +32,7 @@ from jobs.batching import ScriptBatcher
 from jobs.deadletters import DeadLetters
 from jobs.records import QUEUED, STATUSES, TERMINAL, JobRecord, ms_to_datetime, now_ms
 from jobs.tasks import supervise
+from storage.bounds import bounded
 from storage.db import Database
 from storage.models import Job
 from switchyard.errors import InvalidRequest, JobNotFound, RecordUnreadable, ServiceUnavailable
@@ -61,10 +62,13 @@ def new_job_id(created_ms: int) -> str:
 
 async def redis_call(fn: Callable[[], Any]) -> Any:
     """Run one Redis call (its reply is as untyped as Redis'); Redis out of reach is the
-    domain's 503, never a 500."""
+    domain's 503, never a 500, and so is a Redis that does not answer within the process'
+    bound (`storage.bounds`: an `asyncio.timeout` here costs ~8 us a call where the client's
+    `socket_timeout` costs ~22 us a command)."""
     try:
-        result = fn()
-        return await result if inspect.isawaitable(result) else result
+        async with bounded("queue (Redis)"):
+            result = fn()
+            return await result if inspect.isawaitable(result) else result
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise ServiceUnavailable(
             f"queue unavailable: Redis cannot be reached ({exc.__class__.__name__})"

@@ -208,7 +208,7 @@ async def custom_usage(
         if not model_ids:
             return {}
         query = query.where(col(CustomModel.id).in_(model_ids))
-    async with db.engine.connect() as conn:
+    async with db.connect() as conn:
         rows = (await conn.execute(query)).all()
     return {
         int(r.id): CustomUsage(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,13 +11,15 @@ from typing import Any
 import orjson
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.bounds import bounded, clean_up_later
 from storage.clean import storable
 from storage.models import Job, Usage
+from switchyard.errors import DependencyTimeout
 
 # Core tables (not ORM classes): finished jobs are written as one cached executemany.
 JOBS, USAGE = (SQLModel.metadata.tables[m.__tablename__] for m in (Job, Usage))  # type: ignore[attr-defined]
@@ -27,8 +30,13 @@ def _json_dumps(value: Any) -> str:
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    """`timeout_s` bounds every `session()`, `connect()` and `begin()` (the web's request path:
+    `storage.bounds`), and the driver's own waits (SQLite's busy timeout, asyncpg's connect and
+    command timeouts, the pool's wait for a connection). None (workers): no bound, 30 s busy."""
+
+    def __init__(self, url: str, *, timeout_s: float | None = None) -> None:
         self.url = url
+        self.timeout_s = timeout_s
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
@@ -36,9 +44,13 @@ class Database:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             if ":memory:" in url:
                 kwargs["poolclass"] = StaticPool
-            kwargs["connect_args"] = {"timeout": 30}
+            kwargs["connect_args"] = {"timeout": timeout_s or 30}
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+            if timeout_s is not None:
+                kwargs.update(pool_timeout=timeout_s)
+                if url.startswith("postgresql+asyncpg"):
+                    kwargs["connect_args"] = {"timeout": timeout_s, "command_timeout": timeout_s}
         # JSON columns (a job's result) through orjson: several times the standard library's speed
         kwargs.update(json_serializer=_json_dumps, json_deserializer=orjson.loads)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
@@ -50,14 +62,56 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """Commit on success, roll back on error."""
-        async with self._sessions() as session:
-            try:
+        """Commit on success, roll back on error (within `timeout_s`, when set)."""
+        if self.timeout_s is None:
+            async with self._sessions() as session:
+                try:
+                    yield session
+                    await session.commit()
+                except BaseException:
+                    await session.rollback()
+                    raise
+            return
+        session = self._sessions()
+        try:
+            async with bounded("database", self.timeout_s):
                 yield session
                 await session.commit()
-            except BaseException:
-                await session.rollback()
-                raise
+                await session.close()
+        except (DependencyTimeout, asyncio.CancelledError):
+            clean_up_later("database session", session.close())  # close() rolls back
+            raise
+        except BaseException:
+            await session.close()
+            raise
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """`engine.connect()`, within `timeout_s` when set."""
+        if self.timeout_s is None:
+            async with self.engine.connect() as conn:
+                yield conn
+            return
+        conn = self.engine.connect()
+        try:
+            async with bounded("database", self.timeout_s):
+                await conn.start()
+                yield conn
+                await conn.close()
+        except (DependencyTimeout, asyncio.CancelledError):
+            if conn.sync_connection is not None:
+                clean_up_later("database connection", conn.close())
+            raise
+        except BaseException:
+            if conn.sync_connection is not None:
+                await conn.close()
+            raise
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """`engine.begin()` (commit on success), within `timeout_s` when set."""
+        async with self.connect() as conn, conn.begin():
+            yield conn
 
     def _upsert(self, table: Any, key: str, rows: list[dict[str, Any]]) -> Any:
         insert = sqlite_insert if self.is_sqlite else pg_insert

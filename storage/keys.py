@@ -175,7 +175,7 @@ async def find_key(db: Database, key_hash: str) -> KeyRecord | None:
 
 async def grant_credits(db: Database, key_id: str, amount: int) -> None:
     """Add to a key's credits granted (a key without credits becomes credit-metered)."""
-    async with db.engine.begin() as conn:
+    async with db.begin() as conn:
         await conn.execute(
             update(ApiKey)
             .where(col(ApiKey.id) == key_id)
@@ -193,7 +193,7 @@ async def credit_balances(db: Database, key_ids: list[str]) -> dict[str, int]:
         .where(col(Usage.key_id).in_(key_ids))
         .group_by(col(Usage.key_id))
     )
-    async with db.engine.connect() as conn:
+    async with db.connect() as conn:
         granted_q = select(col(ApiKey.id), col(ApiKey.credits)).where(col(ApiKey.id).in_(key_ids))
         granted = dict((await conn.execute(granted_q)).all())
         spent = dict((await conn.execute(spent_q)).all())

@@ -58,14 +58,14 @@ def _scoped(query: Any, key_id: str | None, since: datetime, model: str | None =
 
 
 async def totals(db: Database, key_id: str | None, since: datetime, model: str | None = None) -> Totals:
-    async with db.engine.connect() as conn:
+    async with db.connect() as conn:
         row = (await conn.execute(_scoped(select(*_columns()), key_id, since, model))).one()
     return _totals(row)
 
 
 async def per_model(db: Database, key_id: str | None, since: datetime) -> list[tuple[str, Totals]]:
     query = _scoped(select(col(Usage.model), *_columns()), key_id, since).group_by(col(Usage.model))
-    async with db.engine.connect() as conn:
+    async with db.connect() as conn:
         rows = (await conn.execute(query)).all()
     out = [(row.model or "", _totals(row)) for row in rows]
     out.sort(key=lambda item: item[1].requests, reverse=True)
@@ -83,7 +83,7 @@ async def daily(
     else:
         day = func.to_char(func.timezone("UTC", Usage.created_at), "YYYY-MM-DD")
     query = _scoped(select(day.label("day"), *_columns()), key_id, since, model).group_by(day)
-    async with db.engine.connect() as conn:
+    async with db.connect() as conn:
         rows = (await conn.execute(query)).all()
     found = {str(row.day)[:10]: _totals(row) for row in rows}
     return [

@@ -180,5 +180,16 @@ class ServiceUnavailable(SwitchyardError):
     title = "Service Unavailable"
 
 
+class DependencyTimeout(ServiceUnavailable):
+    """A dependency (the database, Redis) did not answer within the bound of the request path."""
+
+    error_type = "service_unavailable"
+
+    def __init__(self, what: str, timeout_s: float) -> None:
+        super().__init__(f"{what} unavailable: no answer within {timeout_s:g} s; try again shortly")
+        self.what = what
+        self.timeout_s = timeout_s
+
+
 class ConfigError(Exception):
     """The providers file or the settings are wrong; raised at startup, never per request."""

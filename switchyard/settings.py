@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     )
 
     # Beyond DESIGN.md's contract: tuning knobs with safe defaults.
+    # Every wait of the web process on the database or Redis ends in a 503 after this long.
+    dependency_timeout_s: float = Field(
+        default=2.0, gt=0, le=60, validation_alias="SWITCHYARD_DEPENDENCY_TIMEOUT_S"
+    )
     max_body_bytes: int = Field(default=1_000_000, gt=0, validation_alias="SWITCHYARD_MAX_BODY_BYTES")
     # The time limit of each try of a job (one run of its handler on a worker; a provider's 5xx
     # or timeout ends the try and the job is queued again, up to `provider_attempts` tries per

@@ -175,7 +175,7 @@ async def health(request: Request) -> Response[bytes]:
     except Exception as exc:  # noqa: BLE001 (any failure is "down" here)
         checks["redis"] = f"error: {exc.__class__.__name__}"
     try:
-        async with svc.db.engine.connect() as conn:
+        async with svc.db.connect() as conn:
             await conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except (SQLAlchemyError, OSError) as exc:
