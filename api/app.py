@@ -48,8 +48,8 @@ from switchyard.settings import Settings, get_settings
 async def rate_limit_headers(message: Message, scope: Scope) -> None:
     """Every response to a key carries its hourly window (`X-RateLimit-*`); routes that admit
     work set them from admission itself, the others get them here (one Redis read)."""
-    if message["type"] != "http.response.start":
-        return
+    if message["type"] != "http.response.start" or message["status"] >= 500:
+        return  # a 5xx says what is wrong (a stalled Redis would only hold it for another bound)
     principal = scope.get("state", {}).get(PRINCIPAL_STATE)
     if principal is None or principal.record is None:
         return

@@ -15,7 +15,7 @@ import logging
 import re
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -32,7 +32,7 @@ from jobs.batching import ScriptBatcher
 from jobs.deadletters import DeadLetters
 from jobs.records import QUEUED, STATUSES, TERMINAL, JobRecord, ms_to_datetime, now_ms
 from jobs.tasks import supervise
-from storage.bounds import bounded
+from storage.bounds import bounded, bounded_call
 from storage.db import Database
 from storage.models import Job
 from switchyard.errors import InvalidRequest, JobNotFound, RecordUnreadable, ServiceUnavailable
@@ -284,6 +284,7 @@ class JobClient:
             raise JobNotFound(job_id)
         return record
 
+    @bounded_call("database")
     async def _get_from_db(self, job_id: str) -> JobRecord | None:
         try:
             async with self.db.session() as session:
@@ -310,11 +311,7 @@ class JobClient:
                 or_(col(Job.created_at) < at, and_(col(Job.created_at) == at, col(Job.id) < before[1]))
             )
         query = query.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit + 1)
-        try:
-            async with self.db.session() as session:
-                rows = (await session.exec(query)).all()
-        except (SQLAlchemyError, OSError) as exc:
-            raise ServiceUnavailable("database unavailable") from exc
+        rows = await self._finished_rows(query)
         merged = {record.id: record for record in _readable(JobRecord.from_row, rows)}
         merged.update(live)  # Redis is fresher while a job is live
         records = [
@@ -326,6 +323,14 @@ class JobClient:
         page = records[:limit]
         next_cursor = _encode_cursor(page[-1]) if len(records) > limit and page else None
         return page, next_cursor
+
+    @bounded_call("database")
+    async def _finished_rows(self, query: Any) -> Sequence[Job]:
+        try:
+            async with self.db.session() as session:
+                return (await session.exec(query)).all()
+        except (SQLAlchemyError, OSError) as exc:
+            raise ServiceUnavailable("database unavailable") from exc
 
     async def _live_page(
         self, owner: str, status: str | None, before: tuple[int, str] | None, want: int

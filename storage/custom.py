@@ -17,6 +17,7 @@ from sqlalchemy import select as core_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from storage.bounds import bounded_call
 from storage.db import Database
 from storage.keys import as_utc, utcnow
 from storage.models import CustomModel, Usage
@@ -91,6 +92,7 @@ def _name_taken(name: str) -> Conflict:
     )
 
 
+@bounded_call("database")
 async def create_custom(db: Database, owner_key_id: str, fields: dict[str, Any]) -> CustomModelRecord:
     """Store a new persona; a name this key already uses is a Conflict (the unique index decides,
     so two concurrent creations cannot both win)."""
@@ -110,12 +112,14 @@ async def create_custom(db: Database, owner_key_id: str, fields: dict[str, Any])
     return _record(row)
 
 
+@bounded_call("database")
 async def get_custom(db: Database, owner_key_id: str, model_id: int) -> CustomModelRecord | None:
     async with db.session() as session:
         row = await session.get(CustomModel, model_id)
     return _record(row) if row is not None and row.owner_key_id == owner_key_id else None
 
 
+@bounded_call("database")
 async def find_custom(db: Database, owner_key_id: str, name: str) -> CustomModelRecord | None:
     """The key's persona of that name: one read on the (owner, name) unique index."""
     query = select(CustomModel).where(CustomModel.owner_key_id == owner_key_id, CustomModel.name == name)
@@ -124,6 +128,7 @@ async def find_custom(db: Database, owner_key_id: str, name: str) -> CustomModel
     return _record(row) if row is not None else None
 
 
+@bounded_call("database")
 async def list_custom(
     db: Database, owner_key_id: str, *, offset: int, limit: int
 ) -> tuple[list[CustomModelRecord], int]:
@@ -142,6 +147,7 @@ async def list_custom(
     return [_record(r) for r in rows], int(total)
 
 
+@bounded_call("database")
 async def update_custom(
     db: Database, owner_key_id: str, model_id: int, changes: dict[str, Any]
 ) -> CustomModelRecord | None:
@@ -162,6 +168,7 @@ async def update_custom(
     return _record(row)
 
 
+@bounded_call("database")
 async def delete_custom(db: Database, owner_key_id: str, model_id: int) -> CustomModelRecord | None:
     async with db.session() as session:
         row = await session.get(CustomModel, model_id)
@@ -172,6 +179,7 @@ async def delete_custom(db: Database, owner_key_id: str, model_id: int) -> Custo
     return record
 
 
+@bounded_call("database")
 async def custom_usage(
     db: Database,
     owner_key_id: str,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
@@ -16,7 +17,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.bounds import bounded, clean_up_later
+from storage.bounds import bounded, bounded_call, clean_up_later
 from storage.clean import storable
 from storage.models import Job, Usage
 from switchyard.errors import DependencyTimeout
@@ -112,6 +113,12 @@ class Database:
         """`engine.begin()` (commit on success), within `timeout_s` when set."""
         async with self.connect() as conn, conn.begin():
             yield conn
+
+    @bounded_call("database")
+    async def ping(self) -> None:
+        """One round trip (`SELECT 1`); raises what the driver raises when it cannot."""
+        async with self.connect() as conn:
+            await conn.execute(text("SELECT 1"))
 
     def _upsert(self, table: Any, key: str, rows: list[dict[str, Any]]) -> Any:
         insert = sqlite_insert if self.is_sqlite else pg_insert

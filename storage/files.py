@@ -19,6 +19,7 @@ from sqlalchemy import delete, func
 from sqlmodel import col, select
 
 from storage.blobs import Blob, BlobNotFound, BlobSource, BlobStore, LocalBlobStore
+from storage.bounds import bounded_call
 from storage.db import Database
 from storage.keys import as_utc, utcnow
 from storage.models import StoredFile
@@ -89,6 +90,7 @@ class Files:
     def from_settings(cls, settings: Settings, db: Database) -> Files:
         return cls(db, LocalBlobStore(settings.blob_dir_or_default), ttl_s=settings.file_ttl_s)
 
+    @bounded_call("database")
     async def store(
         self,
         source: BlobSource,
@@ -110,6 +112,7 @@ class Files:
             session.add(file)
         return file
 
+    @bounded_call("database")
     async def store_many(self, items: list[NewFile]) -> list[StoredFile]:
         """Store several files (the blobs at once) in one database transaction: what one job
         made (an image and its thumbnail...) costs one commit, not one per file."""
@@ -147,6 +150,7 @@ class Files:
             expires_at=None if ttl is None else now + timedelta(seconds=float(ttl)),
         )
 
+    @bounded_call("database")
     async def share(
         self, file: StoredFile, *, owner_key_id: str | None, job_id: str | None = None
     ) -> StoredFile:
@@ -169,6 +173,7 @@ class Files:
             session.add(shared)
         return shared
 
+    @bounded_call("database")
     async def get(self, file_id: str, *, include_expired: bool = False) -> StoredFile | None:
         """The file, or None when there is none (or it has expired, unless `include_expired`)."""
         if not is_file_id(file_id):
@@ -212,6 +217,7 @@ class Files:
         """The whole file in memory: for small files only."""
         return await self.blobs.read(file.blob_key)
 
+    @bounded_call("database")
     async def delete(self, file_id: str) -> bool:
         """Remove the row, and the blob when no other row shares it."""
         async with self.db.session() as session:
@@ -274,6 +280,7 @@ class Files:
                 else:
                     await on_error(key, exc)
 
+    @bounded_call("database")
     async def count(self) -> int:
         async with self.db.session() as session:
             return int((await session.exec(select(func.count()).select_from(StoredFile))).one())

@@ -13,6 +13,7 @@ from msgspec import Meta
 from sqlalchemy import func, update
 from sqlmodel import col, select
 
+from storage.bounds import bounded_call
 from storage.db import Database
 from storage.models import ApiKey, Usage
 
@@ -115,6 +116,7 @@ def _record(row: ApiKey) -> KeyRecord:
     )
 
 
+@bounded_call("database")
 async def create_key(
     db: Database,
     name: str,
@@ -144,18 +146,21 @@ async def create_key(
     return _record(row), secret
 
 
+@bounded_call("database")
 async def get_key(db: Database, key_id: str) -> KeyRecord | None:
     async with db.session() as session:
         row = await session.get(ApiKey, key_id)
     return _record(row) if row else None
 
 
+@bounded_call("database")
 async def list_keys(db: Database) -> list[KeyRecord]:
     async with db.session() as session:
         rows = (await session.exec(select(ApiKey).order_by(col(ApiKey.created_at)))).all()
     return [_record(r) for r in rows]
 
 
+@bounded_call("database")
 async def revoke_key(db: Database, key_id: str) -> KeyRecord | None:
     async with db.session() as session:
         row = await session.get(ApiKey, key_id)
@@ -167,12 +172,14 @@ async def revoke_key(db: Database, key_id: str) -> KeyRecord | None:
     return _record(row)
 
 
+@bounded_call("database")
 async def find_key(db: Database, key_hash: str) -> KeyRecord | None:
     async with db.session() as session:
         row = (await session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash))).first()
     return _record(row) if row else None
 
 
+@bounded_call("database")
 async def grant_credits(db: Database, key_id: str, amount: int) -> None:
     """Add to a key's credits granted (a key without credits becomes credit-metered)."""
     async with db.begin() as conn:
@@ -183,6 +190,7 @@ async def grant_credits(db: Database, key_id: str, amount: int) -> None:
         )
 
 
+@bounded_call("database")
 async def credit_balances(db: Database, key_ids: list[str]) -> dict[str, int]:
     """What the database says each metered key has left: credits granted less the credits its
     recorded jobs were charged. Redis holds the live balance; this seeds it when Redis has none."""

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlmodel import col
 
+from storage.bounds import bounded_call
 from storage.db import Database
 from storage.models import Usage
 
@@ -57,12 +58,14 @@ def _scoped(query: Any, key_id: str | None, since: datetime, model: str | None =
     return query
 
 
+@bounded_call("database")
 async def totals(db: Database, key_id: str | None, since: datetime, model: str | None = None) -> Totals:
     async with db.connect() as conn:
         row = (await conn.execute(_scoped(select(*_columns()), key_id, since, model))).one()
     return _totals(row)
 
 
+@bounded_call("database")
 async def per_model(db: Database, key_id: str | None, since: datetime) -> list[tuple[str, Totals]]:
     query = _scoped(select(col(Usage.model), *_columns()), key_id, since).group_by(col(Usage.model))
     async with db.connect() as conn:
@@ -72,6 +75,7 @@ async def per_model(db: Database, key_id: str | None, since: datetime) -> list[t
     return out
 
 
+@bounded_call("database")
 async def daily(
     db: Database, key_id: str | None, days: int, today: date, model: str | None = None
 ) -> list[tuple[date, Totals]]:

@@ -7,7 +7,6 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, Router, get
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.auth import Principal
@@ -17,8 +16,9 @@ from api.state import Services, services
 from jobs.accounting import day_reset_ms, hour_reset_ms
 from jobs.records import iso, now_ms
 from storage import usage
+from storage.bounds import bounded
 from storage.keys import as_utc
-from switchyard.errors import InvalidRequest, ModelNotFound
+from switchyard.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 
 
 def _days(request: Request, default: int = 30) -> int:
@@ -170,15 +170,15 @@ async def health(request: Request) -> Response[bytes]:
     await svc.keys.authenticate(request)
     checks: dict[str, str] = {}
     try:
-        await svc.redis.ping()
+        async with bounded("queue (Redis)"):
+            await svc.redis.ping()
         checks["redis"] = "ok"
     except Exception as exc:  # noqa: BLE001 (any failure is "down" here)
         checks["redis"] = f"error: {exc.__class__.__name__}"
     try:
-        async with svc.db.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await svc.db.ping()
         checks["database"] = "ok"
-    except (SQLAlchemyError, OSError) as exc:
+    except (SQLAlchemyError, OSError, ServiceUnavailable) as exc:
         checks["database"] = f"error: {exc.__class__.__name__}"
     healthy = all(v == "ok" for v in checks.values())
     body = {"success": healthy, "data": {"status": "healthy" if healthy else "degraded", "checks": checks,
