@@ -8,17 +8,24 @@ by that list; its discovered listing only adds what the file does not say (names
 
 from __future__ import annotations
 
+import asyncio
 import difflib
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from switchyard.errors import InvalidRequest, ModelNotFound
+from storage.bounds import bounded
+from switchyard.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from switchyard.providers import ModelMeta, ModelPrice, ProviderConfig, ProvidersConfig
 
+log = logging.getLogger("switchyard.catalog")
+
+STALE_RETRY_S = 1.0  # after a failed reload, a loaded catalog is served this long before the next try
 CATALOG_KEY = "sy:catalog"  # hash: provider name -> JSON listing {"models": [...], "updated": ms}
 CATALOG_VERSION_KEY = "sy:catalog:version"  # bumped whenever a listing is stored or cleared
 STATUS_KEY = "sy:providers:status"  # hash: provider name -> JSON status of its last check
@@ -148,19 +155,49 @@ class Catalog:
         self._version: bytes | None = None
         self._loaded_at = float("-inf")
         self._entries: list[ModelEntry] | None = None
+        self._loading: asyncio.Future[None] | None = None
 
     async def refresh(self, force: bool = False) -> None:
         """Reload the stored listings when they changed; without `force`, at most every
-        `refresh_s` (the hot path), with it at once (one GET when nothing changed)."""
+        `refresh_s` (the hot path), with it at once (one GET when nothing changed).
+
+        One load at a time: callers that arrive while one runs await it (a burst on a fresh
+        process never routes against the empty listing of a load not yet done). A load that
+        fails before any succeeded is a 503; after one did, the hot path goes on with the
+        catalog it has (stale beats down) and tries again a second later.
+        """
         if self.redis is None:
             return
         if not force and time.monotonic() - self._loaded_at < self.refresh_s:
             return
-        self._loaded_at = time.monotonic()
-        version = await self.redis.get(CATALOG_VERSION_KEY)
-        if version == self._version and self._version is not None:
-            return
-        raw = await self.redis.hgetall(CATALOG_KEY)  # type: ignore[misc]
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(self._load())
+            self._loading.add_done_callback(self._loaded)
+        try:
+            await asyncio.shield(self._loading)
+        except (RedisError, OSError, ServiceUnavailable) as exc:
+            if force or self._version is None:
+                if isinstance(exc, ServiceUnavailable):
+                    raise
+                raise ServiceUnavailable(
+                    f"model catalog unavailable: Redis cannot be reached ({exc.__class__.__name__})"
+                ) from exc
+            log.warning("model catalog: reload failed (%r); serving the catalog loaded before", exc)
+            self._loaded_at = time.monotonic() - self.refresh_s + STALE_RETRY_S
+
+    def _loaded(self, task: asyncio.Future[None]) -> None:
+        self._loading = None
+        if not task.cancelled():
+            task.exception()  # read here too: a load nobody awaits any more is no "never retrieved"
+
+    async def _load(self) -> None:
+        assert self.redis is not None
+        async with bounded("queue (Redis)"):
+            version = await self.redis.get(CATALOG_VERSION_KEY)
+            if version == self._version and self._version is not None:
+                self._loaded_at = time.monotonic()
+                return
+            raw = await self.redis.hgetall(CATALOG_KEY)  # type: ignore[misc]
         listings: dict[str, Listing] = {}
         for name, value in raw.items():
             try:
@@ -168,8 +205,9 @@ class Catalog:
             except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
                 continue  # a damaged entry is as good as none; the next discovery rewrites it
         self.listings = listings
-        self._version = version
+        self._version = version if version is not None else b"0"
         self._entries = None
+        self._loaded_at = time.monotonic()
 
     def models_of(self, provider: ProviderConfig) -> tuple[str, ...]:
         if provider.models is not None:
