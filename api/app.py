@@ -33,6 +33,7 @@ from api.errors import NATIVE, handlers_for
 from api.personas import CustomModelCache
 from api.state import Services
 from api.validation import refuse_nul_params
+from jobs import durability
 from jobs.catalog import Catalog
 from jobs.client import JobClient
 from jobs.deadletters import DeadLetters
@@ -95,6 +96,7 @@ def create_app(
         cat = catalog or Catalog(providers, r)
         cat.redis = cat.redis or r
         dead_letters = DeadLetters.from_settings(r, settings)
+        await durability.warn_at_start(r, "web")
         job_client = JobClient(r, database, result_ttl_s=settings.result_ttl_s, dead_letters=dead_letters)
         await job_client.start()
         app.state.services = Services(

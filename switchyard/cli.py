@@ -43,6 +43,25 @@ def _concurrency(spec: str | None) -> dict[str, int]:
     return counts
 
 
+def _warn_durability(url: str | None) -> None:
+    """Say before anything starts what a restart of this Redis would lose (jobs/durability.py)."""
+    if not url:
+        return
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from jobs.durability import warn_at_start
+
+    async def run() -> None:
+        async with Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as redis:
+            durability = await warn_at_start(redis, "up")
+        for warning in durability.warnings if durability else []:
+            print(f"switchyard: WARNING: {warning}", file=sys.stderr, flush=True)
+
+    asyncio.run(run())
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Embedded Redis when REDIS_URL is unset, migrations, then every Procfile process under honcho.
 
@@ -72,6 +91,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         embedded = EmbeddedRedis(settings.data_dir / "redis").start()
         env["REDIS_URL"] = embedded.url
         print(f"switchyard: embedded Redis on {embedded.url} (data in {embedded.data_dir})", flush=True)
+    _warn_durability(env["REDIS_URL"] if "REDIS_URL" in env else settings.redis_url)
     try:
         upgrade(settings.database_url_or_default)
         print(f"switchyard: database ready ({settings.database_url_or_default.split('://')[0]})", flush=True)

@@ -601,7 +601,10 @@ async def test_health_in_the_discovery_shape(mgw: Gateway) -> None:
     response = await mgw.client.get("/health")
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "healthy" and body["timestamp"].endswith("Z")
+    # the fixture's Redis has no persistence: degraded, saying so (healthy: tests/test_health.py)
+    assert body["status"] == "degraded" and body["timestamp"].endswith("Z")
+    assert len(body["warnings"]) == 1 and "Redis has no persistence" in body["warnings"][0]
+    assert body["services"]["redis"] == "ok" and body["services"]["database"] == "ok"
     assert body["services"]["discovery"] == "ok" and body["services"]["cache"] == "ok"
     assert body["services"]["providers"] == {"alpha": "ok", "beta": "ok"}
     assert body["metrics"]["uptime_seconds"] >= 0 and body["metrics"]["memory_usage_mb"] > 0

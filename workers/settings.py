@@ -11,7 +11,7 @@ from typing import Any, cast
 from arq import func
 from arq.connections import RedisSettings
 
-from jobs import queues
+from jobs import durability, queues
 from jobs.catalog import Catalog
 from jobs.deadletters import DeadLetters
 from jobs.kinds import (
@@ -55,6 +55,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         ctx["catalog"].redis = ctx["catalog"].redis or ctx["redis"]
     ctx.setdefault("provider_health", ProviderHealth(ctx["redis"], settings))
     ctx.setdefault("dead_letters", DeadLetters.from_settings(ctx["redis"], settings))
+    await durability.warn_at_start(ctx["redis"], "worker")
     ctx["discovery"] = supervise("model-discovery", partial(discovery_loop, cast(WorkerCtx, ctx)))
     ctx["file_sweeper"] = supervise("file-sweeper", partial(run_file_sweeper, ctx))
 

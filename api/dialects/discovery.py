@@ -31,6 +31,7 @@ from api.responses import json_response
 from api.state import Services, services
 from api.submit import wait_bound
 from api.validation import decode_object
+from jobs import durability
 from jobs.catalog import CATALOG_KEY, CATALOG_VERSION_KEY, ModelEntry
 from jobs.client import redis_call
 from jobs.discovery import (
@@ -42,6 +43,7 @@ from jobs.discovery import (
     catalog_events,
 )
 from jobs.records import iso, now_ms
+from storage.bounds import bounded
 from switchyard.errors import InvalidRequest, ModelNotFound, NotFound, SwitchyardError
 
 STARTED = time.monotonic()
@@ -388,14 +390,66 @@ def _memory_mb() -> float:
 
 @get("/health")
 async def health(request: Request) -> Response[bytes]:
-    """Liveness plus a Redis round trip (503 when the queue cannot be reached), the discovery
-    job's freshness and each provider's state."""
+    """healthy, degraded (200: a warning, such as a Redis without persistence, a provider down
+    or dead letters set aside) or unhealthy (503: Redis or the database out of reach, or no
+    provider reachable), with each service's detail. Redis and the database are checked at
+    once, each within the dependency bound: a stalled one answers in about that bound."""
     svc = services(request)
-    await redis_call(svc.redis.ping)
-    await fresh_entries(svc)
-    states = await provider_states(svc)
-    run = await last_run(svc)
-    raw = await redis_call(lambda: svc.redis.hmget(CACHE_STATS_KEY, ["hits", "misses"]))
+    queue, database = await asyncio.gather(_queue_health(svc), _database_health(svc))
+    warnings: list[str] = list(queue.get("warnings", ()))
+    providers: dict[str, str] = queue.get("providers", {})
+    down = sorted(name for name, state in providers.items() if state == "error")
+    reachable = [name for name, state in providers.items() if state == "ok"]
+    problems = [f"redis: {queue['redis']}"] if queue["redis"] != "ok" else []
+    if database != "ok":
+        problems.append(f"database: {database}")
+    if providers and down and not reachable and len(down) == len(providers):
+        problems.append("no provider is reachable")
+    elif down:
+        warnings.append(f"providers down: {', '.join(down)}")
+    dead = queue.get("dead_letters")
+    if dead:
+        warnings.append(f"{dead} dead letter(s) set aside: see /api/admin/dead-letters")
+    status = "unhealthy" if problems else "degraded" if warnings else "healthy"
+    body = {
+        "status": status,
+        "timestamp": iso(now_ms()),
+        "services": {
+            "discovery": queue.get("discovery", "unknown"),
+            "cache": "ok" if queue["redis"] == "ok" else "unknown",
+            "redis": queue["redis"],
+            "database": database,
+            "providers": providers,
+            "redis_persistence": queue.get("persistence", "unknown"),
+        },
+        "problems": problems,
+        "warnings": warnings,
+        "dead_letters": dead,
+        "metrics": {
+            "uptime_seconds": int(time.monotonic() - STARTED),
+            "memory_usage_mb": _memory_mb(),
+            "cache_hit_rate": queue.get("cache_hit_rate", 0.0),
+        },
+    }
+    return json_response(body, 503 if problems else 200)
+
+
+_PROVIDER_STATES = {"active": "ok", "unknown": "unknown"}
+
+
+async def _queue_health(svc: Services) -> dict[str, Any]:
+    """Everything /health reads from Redis, within one bound; `redis` says why when it cannot."""
+    try:
+        async with bounded("queue (Redis)"):
+            await redis_call(svc.redis.ping)
+            await fresh_entries(svc)
+            states = await provider_states(svc)
+            run = await last_run(svc)
+            raw = await redis_call(lambda: svc.redis.hmget(CACHE_STATS_KEY, ["hits", "misses"]))
+            persistence = await redis_call(lambda: durability.check(svc.redis))
+            dead = await redis_call(svc.dead_letters.count)
+    except Exception as exc:  # noqa: BLE001 (any failure is "Redis is not answering" here)
+        return {"redis": f"error: {getattr(exc, 'message', None) or exc.__class__.__name__}"}
     hits, misses = (int(v or 0) for v in raw)
     if run is None:
         discovery = "pending"
@@ -403,25 +457,25 @@ async def health(request: Request) -> Response[bytes]:
         age_s = (now_ms() - int(run.get("finished_ms") or 0)) / 1000
         fresh = age_s <= 2 * svc.settings.discovery_interval_s + svc.settings.discovery_timeout_s
         discovery = ("ok" if run.get("status") != "error" else "error") if fresh else "stale"
-    body = {
-        "status": "healthy",
-        "timestamp": iso(now_ms()),
-        "services": {
-            "discovery": discovery,
-            "cache": "ok",
-            "redis": "ok",
-            "providers": {
-                name: {"active": "ok", "unknown": "unknown"}.get(s["status"], "error")
-                for name, s in states.items()
-            },
-        },
-        "metrics": {
-            "uptime_seconds": int(time.monotonic() - STARTED),
-            "memory_usage_mb": _memory_mb(),
-            "cache_hit_rate": _rate(hits, misses),
-        },
-    }
-    return json_response(body)
+    return {
+        "redis": "ok",
+        "discovery": discovery,
+        "providers": {name: _PROVIDER_STATES.get(s["status"], "error") for name, s in states.items()},
+        "cache_hit_rate": _rate(hits, misses),
+        "persistence": "aof" if persistence.appendonly == "yes" else
+                       "unknown" if persistence.appendonly == "unknown" else
+                       "snapshots" if persistence.save.strip() else "none",
+        "warnings": persistence.warnings,
+        "dead_letters": dead,
+    }  # fmt: skip
+
+
+async def _database_health(svc: Services) -> str:
+    try:
+        await svc.db.ping()
+    except Exception as exc:  # noqa: BLE001 (any failure is "the database is not answering" here)
+        return f"error: {getattr(exc, 'message', None) or exc.__class__.__name__}"
+    return "ok"
 
 
 # --- the socket of catalog changes -----------------------------------------------------------------
