@@ -116,9 +116,10 @@ class Database:
 
     @bounded_call("database")
     async def ping(self) -> None:
-        """One round trip (`SELECT 1`); raises what the driver raises when it cannot."""
+        """One round trip; raises what the driver raises when it cannot. SQLite reads its
+        schema (a plain `SELECT 1` needs no lock, so a locked database would pass)."""
         async with self.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+            await conn.execute(text("SELECT count(*) FROM sqlite_master" if self.is_sqlite else "SELECT 1"))
 
     def _upsert(self, table: Any, key: str, rows: list[dict[str, Any]]) -> Any:
         insert = sqlite_insert if self.is_sqlite else pg_insert

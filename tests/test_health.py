@@ -8,6 +8,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from jobs import durability
+from jobs.deadletters import DeadLetters
 from switchyard.redis_server import EmbeddedRedis, free_port
 from tests.conftest import base_env, eventually, make_settings, running_gateway, write_providers
 
@@ -75,3 +76,23 @@ async def test_persistence_is_read_from_redis_and_unknown_when_config_is_disable
     finally:
         plain.stop()
         hidden.stop()
+
+
+async def test_degraded_with_dead_letters_and_their_count(
+    sqlite_url: str, providers_file: Path, tmp_path: Path
+) -> None:
+    redis = EmbeddedRedis(tmp_path / "aof-redis", persistent=True).start()
+    try:
+        settings = make_settings(base_env(redis.url, sqlite_url, providers_file, tmp_path / "data"))
+        async with running_gateway(settings) as gw:
+            first = (await gw.client.get("/health")).json()
+            assert first["status"] == "healthy" and first["dead_letters"] == 0
+            async with Redis.from_url(redis.url) as r:
+                assert await DeadLetters(r).add("test", "unreadable", message=b"\xff")
+            response = await gw.client.get("/health")
+            assert response.status_code == 200
+            body = response.json()
+            assert body["status"] == "degraded" and body["dead_letters"] == 1
+            assert any("dead letter" in w for w in body["warnings"])
+    finally:
+        redis.stop()
