@@ -35,7 +35,13 @@ from jobs.tasks import supervise
 from storage.bounds import bounded, bounded_call
 from storage.db import Database
 from storage.models import Job
-from switchyard.errors import InvalidRequest, JobNotFound, RecordUnreadable, ServiceUnavailable
+from switchyard.errors import (
+    DependencyTimeout,
+    InvalidRequest,
+    JobNotFound,
+    RecordUnreadable,
+    ServiceUnavailable,
+)
 
 log = logging.getLogger("switchyard.jobs")
 
@@ -233,6 +239,13 @@ class JobClient:
             self._waiters[record.id] = asyncio.get_running_loop().create_future()
         try:
             verdict = await redis_call(lambda: self._submit(argv))
+        except DependencyTimeout as exc:
+            # The submission may still reach Redis after the bound: name the job, so a caller
+            # can look for it instead of submitting the work twice.
+            self._waiters.pop(record.id, None)
+            exc.message += f"; job {record.id} may have been accepted: GET /api/v1/jobs/{record.id}"
+            exc.headers = {**exc.headers, "x-job-id": record.id}
+            raise
         except BaseException:
             self._waiters.pop(record.id, None)
             raise

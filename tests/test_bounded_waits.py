@@ -26,6 +26,7 @@ from tests.conftest import (
     eventually,
     make_settings,
     running_gateway,
+    wait_for_status,
 )
 from tests.relay_support import Relay
 
@@ -74,6 +75,8 @@ async def test_a_stalled_redis_is_a_503_within_the_bound_in_every_dialect_and_re
         )
         assert native.status_code == 503 and took < BOUND_S, (native.text, took)
         assert native.json()["success"] is False and native.json()["error"] == "Service Unavailable"
+        # the submission itself timed out: the answer names the job, which may yet be accepted
+        assert native.headers["x-job-id"] in native.json()["message"]
         openai, took = await timed(
             gw.client.post("/v1/chat/completions", json=chat_body("x"), headers=bearer)
         )
@@ -93,6 +96,11 @@ async def test_a_stalled_redis_is_a_503_within_the_bound_in_every_dialect_and_re
             return response.status_code == 200
 
         await eventually(answered, timeout=10, interval=0.2, what="chat to answer again after the stall")
+        # the submission that timed out was taken once Redis answered: it is done, not lost
+        job = await wait_for_status(
+            gw.client, key, native.headers["x-job-id"], "succeeded", "failed", timeout=10
+        )
+        assert job["status"] == "succeeded", job
 
 
 async def test_a_locked_sqlite_is_a_503_within_the_bound_and_recovers(
