@@ -176,7 +176,9 @@ class Catalog:
         try:
             await asyncio.shield(self._loading)
         except (RedisError, OSError, ServiceUnavailable) as exc:
-            if force or self._version is None:
+            if force:
+                raise  # who asks for the fresh catalog is told, as Redis said it
+            if self._version is None:
                 if isinstance(exc, ServiceUnavailable):
                     raise
                 raise ServiceUnavailable(

@@ -34,10 +34,11 @@ _timeout_s: float | None = None
 _cleanups: set[asyncio.Future[Any]] = set()
 
 
-def configure(timeout_s: float) -> None:
-    """The bound of this process (the web sets `settings.dependency_timeout_s` at start)."""
+def configure(timeout_s: float | None) -> None:
+    """The bound of this process (the web sets `settings.dependency_timeout_s` at start);
+    None: no bound."""
     global _timeout_s
-    if timeout_s <= 0:
+    if timeout_s is not None and timeout_s <= 0:
         raise ValueError("the dependency timeout must be positive")
     _timeout_s = timeout_s
 
