@@ -51,12 +51,15 @@ def _warn_durability(url: str | None) -> None:
 
     from redis.asyncio import Redis
 
-    from jobs.durability import warn_at_start
+    from jobs.durability import check
 
     async def run() -> None:
-        async with Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as redis:
-            durability = await warn_at_start(redis, "up")
-        for warning in durability.warnings if durability else []:
+        try:
+            async with Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as redis:
+                warnings = (await check(redis)).warnings
+        except Exception as exc:  # noqa: BLE001 (start goes on; the processes report Redis' state)
+            warnings = [f"could not check Redis persistence ({exc.__class__.__name__})"]
+        for warning in warnings:
             print(f"switchyard: WARNING: {warning}", file=sys.stderr, flush=True)
 
     asyncio.run(run())

@@ -3,12 +3,16 @@ of the Redis in use would lose (jobs/durability.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from jobs import durability
 from jobs.deadletters import DeadLetters
+from switchyard.cli import _warn_durability
 from switchyard.redis_server import EmbeddedRedis, free_port
 from tests.conftest import base_env, eventually, make_settings, running_gateway, write_providers
 
@@ -96,3 +100,24 @@ async def test_degraded_with_dead_letters_and_their_count(
             assert any("dead letter" in w for w in body["warnings"])
     finally:
         redis.stop()
+
+
+async def test_web_and_up_say_loudly_what_a_restart_of_a_non_persistent_redis_loses(
+    redis_url: str,
+    sqlite_url: str,
+    providers_file: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = make_settings(base_env(redis_url, sqlite_url, providers_file, tmp_path / "data"))
+    with caplog.at_level(logging.WARNING, logger="switchyard.durability"):
+        async with running_gateway(settings) as gw:
+            body = (await gw.client.get("/health")).json()
+    assert body["status"] == "degraded" and body["services"]["redis_persistence"] == "none"
+    said = [r for r in caplog.records if r.name == "switchyard.durability" and r.levelno == logging.WARNING]
+    assert said and "web: Redis has no persistence" in said[0].getMessage()
+    assert "loses every accepted job" in said[0].getMessage()
+
+    await asyncio.to_thread(_warn_durability, redis_url)  # what `switchyard up` does before starting
+    assert "switchyard: WARNING: Redis has no persistence" in capsys.readouterr().err
