@@ -125,3 +125,38 @@ class CustomModel(SQLModel, table=True):
     max_tokens: int | None = None
     created_at: datetime
     updated_at: datetime
+
+
+class BatchRow(SQLModel, table=True):
+    """An OpenAI Batch API batch (api/dialects/batches.py). Its live status and counters are in
+    Redis while it runs (`jobs.batches`); this row holds what it was created with, each status
+    change the workers make, and the final counts, files and errors."""
+
+    __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_owner_id", "owner_key_id", "id"),)
+
+    id: str = Field(primary_key=True, max_length=40)  # "batch_" + a time-ordered hex id
+    owner_key_id: str = Field(max_length=40)
+    endpoint: str = Field(max_length=60)
+    input_file_id: str = Field(max_length=40)
+    completion_window: str = Field(max_length=10)
+    status: str = Field(max_length=20)
+    model: str | None = Field(default=None, max_length=200)
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    output_file_id: str | None = Field(default=None, max_length=40)
+    error_file_id: str | None = Field(default=None, max_length=40)
+    errors: list | None = Field(default=None, sa_column=Column(JSON))  # [{code, message, param, line}]
+    # string map, bounded at the edge (16 keys, 64/512 characters): for filtering and webhooks later
+    batch_metadata: dict | None = Field(default=None, sa_column=Column("metadata", JSON))
+    files_base: str | None = Field(default=None, max_length=500)  # where image URLs point
+    created_at: datetime
+    in_progress_at: datetime | None = None
+    finalizing_at: datetime | None = None
+    completed_at: datetime | None = None
+    failed_at: datetime | None = None
+    expired_at: datetime | None = None
+    cancelling_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    expires_at: datetime | None = None
