@@ -14,6 +14,7 @@ from api.accounts import Accounts
 from api.auth import PRINCIPAL_STATE, KeyCache
 from api.dialects import (
     admin,
+    batches,
     content,
     credits,
     custom,
@@ -130,6 +131,7 @@ def create_app(
             native.router,
             credits.router,
             openai.router,
+            batches.router,
             jobs.router,
             keys.router,
             status.router,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import delete, func
+from sqlalchemy import and_, delete, func, or_
 from sqlmodel import col, select
 
 from storage.blobs import Blob, BlobNotFound, BlobSource, BlobStore, LocalBlobStore
@@ -111,6 +111,30 @@ class Files:
         async with self.db.session() as session:
             session.add(file)
         return file
+
+    @bounded_call("database")
+    async def record(
+        self,
+        blob: Blob,
+        *,
+        mime: str,
+        filename: str,
+        owner_key_id: str | None = None,
+        expires_in_s: float | None | Literal["default"] = DEFAULT_TTL,
+        kind: str = "file",
+    ) -> StoredFile:
+        """The row of a blob already put in the blob store (an upload streamed there while its
+        form was still being read)."""
+        file = self._row(blob, mime, filename, owner_key_id, expires_in_s, None, kind)
+        async with self.db.session() as session:
+            session.add(file)
+        return file
+
+    @bounded_call("database")
+    async def discard_blob(self, key: str) -> None:
+        """Remove a blob no row was made for (an upload refused after its bytes were stored),
+        unless another row shares it."""
+        await self._drop_unreferenced({key})
 
     @bounded_call("database")
     async def store_many(self, items: list[NewFile]) -> list[StoredFile]:
@@ -279,6 +303,37 @@ class Files:
                     log.error("blob %s could not be removed: %s", key, exc)
                 else:
                     await on_error(key, exc)
+
+    @bounded_call("database")
+    async def list_for(
+        self,
+        key_id: str | None,
+        *,
+        kinds: tuple[str, ...],
+        after: str | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[StoredFile]:
+        """The key's unexpired files of these kinds (`key_id` None: every key's, for the admin),
+        by creation time; `after`: the files past this one in that order."""
+        query = select(StoredFile).where(col(StoredFile.kind).in_(kinds))
+        if key_id is not None:
+            query = query.where(StoredFile.owner_key_id == key_id)
+        query = query.where(or_(col(StoredFile.expires_at).is_(None), col(StoredFile.expires_at) > utcnow()))
+        created, ident = col(StoredFile.created_at), col(StoredFile.id)
+        if after is not None:
+            async with self.db.session() as session:
+                anchor = await session.get(StoredFile, after)
+            if anchor is not None:
+                at = anchor.created_at
+                if newest_first:
+                    query = query.where(or_(created < at, and_(created == at, ident < after)))
+                else:
+                    query = query.where(or_(created > at, and_(created == at, ident > after)))
+        order = (created.desc(), ident.desc()) if newest_first else (created.asc(), ident.asc())
+        async with self.db.session() as session:
+            rows = (await session.exec(query.order_by(*order).limit(limit))).all()
+        return [_normalized(r) for r in rows]
 
     @bounded_call("database")
     async def count(self) -> int:

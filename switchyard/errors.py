@@ -90,6 +90,13 @@ class JobNotFound(NotFound):
         super().__init__(f"Job '{job_id}' not found")
 
 
+class BatchNotFound(NotFound):
+    error_type = "batch_not_found"
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"Batch '{batch_id[:100]}' not found")
+
+
 class Conflict(SwitchyardError):
     """The resource clashes with one that exists (a custom model name the key already uses)."""
 

@@ -77,6 +77,22 @@ class Settings(BaseSettings):
         default=25_000_000, ge=0, validation_alias="SWITCHYARD_FILE_BUFFER_MAX_BYTES"
     )
     public_url: str | None = Field(default=None, validation_alias="SWITCHYARD_PUBLIC_URL")
+    # The OpenAI Batch API (api/dialects/batches.py, workers/batches.py): an input file's bounds,
+    # how long batch input and output files are kept, what "24h" means (tests shorten it), how
+    # many lines one dispatch step enqueues, and how long a batch held back by the key's limits
+    # or credits waits at most before it asks admission again.
+    batch_max_lines: int = Field(
+        default=50_000, ge=1, le=1_000_000, validation_alias="SWITCHYARD_BATCH_MAX_LINES"
+    )
+    batch_max_bytes: int = Field(default=200_000_000, ge=1, validation_alias="SWITCHYARD_BATCH_MAX_BYTES")
+    batch_file_ttl_s: int = Field(default=30 * 86_400, ge=1, validation_alias="SWITCHYARD_BATCH_FILE_TTL_S")
+    batch_window_s: float = Field(default=86_400.0, gt=0, validation_alias="SWITCHYARD_BATCH_WINDOW_S")
+    batch_dispatch_chunk: int = Field(
+        default=500, ge=1, le=5000, validation_alias="SWITCHYARD_BATCH_DISPATCH_CHUNK"
+    )
+    batch_admission_recheck_s: float = Field(
+        default=60.0, gt=0, validation_alias="SWITCHYARD_BATCH_ADMISSION_RECHECK_S"
+    )
     # Model discovery: how often a worker refreshes the catalog (one worker per period), and
     # how long a provider's `GET /models` may take.
     discovery_interval_s: float = Field(
