@@ -8,11 +8,11 @@ from typing import Any, NoReturn
 from redis.asyncio import Redis
 
 from api.auth import Principal
-from jobs.accounting import CREDITS_KEY, UNLIMITED, USAGE, hour_reset_ms
+from jobs.accounting import CREDITS_KEY, UNLIMITED, USAGE, admit_args, hour_reset_ms
 from jobs.client import redis_call
 from jobs.records import iso, now_ms
 from storage.db import Database
-from storage.keys import KeyLimits, credit_balances
+from storage.keys import credit_balances
 from switchyard.errors import Forbidden, InvalidRequest, PaymentRequired, RateLimited, ServiceUnavailable
 
 MODALITIES = ("chat", "image", "video")
@@ -49,10 +49,6 @@ def rate_headers(limit: int, remaining: int, reset_ms: int) -> dict[str, str]:
     }
 
 
-def _limit(value: int | None) -> int:
-    return UNLIMITED if value is None else int(value)
-
-
 class Accounts:
     def __init__(self, redis: Redis, db: Database, *, sync_credits: int = 1, batch_credits: int = 2) -> None:
         self.redis = redis
@@ -82,13 +78,8 @@ class Accounts:
         record = principal.record
         if record is None:  # the admin key: no limits
             return Plan(price, None, UNLIMITED, now)
-        limits: KeyLimits = record.limits
-        args = [
-            record.id, now, price if record.metered else 0, reserve_tokens, modality,
-            _limit(limits.hourly), _limit(limits.daily_requests), _limit(limits.daily_tokens),
-            _limit(getattr(limits.per_minute, modality)),
-        ]  # fmt: skip
-        return Plan(price, args, limits.hourly, now)
+        args = admit_args(record, now, price=price, reserve_tokens=reserve_tokens, modality=modality)
+        return Plan(price, args, record.limits.hourly, now)
 
     async def window_usage(self, key_id: str, now: int) -> tuple[int, int, int]:
         """Requests this hour, requests today and tokens today, as admission counts them."""

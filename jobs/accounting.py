@@ -9,6 +9,10 @@ in the same script that finishes it (see `jobs.scripts.FINISH`).
 
 from __future__ import annotations
 
+from typing import Any
+
+from storage.keys import KeyRecord
+
 CREDITS_KEY = "sy:credits"  # hash key id -> live balance
 HOUR_MS, DAY_MS, MINUTE_MS = 3_600_000, 86_400_000, 60_000
 UNLIMITED = -1
@@ -89,3 +93,18 @@ def hour_reset_ms(now_ms: int) -> int:
 
 def day_reset_ms(now_ms: int) -> int:
     return (now_ms // DAY_MS + 1) * DAY_MS
+
+
+def admit_args(record: KeyRecord, now: int, *, price: int, reserve_tokens: int, modality: str) -> list[Any]:
+    """`admit`'s nine arguments for one request of this key (the web's admission and a batch's
+    dispatch ask the same)."""
+    limits = record.limits
+
+    def limit(value: int | None) -> int:
+        return UNLIMITED if value is None else int(value)
+
+    return [
+        record.id, now, price if record.metered else 0, reserve_tokens, modality,
+        limit(limits.hourly), limit(limits.daily_requests), limit(limits.daily_tokens),
+        limit(getattr(limits.per_minute, modality)),
+    ]  # fmt: skip

@@ -194,11 +194,13 @@ class JobClient:
         notify: bool = False,
         admission: list[Any] | None = None,
         lane: str = queues.DEFAULT_LANE,
+        extra: dict[str, str] | None = None,
     ) -> tuple[JobRecord | None, list[Any]]:
         """Admit (when `admission` holds `admit`'s nine arguments) and put the job durably on its
         queue, waking its workers: one round trip (a Lua script).
 
         `lane` picks the workers that run it (`jobs.queues.LANES`): media jobs have their own.
+        `extra`: more fields of the job's state (a batch line's `batch` and `custom_id`).
         Returns the queued job and admission's verdict (`[b"ok", ...]`); when admission refuses,
         no job (None) and the refusal as `jobs.accounting.ADMIT` words it.
         """
@@ -220,6 +222,8 @@ class JobClient:
         state = record.to_hash()
         if lane != queues.DEFAULT_LANE:
             state["queue"] = queue  # where a cancel finds it; the default lane's is its priority
+        if extra:
+            state.update(extra)
         argv: list[Any] = [
             record.id,
             queues.queue_name(queue),

@@ -132,12 +132,58 @@ local function notify(skey)
 end
 """
 
+# Counting a finished line of a Batch API batch (jobs.batches), prepended to FINISH_BATCH and
+# CANCEL. Once per job (`batch_counted`): its outcome is counted on the batch and its id and
+# custom_id are listed for the output file; the finish that makes the batch's finished lines
+# reach its target (every dispatched line, set when dispatching ends) enqueues the batch's
+# finalize job, and the first finish past the batch's window stops it (`stop` = expired) and
+# enqueues its dispatch job to cancel what still waits. Both ARQ bodies are in the batch hash;
+# both go in at score 0, ahead of the batch work already queued. Keys: `sy:batch:<id>` (hash)
+# and `sy:batch:<id>:done` (list of "job_id custom_id").
+BATCH_COUNT = r"""
+local function batch_control(bkey, which)
+  local jid = redis.call('HGET', bkey, which .. '_id')
+  redis.call('SET', 'arq:job:' .. jid, redis.call('HGET', bkey, which .. '_body'), 'PX', 86400000)
+  redis.call('ZADD', 'switchyard:queue:batch', 0, jid)
+  redis.call('PUBLISH', 'sy:wake:batch', '')
+end
+
+local function batch_check(bkey, now)
+  local b = redis.call('HMGET', bkey, 'target', 'completed', 'failed', 'lost')
+  if not b[1] then return 0 end
+  local finished = tonumber(b[2] or '0') + tonumber(b[3] or '0') + tonumber(b[4] or '0')
+  if finished < tonumber(b[1]) then return 0 end
+  if redis.call('HSETNX', bkey, 'finalize_queued', '1') == 0 then return 0 end
+  batch_control(bkey, 'finalize')
+  if redis.call('HGET', bkey, 'status') == 'in_progress' then
+    redis.call('HSET', bkey, 'status', 'finalizing', 'finalizing_at', now)
+  end
+  return 1
+end
+
+local function count_in_batch(skey, id, status, now)
+  local bid = redis.call('HGET', skey, 'batch')
+  if not bid then return end
+  if redis.call('HSETNX', skey, 'batch_counted', '1') == 0 then return end
+  local bkey = 'sy:batch:' .. bid
+  if redis.call('EXISTS', bkey) == 0 then return end
+  redis.call('HINCRBY', bkey, status == 'succeeded' and 'completed' or 'failed', 1)
+  redis.call('RPUSH', bkey .. ':done', id .. ' ' .. (redis.call('HGET', skey, 'custom_id') or ''))
+  if batch_check(bkey, now) == 1 then return end
+  local expires = redis.call('HGET', bkey, 'expires_at')
+  if expires and tonumber(now) >= tonumber(expires) then
+    if redis.call('HSETNX', bkey, 'stop', 'expired') == 1 then batch_control(bkey, 'expire') end
+  end
+end
+"""
+
 # Cancel a job. A queued job that no worker holds is canceled here and now; a running one
 # is marked for abort and its worker is told over the wake channel.
 # ARGV: job id, now_ms, persist zset, wake channel
 # Returns {outcome, status}: outcome is 'canceled', 'aborting', 'finished' or 'missing'.
 CANCEL = (
     SETTLE_AND_NOTIFY
+    + BATCH_COUNT
     + r"""
 local id = ARGV[1]
 local now = ARGV[2]
@@ -156,6 +202,7 @@ if status == 'queued' and redis.call('EXISTS', 'arq:in-progress:' .. id) == 0 th
   settle(skey, 0, true)  -- canceled before it started: its tokens and credits go back
   redis.call('ZADD', ARGV[3], now, id)
   notify(skey)
+  count_in_batch(skey, id, 'canceled', now)
   return {'canceled', 'canceled'}
 end
 redis.call('ZADD', 'arq:abort', now, id)
@@ -220,9 +267,7 @@ return verdict
 # the caller, the hand-off to the persister and the notification of a waiting caller, as one
 # command. ARGV: id, queue, result ttl s, persist zset, finished_ms, tokens used, refund 0/1,
 # then field/value pairs to set.
-FINISH = (
-    SETTLE_AND_NOTIFY
-    + r"""
+_FINISH_BODY = r"""
 local id = ARGV[1]
 local skey = 'sy:job:' .. id
 redis.call('DEL', 'arq:in-progress:' .. id, 'arq:retry:' .. id, 'arq:job:' .. id)
@@ -236,6 +281,31 @@ settle(skey, tonumber(ARGV[6]), ARGV[7] == '1')  -- once: a second finish change
 redis.call('EXPIRE', skey, ARGV[3])
 redis.call('ZADD', ARGV[4], ARGV[5], id)
 notify(skey)
+--[[batch]]
 return 1
+"""
+
+FINISH = SETTLE_AND_NOTIFY + _FINISH_BODY.replace("--[[batch]]\n", "")
+
+# FINISH for a job that is a line of a batch (its state names the batch): the same, then the
+# line counted on its batch. Interactive and plain batch jobs never run this part.
+FINISH_BATCH = (
+    SETTLE_AND_NOTIFY
+    + BATCH_COUNT
+    + _FINISH_BODY.replace(
+        "--[[batch]]", "count_in_batch(skey, id, redis.call('HGET', skey, 'status'), ARGV[5])"
+    )
+)
+
+# Dispatching of a batch ended (every line enqueued, or it was stopped): its target is what
+# was dispatched; when every one of those has already finished, finalize now.
+# ARGV: batch key, now_ms. Returns 1 when this call enqueued the finalize job.
+BATCH_TARGET = (
+    BATCH_COUNT
+    + r"""
+local bkey = ARGV[1]
+if redis.call('EXISTS', bkey) == 0 then return 0 end
+redis.call('HSET', bkey, 'target', redis.call('HGET', bkey, 'dispatched') or '0')
+return batch_check(bkey, ARGV[2])
 """
 )

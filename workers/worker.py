@@ -32,7 +32,7 @@ from jobs import pubsub, queues
 from jobs.accounting import REFUNDABLE_ERRORS
 from jobs.batching import ScriptBatcher
 from jobs.records import CANCELED, FAILED, QUEUED, SUCCEEDED, now_ms
-from jobs.scripts import CLAIM, FINISH
+from jobs.scripts import CLAIM, FINISH, FINISH_BATCH
 from jobs.tasks import supervise
 from switchyard.errors import JobTimedOut, SwitchyardError
 from workers.persist import Persister
@@ -120,6 +120,7 @@ class SwitchyardWorker(Worker):
         self.persister: Persister | None = None
         self._claim_script: Any = None
         self._finisher: Any = None
+        self._batch_finisher: Any = None  # FINISH for the lines of a Batch API batch
         self._cancel_channel = queues.CANCEL_CHANNEL.encode()
         self._persist_channel = queues.PERSIST_CHANNEL.encode()
 
@@ -151,6 +152,7 @@ class SwitchyardWorker(Worker):
         # Script objects reload themselves after a Redis restart (NOSCRIPT).
         self._claim_script = self.pool.register_script(CLAIM)
         self._finisher = ScriptBatcher(self.pool, FINISH)
+        self._batch_finisher = ScriptBatcher(self.pool, FINISH_BATCH)
         self._listener = supervise("switchyard-wakeups", self._listen_for_wakeups)
         self._leases = supervise("switchyard-leases", self._renew_leases)
         log.info("worker serving %s, up to %d jobs at once", ",".join(self.serves), self.max_jobs)
@@ -405,7 +407,8 @@ class SwitchyardWorker(Worker):
         ]  # fmt: skip
         for field, value in update.items():
             argv += (field, value)
-        await asyncio.shield(self._finisher(argv))
+        finisher = self._batch_finisher if state and "batch" in state else self._finisher
+        await asyncio.shield(finisher(argv))
         if self.persister is not None and state:
             self.persister.notify()
 
