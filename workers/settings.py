@@ -12,6 +12,7 @@ from arq import func
 from arq.connections import RedisSettings
 
 from jobs import durability, queues
+from jobs.batches import BATCH_DISPATCH, BATCH_FINALIZE
 from jobs.catalog import Catalog
 from jobs.deadletters import DeadLetters
 from jobs.kinds import (
@@ -29,6 +30,7 @@ from storage.db import Database
 from storage.files import Files
 from switchyard.providers import load_providers
 from switchyard.settings import Settings, get_settings
+from workers.batches import batch_dispatch, batch_finalize
 from workers.chat import chat_completion
 from workers.content import lyrics_search, movies
 from workers.context import WorkerCtx
@@ -86,6 +88,9 @@ def job_functions(settings: Settings) -> list[Any]:
         (media_info, MEDIA_INFO, media_timeout),
         (lyrics_search, LYRICS_SEARCH, settings.job_timeout_s),
         (movies, MOVIES, settings.job_timeout_s),
+        # a batch's control jobs: a dispatch run hands over to a fresh job after ~10 s
+        (batch_dispatch, BATCH_DISPATCH, max(settings.job_timeout_s, 600.0)),
+        (batch_finalize, BATCH_FINALIZE, max(settings.job_timeout_s, 600.0)),
     ]
     # arq types handlers loosely (ctx, *args)
     return [

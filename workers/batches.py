@@ -1,0 +1,576 @@
+"""The control jobs of the OpenAI Batch API (`jobs.batches`): `batch_dispatch` validates a
+batch's input file and enqueues its lines as ordinary batch jobs, a chunk at a time; it also
+stops a batch that was cancelled or outlived its window. `batch_finalize` writes the output and
+error files once every dispatched line has finished.
+
+Neither holds a batch in memory: the input file is streamed line by line from the blob store,
+lines are enqueued `batch_dispatch_chunk` at a time (one pipelined round trip per 256 through
+the job client's submit path, admission included), and results are read back 500 at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlmodel import col, select
+
+from jobs import batches as b
+from jobs import queues
+from jobs.accounting import CREDITS_KEY, admit_args
+from jobs.batching import ScriptBatcher
+from jobs.client import JobClient
+from jobs.records import JobRecord, ms_to_datetime, now_ms
+from jobs.scripts import BATCH_TARGET, CANCEL
+from storage.batches import get_batch, update_batch
+from storage.keys import KeyRecord, credit_balances, get_key
+from storage.models import BatchRow, Job, StoredFile
+from switchyard.errors import RecordUnreadable, SwitchyardError
+from workers.context import WorkerCtx
+
+log = logging.getLogger("switchyard.batches")
+
+LOCK_MS = 60_000  # one dispatch run per batch at a time; renewed every chunk
+SLICE_S = 10.0  # a dispatch run hands over to a fresh job after this long (job timeouts)
+READ_CHUNK = 500  # finished lines read back per round trip when finalizing
+KEEP_HASH_S = 7 * 86_400  # a finished batch's Redis hash (the database row is what stays)
+MODEL_TYPES = {"/v1/chat/completions": ("chat", "completion"), "/v1/embeddings": ("embedding",)}
+
+
+def _text(h: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode("utf-8", "replace") for k, v in h.items() if not k.endswith(b"_body")}
+
+
+async def _release(redis: Any, batch_id: str, token: str) -> None:
+    with contextlib.suppress(Exception):
+        if (await redis.get(b.lock_key(batch_id))) == token.encode():
+            await redis.delete(b.lock_key(batch_id))
+
+
+# --- batch_dispatch ---------------------------------------------------------------------------------
+async def batch_dispatch(ctx: WorkerCtx, job_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    batch_id = str(payload.get("batch_id", ""))
+    redis: Any = ctx["redis"]
+    if not await redis.set(b.lock_key(batch_id), job_id, nx=True, px=LOCK_MS):
+        return {"result": {"skipped": "another dispatch of this batch is running"}}  # it sees any stop
+    try:
+        await Dispatch(ctx, batch_id).run()
+    finally:
+        await _release(redis, batch_id, job_id)
+    return {"result": None}
+
+
+class Dispatch:
+    def __init__(self, ctx: WorkerCtx, batch_id: str) -> None:
+        self.ctx = ctx
+        self.redis: Any = ctx["redis"]  # redis-py types its replies loosely
+        self.db = ctx["db"]
+        self.settings = ctx["settings"]
+        self.batch_id = batch_id
+        self.key = b.batch_key(batch_id)
+
+    async def run(self) -> None:
+        row = await get_batch(self.db, self.batch_id)
+        if row is None or row.status in b.TERMINAL:
+            return
+        state = _text(await self.redis.hgetall(self.key))
+        if not state:
+            log.warning("batch %s has no live state in Redis; failing it", self.batch_id)
+            await self._fail(row, [b.LineError("batch_state_lost", "the batch's live state was lost", None)])
+            return
+        if state.get("finalize_queued"):
+            return
+        if state["status"] == b.VALIDATING:
+            if not await self._validate(row, state):
+                return
+            state = _text(await self.redis.hgetall(self.key))
+        if state.get("stop"):
+            await self.stop(state["stop"])
+            return
+        if now_ms() >= int(state["expires_at"]):
+            await self.stop(b.EXPIRED)
+            return
+        await self._dispatch(row, state)
+
+    # -- validation ------------------------------------------------------------------------------
+    async def _validate(self, row: BatchRow, state: dict[str, str]) -> bool:
+        files = self.ctx["files"]
+        file = await files.get(row.input_file_id, include_expired=True)
+        errors: list[b.LineError] = []
+        total, default_model = 0, None
+        if file is None:
+            errors.append(
+                b.LineError("input_file_missing", f"input file {row.input_file_id} no longer exists", None)
+            )
+        elif file.size > self.settings.batch_max_bytes:
+            limit = self.settings.batch_max_bytes
+            errors.append(
+                b.LineError(
+                    "file_too_large",
+                    f"the input file is {file.size} bytes; at most {limit} are allowed",
+                    None,
+                )
+            )
+        else:
+            total, errors, default_model = await self._check_lines(row, file)
+        if not errors and total == 0:
+            errors.append(b.LineError("empty_file", "the input file has no requests", None))
+        if errors:
+            await self._fail(row, errors)
+            return False
+        now = now_ms()
+        fields: dict[str, Any] = {"status": b.IN_PROGRESS, "total": total, "in_progress_at": now}
+        if default_model:
+            fields["default_model"] = default_model
+        async with self.redis.pipeline(transaction=True) as tr:
+            tr.hset(self.key, mapping=fields)
+            await tr.execute()
+        await update_batch(
+            self.db, self.batch_id, status=b.IN_PROGRESS, total=total, in_progress_at=ms_to_datetime(now)
+        )
+        return True
+
+    async def _check_lines(
+        self, row: BatchRow, file: StoredFile
+    ) -> tuple[int, list[b.LineError], str | None]:
+        """Every line read once, streaming: its shape, its model, the key's bounds on it, and
+        that its custom_id is new (a 16-byte digest each is what is kept)."""
+        check = _LineCheck(self, row, await self._key(row.owner_key_id))
+        errors: list[b.LineError] = []
+        total = 0
+        max_lines = self.settings.batch_max_lines
+        lines = b.read_lines(self.ctx["files"].open(file))
+        try:
+            async with contextlib.aclosing(lines):
+                async for line in lines:
+                    total += 1
+                    if total > max_lines:
+                        message = f"the input file has more than {max_lines} requests (line {line.number})"
+                        errors.append(b.LineError("too_many_tasks", message, line.number))
+                        break
+                    try:
+                        await check(line)
+                    except b.LineError as exc:
+                        errors.append(exc)
+                        if len(errors) >= b.MAX_ERRORS:
+                            break
+        except b.LineError as exc:  # a line too long to be a request
+            errors.append(exc)
+        if check.first_model and not errors:
+            await update_batch(self.db, self.batch_id, model=check.first_model[:200])
+        return min(total, max_lines), errors, check.default_model
+
+    async def _default_image_model(self, line: int) -> str:
+        catalog = self.ctx["catalog"]
+        for model in await catalog.all_models():
+            if catalog.model_type(model) == "image":
+                return model
+        raise b.LineError(
+            "model_not_found", "body.model is required: no image model is configured", line, "body.model"
+        )
+
+    async def _check_model(
+        self, model: str, endpoint: str, key: KeyRecord | None, line: int
+    ) -> b.LineError | None:
+        try:
+            await self.ctx["catalog"].require(model, *MODEL_TYPES.get(endpoint, ("image",)))
+        except SwitchyardError as exc:
+            return b.LineError(exc.code, exc.message, line, "body.model")
+        if key is not None and key.models is not None and model not in key.models:
+            return b.LineError(
+                "model_not_allowed", f"this API key may not use model '{model}'", line, "body.model"
+            )
+        return None
+
+    async def _key(self, owner: str) -> KeyRecord | None:
+        """The key's record (None for the admin key: no limits)."""
+        return None if owner == "admin" else await get_key(self.db, owner)
+
+    async def _fail(self, row: BatchRow, errors: list[b.LineError]) -> None:
+        now = now_ms()
+        data = [e.as_dict() for e in errors]
+        await update_batch(
+            self.db, self.batch_id, status=b.FAILED, errors=data, failed_at=ms_to_datetime(now)
+        )
+        async with self.redis.pipeline(transaction=True) as tr:
+            tr.hset(self.key, mapping={"status": b.FAILED, "failed_at": now})
+            tr.expire(self.key, KEEP_HASH_S)
+            await tr.execute()
+
+    # -- dispatching -----------------------------------------------------------------------------
+    async def _dispatch(self, row: BatchRow, state: dict[str, str]) -> None:
+        key = await self._key(row.owner_key_id)
+        if row.owner_key_id != "admin" and (key is None or key.revoked or not key.is_active or key.expired):
+            await self.stop(b.CANCELLED)
+            return
+        file = await self.ctx["files"].get(row.input_file_id, include_expired=True)
+        if file is None:
+            await self.stop(b.CANCELLED)
+            return
+        client = JobClient(self.redis, self.db)
+        offset, next_line = int(state.get("offset") or 0), int(state.get("next_line") or 1)
+        ahead = {int(n) for n in await self.redis.smembers(b.ahead_key(self.batch_id))}
+        chunk_size = self.settings.batch_dispatch_chunk
+        started = time.monotonic()
+        chunk: list[b.Line] = []
+        lines = b.read_lines(self.ctx["files"].open(file, offset), start=offset, first_line=next_line)
+        async with contextlib.aclosing(lines):
+            async for line in lines:
+                if line.number in ahead:
+                    continue
+                chunk.append(line)
+                if len(chunk) < chunk_size:
+                    continue
+                go_on = await self._send(client, row, state, key, chunk)
+                chunk = []
+                if not go_on:
+                    return
+                if time.monotonic() - started > SLICE_S:
+                    await b.enqueue_control(self.redis, b.BATCH_DISPATCH, self.batch_id, now_ms())
+                    return
+        if chunk and not await self._send(client, row, state, key, chunk):
+            return
+        await self.redis.delete(b.ahead_key(self.batch_id))
+        await self.redis.register_script(BATCH_TARGET)(args=[self.key, now_ms()])
+
+    async def _send(
+        self,
+        client: JobClient,
+        row: BatchRow,
+        state: dict[str, str],
+        key: KeyRecord | None,
+        chunk: list[b.Line],
+    ) -> bool:
+        """Enqueue a chunk of lines; False when dispatching stops here (stopped, or admission
+        said wait: a later dispatch job continues from the first line it refused)."""
+        price = self.settings.batch_credits
+        now = now_ms()
+        calls = []
+        for line in chunk:
+            req = b.parse_line(line, row.endpoint)  # validated already: this cannot fail
+            model = req.model or state.get("default_model") or ""
+            args = (
+                None
+                if key is None
+                else admit_args(
+                    key, now, price=price, reserve_tokens=req.reserve_tokens, modality=req.modality
+                )
+            )
+            calls.append(
+                client.enqueue(
+                    req.kind,
+                    b.job_payload(req, model, row.files_base),
+                    priority=queues.BATCH,
+                    owner=row.owner_key_id,
+                    dialect="openai",
+                    model=model,
+                    credits_charged=price,
+                    admission=args,
+                    extra={"batch": self.batch_id, "custom_id": req.custom_id},
+                )
+            )
+        results = await asyncio.gather(*calls)
+        refused_at, verdict = None, None
+        ids: list[str] = []
+        ahead: list[int] = []
+        for i, (record, answer) in enumerate(results):
+            if record is None:
+                if refused_at is None:
+                    refused_at, verdict = i, answer
+            else:
+                ids.append(record.id)
+                if refused_at is not None:
+                    ahead.append(chunk[i].number)
+        resume = chunk[refused_at] if refused_at is not None else None
+        async with self.redis.pipeline(transaction=True) as tr:
+            if ids:
+                tr.hincrby(self.key, "dispatched", len(ids))
+                tr.rpush(b.jobs_key(self.batch_id), *ids)
+            if resume is None:
+                tr.hset(self.key, mapping={"offset": chunk[-1].end, "next_line": chunk[-1].number + 1})
+            else:
+                tr.hset(self.key, mapping={"offset": resume.start, "next_line": resume.number})
+                if ahead:
+                    tr.sadd(b.ahead_key(self.batch_id), *ahead)
+            tr.pexpire(b.lock_key(self.batch_id), LOCK_MS)
+            tr.hget(self.key, "stop")
+            replies = await tr.execute()
+        stop = replies[-1]
+        if stop:
+            await self.stop(stop.decode())
+            return False
+        if verdict is None:
+            return True
+        await self._wait_for_admission(verdict, int(state["expires_at"]), key)
+        return False
+
+    async def _wait_for_admission(self, verdict: list[Any], expires_ms: int, key: KeyRecord | None) -> None:
+        """The key's limits or credits refused a line: ask again when its window resets (or
+        sooner, `batch_admission_recheck_s`: credits may be topped up, limits raised)."""
+        now = now_ms()
+        outcome = verdict[0].decode() if isinstance(verdict[0], bytes) else str(verdict[0])
+        at = now + int(self.settings.batch_admission_recheck_s * 1000)
+        if outcome in ("hourly", "daily_requests", "daily_tokens", "per_minute"):
+            at = min(at, int(verdict[3]) + 10)
+        elif outcome == "credits_unknown" and key is not None:
+            balance = (await credit_balances(self.db, [key.id])).get(key.id, 0)
+            await self.redis.hsetnx(CREDITS_KEY, key.id, str(balance))
+            at = now
+        log.info("batch %s waits for admission (%s) until %d", self.batch_id, outcome, at)
+        await b.enqueue_control(self.redis, b.BATCH_DISPATCH, self.batch_id, min(at, expires_ms))
+
+    # -- cancel and expiry -----------------------------------------------------------------------
+    async def stop(self, reason: str) -> None:
+        """Dispatch no more; cancel the lines still queued (running ones are aborted and count
+        when they finish); finalize once the dispatched lines have all finished."""
+        await self.redis.hsetnx(self.key, "stop", reason)
+        cancel = ScriptBatcher(self.redis, CANCEL)
+        jobs = b.jobs_key(self.batch_id)
+        start = 0
+        while True:
+            ids = await self.redis.lrange(jobs, start, start + READ_CHUNK - 1)
+            if not ids:
+                break
+            start += len(ids)
+            now = now_ms()
+            answers = await asyncio.gather(
+                *(cancel([i.decode(), now, queues.PERSIST_SET, queues.CANCEL_CHANNEL]) for i in ids)
+            )
+            # lines whose state is gone can never finish: the target does without them (a set,
+            # so a second stop of the same batch does not count them twice)
+            gone = [i for i, (outcome, _) in zip(ids, answers, strict=True) if outcome == b"missing"]
+            if gone:
+                await self.redis.sadd(b.lost_key(self.batch_id), *gone)
+        lost = await self.redis.scard(b.lost_key(self.batch_id))
+        if lost:
+            await self.redis.hset(self.key, "lost", lost)
+        await self.redis.register_script(BATCH_TARGET)(args=[self.key, now_ms()])
+
+
+class _LineCheck:
+    """What validating one line needs to remember of the lines before it."""
+
+    def __init__(self, dispatch: Dispatch, row: BatchRow, key: KeyRecord | None) -> None:
+        self.dispatch, self.row, self.key = dispatch, row, key
+        self.seen: set[bytes] = set()
+        self.models: dict[str, b.LineError | None] = {}
+        self.first_model: str | None = None
+        self.default_model: str | None = None
+
+    async def __call__(self, line: b.Line) -> None:
+        n = line.number
+        req = b.parse_line(line, self.row.endpoint)
+        digest = b.custom_id_digest(req.custom_id)
+        if digest in self.seen:
+            message = f"line {n}: custom_id {req.custom_id[:100]!r} is used by an earlier line"
+            raise b.LineError("duplicate_custom_id", message, n, "custom_id")
+        self.seen.add(digest)
+        model = req.model
+        if model is None:
+            self.default_model = self.default_model or await self.dispatch._default_image_model(n)
+            model = self.default_model
+        if model not in self.models:
+            self.models[model] = await self.dispatch._check_model(model, self.row.endpoint, self.key, n)
+        err = self.models[model]
+        if err is not None:
+            raise b.LineError(err.code, f"line {n}: {err.message}", n, err.param)
+        self.first_model = self.first_model or model
+        cap = self.key.limits.max_tokens_per_request if self.key is not None else None
+        if cap is not None and req.reserve_tokens > cap:
+            message = f"line {n}: body.max_tokens exceeds this key's max_tokens_per_request ({cap})"
+            raise b.LineError("invalid_request", message, n, "body.max_tokens")
+
+
+# --- batch_finalize ---------------------------------------------------------------------------------
+async def batch_finalize(ctx: WorkerCtx, job_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    batch_id = str(payload.get("batch_id", ""))
+    redis: Any = ctx["redis"]
+    db = ctx["db"]
+    row = await get_batch(db, batch_id)
+    if row is None or row.status in b.TERMINAL:
+        return {"result": None}
+    key = b.batch_key(batch_id)
+    state = _text(await redis.hgetall(key))
+    stopped = state.get("stop") or None
+    now = now_ms()
+    if stopped is None:
+        await update_batch(db, batch_id, status=b.FINALIZING, finalizing_at=ms_to_datetime(now))
+    writer = _Writer(ctx["settings"].data_dir)
+    try:
+        completed, failed = await _write_results(ctx, batch_id, stopped, writer)
+        if stopped is not None:
+            failed += await _write_not_run(ctx, row, state, stopped, writer)
+        output_id, error_id = await writer.store(ctx, row, batch_id)
+    finally:
+        writer.discard()
+    now = now_ms()
+    final = {b.CANCELLED: b.CANCELLED, b.EXPIRED: b.EXPIRED}.get(stopped or "", b.COMPLETED)
+    at_field = {b.CANCELLED: "cancelled_at", b.EXPIRED: "expired_at", b.COMPLETED: "completed_at"}[final]
+    await update_batch(
+        db,
+        batch_id,
+        status=final,
+        completed=completed,
+        failed=failed,
+        output_file_id=output_id,
+        error_file_id=error_id,
+        **{at_field: ms_to_datetime(now)},
+    )
+    async with redis.pipeline(transaction=True) as tr:
+        tr.hset(key, mapping={"status": final, at_field: now, "completed": completed, "failed": failed})
+        tr.expire(key, KEEP_HASH_S)
+        tr.delete(b.done_key(batch_id), b.jobs_key(batch_id), b.ahead_key(batch_id), b.lost_key(batch_id))
+        await tr.execute()
+    log.info("batch %s %s: %d completed, %d failed", batch_id, final, completed, failed)
+    return {"result": None}
+
+
+class _Writer:
+    """The output and error files, written to temporary files a chunk at a time (in a thread),
+    then moved into the blob store."""
+
+    def __init__(self, data_dir: Path) -> None:
+        tmp = Path(data_dir) / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.paths: dict[bool, Path] = {}
+        for is_output in (True, False):
+            fd, name = tempfile.mkstemp(dir=tmp, suffix=".jsonl")
+            os.close(fd)
+            self.paths[is_output] = Path(name)
+        self.counts = {True: 0, False: 0}
+        self.pending: dict[bool, list[bytes]] = {True: [], False: []}
+
+    def add(self, is_output: bool, line: bytes) -> None:
+        self.pending[is_output].append(line)
+        self.counts[is_output] += 1
+
+    async def flush(self) -> None:
+        for is_output, lines in self.pending.items():
+            if lines:
+                data = b"\n".join(lines) + b"\n"
+                await asyncio.to_thread(_append, self.paths[is_output], data)
+        self.pending = {True: [], False: []}
+
+    async def store(self, ctx: WorkerCtx, row: BatchRow, batch_id: str) -> tuple[str | None, str | None]:
+        await self.flush()
+        ids: list[str | None] = []
+        ttl = ctx["settings"].batch_file_ttl_s
+        for is_output, suffix in ((True, "output"), (False, "error")):
+            if not self.counts[is_output]:
+                ids.append(None)
+                continue
+            stored = await ctx["files"].store(
+                self.paths[is_output],
+                mime="application/jsonl",
+                filename=f"{batch_id}_{suffix}.jsonl",
+                owner_key_id=row.owner_key_id,
+                kind="batch_output",
+                expires_in_s=ttl,
+                move=True,
+            )
+            ids.append(stored.id)
+        return ids[0], ids[1]
+
+    def discard(self) -> None:
+        for path in self.paths.values():
+            path.unlink(missing_ok=True)
+
+
+def _append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+async def _write_results(
+    ctx: WorkerCtx, batch_id: str, stopped: str | None, writer: _Writer
+) -> tuple[int, int]:
+    """Every finished line, READ_CHUNK at a time: its state from Redis, or its row once Redis
+    has let it go."""
+    redis: Any = ctx["redis"]
+    db = ctx["db"]
+    done = b.done_key(batch_id)
+    start, completed, failed = 0, 0, 0
+    while True:
+        entries = await redis.lrange(done, start, start + READ_CHUNK - 1)
+        if not entries:
+            break
+        start += len(entries)
+        pairs = [e.decode("utf-8", "replace").split(" ", 1) for e in entries]
+        async with redis.pipeline(transaction=False) as pipe:
+            for job_id, _ in pairs:
+                pipe.hgetall(queues.STATE_KEY + job_id)
+            states = await pipe.execute()
+        records: dict[str, JobRecord | None] = {}
+        missing = []
+        for (job_id, _), h in zip(pairs, states, strict=True):
+            if h:
+                try:
+                    records[job_id] = JobRecord.from_hash(h, job_id=job_id)
+                except RecordUnreadable:
+                    records[job_id] = None
+            else:
+                missing.append(job_id)
+        if missing:
+            async with db.session() as session:
+                rows = (await session.exec(select(Job).where(col(Job.id).in_(missing)))).all()
+            for job_row in rows:
+                try:
+                    records[job_row.id] = JobRecord.from_row(job_row)
+                except RecordUnreadable:
+                    records[job_row.id] = None
+        for job_id, custom_id in pairs:
+            record = records.get(job_id)
+            if record is None:
+                failed += 1
+                writer.add(False, _unreadable_line(job_id, custom_id))
+                continue
+            is_output, line = b.output_line(record, custom_id, stopped)
+            writer.add(is_output, line)
+            completed += is_output
+            failed += not is_output
+        await writer.flush()
+    return completed, failed
+
+
+def _unreadable_line(job_id: str, custom_id: str) -> bytes:
+    error = {"code": "result_unavailable", "message": f"the result of job {job_id} could not be read"}
+    return orjson.dumps(
+        {"id": "batch_req_" + job_id, "custom_id": custom_id, "response": None, "error": error}
+    )
+
+
+async def _write_not_run(
+    ctx: WorkerCtx, row: BatchRow, state: dict[str, str], stopped: str, writer: _Writer
+) -> int:
+    """The lines a stopped batch never dispatched, into the error file (OpenAI's
+    `batch_cancelled` / `batch_expired`)."""
+    if state.get("status") == b.VALIDATING or "total" not in state:
+        return 0
+    file = await ctx["files"].get(row.input_file_id, include_expired=True)
+    if file is None:
+        return 0
+    offset, next_line = int(state.get("offset") or 0), int(state.get("next_line") or 1)
+    redis: Any = ctx["redis"]
+    ahead = {int(n) for n in await redis.smembers(b.ahead_key(row.id))}
+    count = 0
+    lines = b.read_lines(ctx["files"].open(file, offset), start=offset, first_line=next_line)
+    async with contextlib.aclosing(lines):
+        async for line in lines:
+            if line.number in ahead:
+                continue
+            try:
+                custom_id = str(orjson.loads(line.raw).get("custom_id"))
+            except (orjson.JSONDecodeError, AttributeError):
+                continue
+            writer.add(False, b.not_run_line(custom_id, stopped))
+            count += 1
+            if count % READ_CHUNK == 0:
+                await writer.flush()
+    return count
