@@ -97,18 +97,23 @@ def is_batch_id(value: str) -> bool:
     )
 
 
-async def enqueue_control(redis: Redis, kind: str, batch_id: str, at_ms: int) -> str:
-    """Put a control job of this batch on the batch queue. One due now goes in at score 0, ahead
-    of the batch work already queued (a cancel must not wait behind the lines it cancels); a
-    later one at its time. It has no job state of its own (no owner sees it, nothing persists
-    it)."""
-    now = now_ms()
+def add_control(tr: Any, kind: str, batch_id: str, at_ms: int, now: int) -> str:
+    """Add to a pipeline what puts a control job of this batch on the batch queue. One due now
+    goes in at score 0, ahead of the batch work already queued (a cancel must not wait behind
+    the lines it cancels); a later one at its time, its body kept until then. It has no job
+    state of its own (no owner sees it, nothing persists it)."""
     job_id = new_job_id(now)
     body = job_body(kind, job_id, {"batch_id": batch_id}, now)
+    tr.set(queues.JOB_KEY + job_id, body, px=max(at_ms - now, 0) + queues.ARQ_JOB_TTL_MS)
+    tr.zadd(queues.queue_name(queues.BATCH), {job_id: 0 if at_ms <= now else at_ms})
+    tr.publish(queues.wake_channel(queues.BATCH), b"")
+    return job_id
+
+
+async def enqueue_control(redis: Redis, kind: str, batch_id: str, at_ms: int) -> str:
+    """`add_control` on its own."""
     async with redis.pipeline(transaction=True) as tr:
-        tr.set(queues.JOB_KEY + job_id, body, px=queues.ARQ_JOB_TTL_MS)
-        tr.zadd(queues.queue_name(queues.BATCH), {job_id: 0 if at_ms <= now else at_ms})
-        tr.publish(queues.wake_channel(queues.BATCH), b"")
+        job_id = add_control(tr, kind, batch_id, at_ms, now_ms())
         await tr.execute()
     return job_id
 

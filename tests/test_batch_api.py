@@ -555,3 +555,47 @@ async def test_a_finished_line_is_counted_once_however_often_it_finishes(
         assert await r.lrange("sy:batch:b1:done", 0, -1) == [b"j1 c 1"]
     finally:
         await r.aclose()
+
+
+@pytest.mark.settings(SWITCHYARD_MAX_BODY_BYTES="1000")
+async def test_an_upload_is_not_bound_by_the_json_body_limit(gw: Gateway, key: str) -> None:
+    client = sdk(gw, key)
+    data = jsonl(_many(100))
+    assert len(data) > 5000
+    upload = await client.files.create(file=("r.jsonl", io.BytesIO(data)), purpose="batch")
+    assert upload.bytes == len(data)
+    assert (await client.files.content(upload.id)).content == data
+
+
+async def test_the_expiry_check_keeps_its_job_body_until_the_window_ends(
+    gw: Gateway, key: str, redis_url: str
+) -> None:
+    client = sdk(gw, key)
+    created = await run_batch(client, jsonl(_many(2)))
+    assert created.expires_at is not None
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        later = await r.zrangebyscore("switchyard:queue:batch", now_ms() + 60_000, "+inf")
+        assert len(later) == 1
+        ttl_ms = await r.pttl(b"arq:job:" + later[0])
+        assert ttl_ms > (created.expires_at * 1000 - now_ms()) + 3_600_000  # and then some
+    finally:
+        await r.aclose()
+
+
+async def test_a_batch_whose_input_cannot_be_read_fails_and_the_next_one_runs(gw: Gateway, key: str) -> None:
+    client = sdk(gw, key)
+    upload = await client.files.create(file=("gone.jsonl", io.BytesIO(jsonl(_many(3)))), purpose="batch")
+    stored = await gw.client.get(f"/v1/files/{upload.id}/content", headers=bearer(key))
+    blob = stored.headers["etag"].strip('"')
+    path = gw.settings.blob_dir_or_default / blob[:2] / blob[2:4] / blob
+    path.unlink()  # the blob store lost it
+    broken = await client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    gw.start_worker()
+    failed = await settled(client, broken.id)
+    assert failed.status == "failed" and failed.errors is not None
+    assert [e.code for e in failed.errors.data or []] == ["internal_error"]
+    good = await settled(client, (await run_batch(client, jsonl(_many(3)))).id)
+    assert good.status == "completed" and good.request_counts.completed == 3  # type: ignore[union-attr]

@@ -16,10 +16,14 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+from arq import Retry
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
 from jobs import batches as b
@@ -32,7 +36,7 @@ from jobs.scripts import BATCH_TARGET, CANCEL
 from storage.batches import get_batch, update_batch
 from storage.keys import KeyRecord, credit_balances, get_key
 from storage.models import BatchRow, Job, StoredFile
-from switchyard.errors import RecordUnreadable, SwitchyardError
+from switchyard.errors import RecordUnreadable, ServiceUnavailable, SwitchyardError
 from workers.context import WorkerCtx
 
 log = logging.getLogger("switchyard.batches")
@@ -41,6 +45,7 @@ LOCK_MS = 60_000  # one dispatch run per batch at a time; renewed every chunk
 SLICE_S = 10.0  # a dispatch run hands over to a fresh job after this long (job timeouts)
 READ_CHUNK = 500  # finished lines read back per round trip when finalizing
 KEEP_HASH_S = 7 * 86_400  # a finished batch's Redis hash (the database row is what stays)
+TRANSIENT_RETRY_S = 2.0
 MODEL_TYPES = {"/v1/chat/completions": ("chat", "completion"), "/v1/embeddings": ("embedding",)}
 
 
@@ -61,10 +66,27 @@ async def batch_dispatch(ctx: WorkerCtx, job_id: str, payload: dict[str, Any]) -
     if not await redis.set(b.lock_key(batch_id), job_id, nx=True, px=LOCK_MS):
         return {"result": {"skipped": "another dispatch of this batch is running"}}  # it sees any stop
     try:
-        await Dispatch(ctx, batch_id).run()
+        await _guarded(ctx, batch_id, Dispatch(ctx, batch_id).run)
     finally:
         await _release(redis, batch_id, job_id)
     return {"result": None}
+
+
+async def _guarded(ctx: WorkerCtx, batch_id: str, step: Callable[[], Awaitable[None]]) -> None:
+    """Run one step of a batch. Redis or the database out of reach: the job is retried a few
+    seconds later. Anything else fails that batch (logged with its id), never the worker."""
+    try:
+        await step()
+    except (RedisError, SQLAlchemyError, OSError, ServiceUnavailable) as exc:
+        log.warning("batch %s: %s; retrying", batch_id, exc.__class__.__name__)
+        raise Retry(defer=TRANSIENT_RETRY_S) from exc
+    except Exception as exc:
+        log.exception("batch %s failed", batch_id)
+        error = b.LineError(
+            "internal_error", f"the batch could not be processed: {exc.__class__.__name__}", None
+        )
+        with contextlib.suppress(Exception):
+            await _fail(ctx, batch_id, [error])
 
 
 class Dispatch:
@@ -194,15 +216,7 @@ class Dispatch:
         return None if owner == "admin" else await get_key(self.db, owner)
 
     async def _fail(self, row: BatchRow, errors: list[b.LineError]) -> None:
-        now = now_ms()
-        data = [e.as_dict() for e in errors]
-        await update_batch(
-            self.db, self.batch_id, status=b.FAILED, errors=data, failed_at=ms_to_datetime(now)
-        )
-        async with self.redis.pipeline(transaction=True) as tr:
-            tr.hset(self.key, mapping={"status": b.FAILED, "failed_at": now})
-            tr.expire(self.key, KEEP_HASH_S)
-            await tr.execute()
+        await _fail(self.ctx, row.id, errors)
 
     # -- dispatching -----------------------------------------------------------------------------
     async def _dispatch(self, row: BatchRow, state: dict[str, str]) -> None:
@@ -354,6 +368,18 @@ class Dispatch:
         await self.redis.register_script(BATCH_TARGET)(args=[self.key, now_ms()])
 
 
+async def _fail(ctx: WorkerCtx, batch_id: str, errors: list[b.LineError]) -> None:
+    """The batch failed: its errors in the row, and no more work for it."""
+    redis: Any = ctx["redis"]
+    now = now_ms()
+    data = [e.as_dict() for e in errors]
+    await update_batch(ctx["db"], batch_id, status=b.FAILED, errors=data, failed_at=ms_to_datetime(now))
+    async with redis.pipeline(transaction=True) as tr:
+        tr.hset(b.batch_key(batch_id), mapping={"status": b.FAILED, "failed_at": now})
+        tr.expire(b.batch_key(batch_id), KEEP_HASH_S)
+        await tr.execute()
+
+
 class _LineCheck:
     """What validating one line needs to remember of the lines before it."""
 
@@ -391,11 +417,16 @@ class _LineCheck:
 # --- batch_finalize ---------------------------------------------------------------------------------
 async def batch_finalize(ctx: WorkerCtx, job_id: str, payload: dict[str, Any]) -> dict[str, Any]:
     batch_id = str(payload.get("batch_id", ""))
+    await _guarded(ctx, batch_id, lambda: _finalize(ctx, batch_id))
+    return {"result": None}
+
+
+async def _finalize(ctx: WorkerCtx, batch_id: str) -> None:
     redis: Any = ctx["redis"]
     db = ctx["db"]
     row = await get_batch(db, batch_id)
     if row is None or row.status in b.TERMINAL:
-        return {"result": None}
+        return
     key = b.batch_key(batch_id)
     state = _text(await redis.hgetall(key))
     stopped = state.get("stop") or None
@@ -429,7 +460,6 @@ async def batch_finalize(ctx: WorkerCtx, job_id: str, payload: dict[str, Any]) -
         tr.delete(b.done_key(batch_id), b.jobs_key(batch_id), b.ahead_key(batch_id), b.lost_key(batch_id))
         await tr.execute()
     log.info("batch %s %s: %d completed, %d failed", batch_id, final, completed, failed)
-    return {"result": None}
 
 
 class _Writer:

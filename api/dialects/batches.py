@@ -7,6 +7,7 @@ is a 404, as a missing one); the admin key sees every key's.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ import msgspec
 from litestar import Request, Response, Router, delete, get, post
 from litestar.response import Stream
 from msgspec import Meta
-from multipart import MultipartSegment, ParserError, PushMultipartParser, parse_options_header
+from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
 
 from api.auth import Principal
 from api.errors import OPENAI, handlers_for
@@ -30,7 +31,7 @@ from storage.batches import get_batch, insert_batch, list_batches, update_batch
 from storage.files import FileNotFound
 from storage.keys import utcnow
 from storage.models import BatchRow, StoredFile
-from switchyard.errors import BatchNotFound, Conflict, InvalidRequest, PayloadTooLarge
+from switchyard.errors import BatchNotFound, Conflict, InvalidRequest, PayloadTooLarge, ServiceUnavailable
 
 PREFIXES = ("/v1", "/openai/v1")
 PURPOSES = {"batch": "batch", "batch_output": "batch_output"}  # file kind -> OpenAI purpose
@@ -120,7 +121,7 @@ class _Upload:
                             raise InvalidRequest.field(current.name[:100], "is too long")
             for _ in parser.parse(b""):
                 pass
-        except ParserError as exc:
+        except MultipartError as exc:
             raise InvalidRequest.field("file", f"the multipart body is malformed ({exc})") from None
 
 
@@ -328,12 +329,29 @@ async def create_batch(request: Request) -> Response[bytes]:
     }
 
     async def start() -> None:
-        await svc.redis.hset(b.batch_key(row.id), mapping=state)  # type: ignore[misc]
-        await b.enqueue_control(svc.redis, b.BATCH_DISPATCH, row.id, now)
-        await b.enqueue_control(svc.redis, b.BATCH_DISPATCH, row.id, expires_ms)  # the window's end
+        """The live state, the dispatch job (now) and the expiry check (at the window's end), as
+        one transaction: a batch either runs or never started."""
+        async with svc.redis.pipeline(transaction=True) as tr:
+            tr.hset(b.batch_key(row.id), mapping=state)
+            for at in (now, expires_ms):
+                b.add_control(tr, b.BATCH_DISPATCH, row.id, at, now)
+            await tr.execute()
 
     await insert_batch(svc.db, row)
-    await redis_call(start)
+    try:
+        await redis_call(start)
+    except ServiceUnavailable:
+        with contextlib.suppress(Exception):
+            errors = [
+                {
+                    "code": "service_unavailable",
+                    "message": "the queue was unavailable",
+                    "param": None,
+                    "line": None,
+                }
+            ]
+            await update_batch(svc.db, row.id, status=b.FAILED, errors=errors, failed_at=utcnow())
+        raise
     return json_response(batch_object(row, None))
 
 
