@@ -253,6 +253,11 @@ class Dispatch:
             return
         await self.redis.delete(b.ahead_key(self.batch_id))
         await self.redis.register_script(BATCH_TARGET)(args=[self.key, now_ms()])
+        # a cancel that came after the last chunk's look (its own dispatch job found this one
+        # holding the lock and left it the work): the lines still queued are canceled now
+        stop = await self.redis.hget(self.key, "stop")
+        if stop:
+            await self.stop(stop.decode())
 
     async def _send(
         self,
@@ -290,11 +295,18 @@ class Dispatch:
                     extra={"batch": self.batch_id, "custom_id": req.custom_id},
                 )
             )
-        results = await asyncio.gather(*calls)
-        refused_at, verdict = None, None
+        # Every enqueue that went through is recorded, even when others of the chunk failed:
+        # a line is never enqueued twice, and a failure resumes from the first line not taken.
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        refused_at, verdict, error = None, None, None
         ids: list[str] = []
         ahead: list[int] = []
-        for i, (record, answer) in enumerate(results):
+        for i, outcome in enumerate(results):
+            if isinstance(outcome, BaseException):
+                error = error or outcome
+                refused_at = i if refused_at is None else refused_at
+                continue
+            record, answer = outcome
             if record is None:
                 if refused_at is None:
                     refused_at, verdict = i, answer
@@ -316,6 +328,8 @@ class Dispatch:
             tr.pexpire(b.lock_key(self.batch_id), LOCK_MS)
             tr.hget(self.key, "stop")
             replies = await tr.execute()
+        if error is not None:
+            raise error
         stop = replies[-1]
         if stop:
             await self.stop(stop.decode())
