@@ -1,0 +1,164 @@
+"""`python -m bench.batch_api`: a Batch API batch against the `?batch=1` drain of as many jobs.
+
+On the cluster of `bench.cluster` (Redis, web, one interactive worker, the chat stand-in):
+
+1. N chat jobs submitted with `?batch=1` (64 at once), then one batch worker started: the
+   drain rate, from its first finished job to an empty queue (as `make bench` times it);
+2. an N-line JSONL file uploaded to `/v1/files` and run as a batch (`/v1/batches`) on that
+   worker: the validation rate, the dispatch rate (lines enqueued per second), the end-to-end
+   rate (created -> completed, finalize included) and the lines' own rate (first line done ->
+   last line done) against the drain; then the peak RSS of every process.
+
+BENCH_BATCH_LINES (default 20000) is N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import httpx
+import orjson
+import redis.asyncio as aioredis
+
+from bench.cluster import MODEL, Cluster
+
+BATCH_QUEUE = "switchyard:queue:batch"
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+async def drain(c: Cluster, http: httpx.AsyncClient, r: aioredis.Redis, n: int) -> float:
+    body = orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    sem = asyncio.Semaphore(64)
+
+    async def one() -> None:
+        async with sem:
+            response = await http.post(
+                "/v1/chat/completions?batch=1", content=body, headers={"content-type": "application/json"}
+            )
+            if response.status_code != 202:
+                raise RuntimeError(f"submission answered {response.status_code}: {response.text[:200]}")
+
+    t = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(n)))
+    print(f"submitted {n:,} ?batch=1 jobs in {time.perf_counter() - t:.1f}s")
+    c.start_batch_worker()
+    n0 = await r.zcard(BATCH_QUEUE)
+    t_first, n_first = 0.0, 0
+    while True:
+        await asyncio.sleep(0.05)
+        left = await r.zcard(BATCH_QUEUE)
+        if not t_first and left < n0:
+            t_first, n_first = time.perf_counter(), left
+        if left == 0:
+            break
+    seconds = time.perf_counter() - t_first
+    rate = n_first / seconds
+    print(f"?batch=1 drain: {n_first:,} jobs in {seconds:.2f}s = {rate:,.0f} jobs/s")
+    return rate
+
+
+async def batch(http: httpx.AsyncClient, r: aioredis.Redis, n: int, drain_rate: float) -> None:
+    lines = b"".join(
+        orjson.dumps(
+            {
+                "custom_id": f"r{i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": MODEL, "messages": [{"role": "user", "content": f"hi {i}"}]},
+            }
+        )
+        + b"\n"
+        for i in range(n)
+    )
+    t0 = time.perf_counter()
+    upload = await http.post("/v1/files", files={"file": ("r.jsonl", lines)}, data={"purpose": "batch"})
+    upload.raise_for_status()
+    t_uploaded = time.perf_counter()
+    created = await http.post(
+        "/v1/batches",
+        json={
+            "input_file_id": upload.json()["id"],
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        },
+    )
+    created.raise_for_status()
+    batch_id = created.json()["id"]
+    t_created = time.perf_counter()
+    key = f"sy:batch:{batch_id}"
+    marks: dict[str, float] = {}
+    while True:
+        await asyncio.sleep(0.02)
+        status, dispatched, completed, failed = await r.hmget(
+            key, "status", "dispatched", "completed", "failed"
+        )
+        now = time.perf_counter()
+        done = int(completed or 0) + int(failed or 0)
+        if status != b"validating":
+            marks.setdefault("validated", now)
+        if int(dispatched or 0) >= n:
+            marks.setdefault("dispatched", now)
+        if done:
+            marks.setdefault("first done", now)
+        if done >= n:
+            marks.setdefault("all done", now)
+        if status in (b"completed", b"failed", b"expired", b"cancelled"):
+            break
+    t_end = time.perf_counter()
+    final = (await http.get(f"/v1/batches/{batch_id}")).json()
+    print(
+        f"upload of {len(lines) / 1e6:.1f} MB: {t_uploaded - t0:.2f}s; create: {(t_created - t_uploaded) * 1000:.0f} ms"
+    )
+    validation = marks["validated"] - t_created
+    print(f"validation: {validation:.2f}s = {n / validation:,.0f} lines/s")
+    dispatch = marks["dispatched"] - marks["validated"]
+    print(f"dispatch: {n:,} lines in {dispatch:.2f}s = {n / dispatch:,.0f} lines/s")
+    lines_s = marks["all done"] - marks["first done"]
+    print(
+        f"lines: first done -> all done {lines_s:.2f}s = {n / lines_s:,.0f} lines/s ({n / lines_s / drain_rate:.0%} of the drain)"
+    )
+    print(f"finalize (output and error files): {t_end - marks['all done']:.2f}s")
+    e2e = t_end - t_created
+    print(
+        f"end to end, created -> {final['status']}: {e2e:.2f}s = {n / e2e:,.0f} lines/s ({n / e2e / drain_rate:.0%} of the drain)"
+    )
+    print(f"request_counts: {final['request_counts']}")
+
+
+async def main() -> None:
+    n = int(os.environ.get("BENCH_BATCH_LINES", "20000"))
+    c = Cluster()
+    try:
+        await c.start()
+        r = aioredis.Redis.from_url(c.redis_url)
+        headers = {"authorization": f"Bearer {c.api_key}"}
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{c.web_port}", headers=headers, timeout=120, limits=limits
+        ) as http:
+            rate = await drain(c, http, r, n)
+            await asyncio.sleep(3)  # the persister writes the drain's rows before the batch starts
+            await batch(http, r, n, rate)
+        await r.aclose()
+        for name, pid in c.pids().items():
+            rss = peak_rss_mb(pid)
+            if rss is not None:
+                print(f"peak RSS {name}: {rss:.0f} MB")
+    finally:
+        c.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
