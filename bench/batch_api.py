@@ -118,21 +118,24 @@ async def batch(http: httpx.AsyncClient, r: aioredis.Redis, n: int, drain_rate: 
             break
     t_end = time.perf_counter()
     final = (await http.get(f"/v1/batches/{batch_id}")).json()
-    print(
-        f"upload of {len(lines) / 1e6:.1f} MB: {t_uploaded - t0:.2f}s; create: {(t_created - t_uploaded) * 1000:.0f} ms"
-    )
+    create_ms = (t_created - t_uploaded) * 1000
+    print(f"upload of {len(lines) / 1e6:.1f} MB: {t_uploaded - t0:.2f}s; create: {create_ms:.0f} ms")
     validation = marks["validated"] - t_created
     print(f"validation: {validation:.2f}s = {n / validation:,.0f} lines/s")
     dispatch = marks["dispatched"] - marks["validated"]
     print(f"dispatch: {n:,} lines in {dispatch:.2f}s = {n / dispatch:,.0f} lines/s")
     lines_s = marks["all done"] - marks["first done"]
+    share = n / lines_s / drain_rate
     print(
-        f"lines: first done -> all done {lines_s:.2f}s = {n / lines_s:,.0f} lines/s ({n / lines_s / drain_rate:.0%} of the drain)"
+        f"lines: first done -> all done {lines_s:.2f}s = {n / lines_s:,.0f} lines/s",
+        f"({share:.0%} of the drain)",
     )
     print(f"finalize (output and error files): {t_end - marks['all done']:.2f}s")
     e2e = t_end - t_created
+    share = n / e2e / drain_rate
     print(
-        f"end to end, created -> {final['status']}: {e2e:.2f}s = {n / e2e:,.0f} lines/s ({n / e2e / drain_rate:.0%} of the drain)"
+        f"end to end, created -> {final['status']}: {e2e:.2f}s = {n / e2e:,.0f} lines/s",
+        f"({share:.0%} of the drain)",
     )
     print(f"request_counts: {final['request_counts']}")
 
