@@ -7,7 +7,10 @@ On the cluster of `bench.cluster` (Redis, web, one interactive worker, the chat 
 2. an N-line JSONL file uploaded to `/v1/files` and run as a batch (`/v1/batches`) on that
    worker: the validation rate, the dispatch rate (lines enqueued per second), the end-to-end
    rate (created -> completed, finalize included) and the lines' own rate (first line done ->
-   last line done) against the drain; then the peak RSS of every process.
+   last line done) against the drain, and the p95 of one sequential interactive chat client
+   (10 ms between calls) while the lines run, against its p95 on the idle system (the same
+   client runs during the drain, so both rates are taken under the same interactive load);
+   then the peak RSS of every process.
 
 BENCH_BATCH_LINES (default 20000) is N.
 """
@@ -15,6 +18,7 @@ BENCH_BATCH_LINES (default 20000) is N.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 
@@ -25,6 +29,24 @@ import redis.asyncio as aioredis
 from bench.cluster import MODEL, Cluster
 
 BATCH_QUEUE = "switchyard:queue:batch"
+CHAT = orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+
+
+def p95_ms(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)] * 1000 if ordered else float("nan")
+
+
+async def interactive(http: httpx.AsyncClient, stop: asyncio.Event, samples: list[float], limit: int) -> None:
+    """One synchronous chat call at a time, 10 ms apart, until `stop` (or `limit` calls)."""
+    while not stop.is_set() and len(samples) < limit:
+        started = time.perf_counter()
+        response = await http.post(
+            "/v1/chat/completions", content=CHAT, headers={"content-type": "application/json"}
+        )
+        if response.status_code == 200:
+            samples.append(time.perf_counter() - started)
+        await asyncio.sleep(0.01)
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -38,8 +60,8 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
-async def drain(c: Cluster, http: httpx.AsyncClient, r: aioredis.Redis, n: int) -> float:
-    body = orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+async def drain(c: Cluster, http: httpx.AsyncClient, r: aioredis.Redis, n: int, idle_p95: float) -> float:
+    body = CHAT
     sem = asyncio.Semaphore(64)
 
     async def one() -> None:
@@ -56,20 +78,30 @@ async def drain(c: Cluster, http: httpx.AsyncClient, r: aioredis.Redis, n: int) 
     c.start_batch_worker()
     n0 = await r.zcard(BATCH_QUEUE)
     t_first, n_first = 0.0, 0
+    stop, samples = asyncio.Event(), []
+    probe: asyncio.Task[None] | None = None
     while True:
         await asyncio.sleep(0.05)
         left = await r.zcard(BATCH_QUEUE)
         if not t_first and left < n0:
             t_first, n_first = time.perf_counter(), left
+            probe = asyncio.create_task(interactive(http, stop, samples, 1_000_000))
         if left == 0:
             break
     seconds = time.perf_counter() - t_first
+    stop.set()
+    if probe is not None:
+        await probe
     rate = n_first / seconds
     print(f"?batch=1 drain: {n_first:,} jobs in {seconds:.2f}s = {rate:,.0f} jobs/s")
+    busy = p95_ms(samples)
+    print(f"interactive p95 during the drain: {busy:.1f} ms ({busy / idle_p95:.2f} x idle)")
     return rate
 
 
-async def batch(http: httpx.AsyncClient, r: aioredis.Redis, n: int, drain_rate: float) -> None:
+async def batch(
+    http: httpx.AsyncClient, r: aioredis.Redis, n: int, drain_rate: float, idle_p95: float
+) -> None:
     lines = b"".join(
         orjson.dumps(
             {
@@ -99,6 +131,8 @@ async def batch(http: httpx.AsyncClient, r: aioredis.Redis, n: int, drain_rate: 
     t_created = time.perf_counter()
     key = f"sy:batch:{batch_id}"
     marks: dict[str, float] = {}
+    stop, samples = asyncio.Event(), []
+    probe: asyncio.Task[None] | None = None
     while True:
         await asyncio.sleep(0.02)
         status, dispatched, completed, failed = await r.hmget(
@@ -112,11 +146,17 @@ async def batch(http: httpx.AsyncClient, r: aioredis.Redis, n: int, drain_rate: 
             marks.setdefault("dispatched", now)
         if done:
             marks.setdefault("first done", now)
+            if probe is None:
+                probe = asyncio.create_task(interactive(http, stop, samples, 1_000_000))
         if done >= n:
             marks.setdefault("all done", now)
+            stop.set()
         if status in (b"completed", b"failed", b"expired", b"cancelled"):
             break
     t_end = time.perf_counter()
+    stop.set()
+    if probe is not None:
+        await probe
     final = (await http.get(f"/v1/batches/{batch_id}")).json()
     create_ms = (t_created - t_uploaded) * 1000
     print(f"upload of {len(lines) / 1e6:.1f} MB: {t_uploaded - t0:.2f}s; create: {create_ms:.0f} ms")
@@ -138,6 +178,11 @@ async def batch(http: httpx.AsyncClient, r: aioredis.Redis, n: int, drain_rate: 
         f"({share:.0%} of the drain)",
     )
     print(f"request_counts: {final['request_counts']}")
+    busy = p95_ms(samples)
+    print(
+        f"interactive p95 while the lines ran: {busy:.1f} ms over {len(samples)} calls",
+        f"({busy / idle_p95:.2f} x the idle {idle_p95:.1f} ms)",
+    )
 
 
 async def main() -> None:
@@ -151,9 +196,13 @@ async def main() -> None:
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{c.web_port}", headers=headers, timeout=120, limits=limits
         ) as http:
-            rate = await drain(c, http, r, n)
+            idle: list[float] = []
+            await interactive(http, asyncio.Event(), idle, 300)
+            idle_p95 = p95_ms(idle)
+            print(f"interactive p95, idle: {idle_p95:.1f} ms over {len(idle)} calls")
+            rate = await drain(c, http, r, n, idle_p95)
             await asyncio.sleep(3)  # the persister writes the drain's rows before the batch starts
-            await batch(http, r, n, rate)
+            await batch(http, r, n, rate, idle_p95)
         await r.aclose()
         for name, pid in c.pids().items():
             rss = peak_rss_mb(pid)
