@@ -109,14 +109,14 @@ class Dispatch:
             return
         if state.get("finalize_queued"):
             return
-        if state["status"] == b.VALIDATING:
+        if state.get("status") == b.VALIDATING:
             if not await self._validate(row, state):
                 return
             state = _text(await self.redis.hgetall(self.key))
         if state.get("stop"):
             await self.stop(state["stop"])
             return
-        if now_ms() >= int(state["expires_at"]):
+        if now_ms() >= int(state.get("expires_at") or 0):
             await self.stop(b.EXPIRED)
             return
         await self._dispatch(row, state)
@@ -189,7 +189,7 @@ class Dispatch:
             await update_batch(self.db, self.batch_id, model=check.first_model[:200])
         return min(total, max_lines), errors, check.default_model
 
-    async def _default_image_model(self, line: int) -> str:
+    async def default_image_model(self, line: int) -> str:
         catalog = self.ctx["catalog"]
         for model in await catalog.all_models():
             if catalog.model_type(model) == "image":
@@ -198,7 +198,7 @@ class Dispatch:
             "model_not_found", "body.model is required: no image model is configured", line, "body.model"
         )
 
-    async def _check_model(
+    async def check_model(
         self, model: str, endpoint: str, key: KeyRecord | None, line: int
     ) -> b.LineError | None:
         try:
@@ -390,7 +390,9 @@ async def _fail(ctx: WorkerCtx, batch_id: str, errors: list[b.LineError]) -> Non
     await update_batch(ctx["db"], batch_id, status=b.FAILED, errors=data, failed_at=ms_to_datetime(now))
     async with redis.pipeline(transaction=True) as tr:
         tr.hset(b.batch_key(batch_id), mapping={"status": b.FAILED, "failed_at": now})
-        tr.expire(b.batch_key(batch_id), KEEP_HASH_S)
+        # lines already dispatched still finish and are counted: their lists go in time
+        for key in (b.batch_key, b.done_key, b.jobs_key, b.ahead_key, b.lost_key):
+            tr.expire(key(batch_id), KEEP_HASH_S)
         await tr.execute()
 
 
@@ -414,10 +416,10 @@ class _LineCheck:
         self.seen.add(digest)
         model = req.model
         if model is None:
-            self.default_model = self.default_model or await self.dispatch._default_image_model(n)
+            self.default_model = self.default_model or await self.dispatch.default_image_model(n)
             model = self.default_model
         if model not in self.models:
-            self.models[model] = await self.dispatch._check_model(model, self.row.endpoint, self.key, n)
+            self.models[model] = await self.dispatch.check_model(model, self.row.endpoint, self.key, n)
         err = self.models[model]
         if err is not None:
             raise b.LineError(err.code, f"line {n}: {err.message}", n, err.param)
