@@ -449,14 +449,14 @@ async def _finalize(ctx: WorkerCtx, batch_id: str) -> None:
     now = now_ms()
     if stopped is None:
         await update_batch(db, batch_id, status=b.FINALIZING, finalizing_at=ms_to_datetime(now))
-    writer = _Writer(ctx["settings"].data_dir)
+    writer = await asyncio.to_thread(_Writer, ctx["settings"].data_dir)  # makes its files
     try:
         completed, failed = await _write_results(ctx, batch_id, stopped, writer)
         if stopped is not None:
             failed += await _write_not_run(ctx, row, state, stopped, writer)
         output_id, error_id = await writer.store(ctx, row, batch_id)
     finally:
-        writer.discard()
+        await asyncio.to_thread(writer.discard)
     now = now_ms()
     final = {b.CANCELLED: b.CANCELLED, b.EXPIRED: b.EXPIRED}.get(stopped or "", b.COMPLETED)
     at_field = {b.CANCELLED: "cancelled_at", b.EXPIRED: "expired_at", b.COMPLETED: "completed_at"}[final]
