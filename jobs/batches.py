@@ -26,6 +26,7 @@ from jobs import queues
 from jobs.client import job_body, new_job_id
 from jobs.kinds import CHAT_COMPLETION, EMBEDDING, IMAGE_GENERATION
 from jobs.records import CANCELED, SUCCEEDED, JobRecord, now_ms
+from jobs.token_estimate import chat_prompt_tokens, input_tokens
 
 BATCH_DISPATCH = "batch_dispatch"  # payload: {"batch_id"}
 BATCH_FINALIZE = "batch_finalize"  # payload: {"batch_id"}
@@ -184,7 +185,8 @@ class Request:
     modality: str
     model: str | None  # None: an image line that names none (the catalog's first image model)
     body: dict[str, Any]
-    reserve_tokens: int
+    max_tokens: int  # what the line asks of the reply (0: not said), for the key's per-request cap
+    reserve_tokens: int  # what admission reserves: as the synchronous route does
 
 
 def custom_id_digest(custom_id: str) -> bytes:
@@ -232,7 +234,7 @@ def parse_line(line: Line, endpoint: str) -> Request:
         raise _bad(n, "body.model", "is required")
     if body.get("stream"):
         raise _bad(n, "body.stream", "is not supported in a batch")
-    reserve = 0
+    max_tokens, reserve = 0, 0
     if spec.kind == CHAT_COMPLETION:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -242,15 +244,17 @@ def parse_line(line: Line, endpoint: str) -> Request:
             if value is not None:
                 if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000_000:
                     raise _bad(n, f"body.{name}", "must be an integer from 1 to 10000000")
-                reserve = reserve or value
+                max_tokens = max_tokens or value
         body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        reserve = chat_prompt_tokens(body) + max_tokens
     elif spec.kind == EMBEDDING:
         value = body.get("input")
         if not (isinstance(value, str) and value.strip()) and not (isinstance(value, list) and value):
             raise _bad(n, "body.input", "is required: a non-empty string or array")
+        reserve = input_tokens(value)
     else:
         _check_image(n, body)
-    return Request(custom_id, spec.kind, spec.modality, model, body, reserve)
+    return Request(custom_id, spec.kind, spec.modality, model, body, max_tokens, reserve)
 
 
 IMAGE_SIZES = frozenset(

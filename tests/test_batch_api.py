@@ -222,7 +222,7 @@ async def test_images_batch(gw: Gateway, key: str) -> None:
     assert batch.status == "completed", batch
     output = await content(client, batch.output_file_id)
     owl = output["owl"]["response"]["body"]
-    assert owl["created"] and owl["data"][0]["url"].startswith("http://testserver.local/api/v1/files/")
+    assert owl["created"] and owl["data"][0]["url"].startswith(gw.settings.public_base_url + "/api/v1/files/")
     picture = await gw.client.get(owl["data"][0]["url"], headers=bearer(key))
     assert picture.status_code == 200 and picture.headers["content-type"].startswith("image/")
     assert output["fox"]["response"]["body"]["data"][0]["b64_json"]
@@ -375,7 +375,8 @@ async def test_cancel_stops_dispatching_and_keeps_what_finished(gw: Gateway, key
         await client.batches.cancel(created.id)
 
 
-@pytest.mark.settings(SWITCHYARD_BATCH_WINDOW_S="1.5")
+# 3 s: time for some lines to finish first (40 lines of 0.3 s, 2 at a time, take 6 s)
+@pytest.mark.settings(SWITCHYARD_BATCH_WINDOW_S="3")
 async def test_a_batch_past_its_window_expires_with_what_finished(gw: Gateway, key: str) -> None:
     worker = create_worker(("interactive", "batch"), gw.settings, handle_signals=False, max_jobs=2)
     gw.workers.append((worker, asyncio.create_task(worker.async_run())))
@@ -417,6 +418,35 @@ async def test_a_batch_larger_than_the_hourly_limit_waits_for_the_window(gw: Gat
     batch = await settled(client, created.id)
     assert batch.status == "completed" and batch.request_counts.completed == 5  # type: ignore[union-attr]
     assert len(await content(client, batch.output_file_id)) == 5
+
+
+@pytest.mark.settings(SWITCHYARD_BATCH_ADMISSION_RECHECK_S="0.2")
+async def test_a_line_reserves_its_prompt_tokens_as_the_synchronous_route_does(
+    gw: Gateway, redis_url: str
+) -> None:
+    key = await gw.create_key("tokens", limits={**HIGH_LIMITS, "daily_tokens": 50})
+    gw.start_worker()
+    long_prompt = "word " * 100  # ~125 tokens by the 4-bytes estimate, past the day's 50
+    refused = await gw.client.post(
+        "/v1/chat/completions", json=chat_line("x", long_prompt)["body"], headers=bearer(key)
+    )
+    assert refused.status_code == 429
+    client = sdk(gw, key)
+    created = await run_batch(client, jsonl([chat_line("short", "hi"), chat_line("long", long_prompt)]))
+
+    async def first_done() -> Any:
+        batch = await client.batches.retrieve(created.id)
+        return batch if batch.request_counts and batch.request_counts.completed == 1 else None
+
+    await eventually(first_done, timeout=10, what="the short line")
+    await asyncio.sleep(0.6)  # admission is asked again and still refuses the long line
+    batch = await client.batches.retrieve(created.id)
+    assert batch.status == "in_progress" and batch.request_counts.completed == 1  # type: ignore[union-attr]
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        assert int(await r.hget(f"sy:batch:{created.id}", "dispatched") or 0) == 1
+    finally:
+        await r.aclose()
 
 
 # --- listing, ownership, bad input ---------------------------------------------------------------------

@@ -425,7 +425,7 @@ class _LineCheck:
             raise b.LineError(err.code, f"line {n}: {err.message}", n, err.param)
         self.first_model = self.first_model or model
         cap = self.key.limits.max_tokens_per_request if self.key is not None else None
-        if cap is not None and req.reserve_tokens > cap:
+        if cap is not None and req.max_tokens > cap:
             message = f"line {n}: body.max_tokens exceeds this key's max_tokens_per_request ({cap})"
             raise b.LineError("invalid_request", message, n, "body.max_tokens")
 

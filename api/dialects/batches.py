@@ -314,7 +314,7 @@ async def create_batch(request: Request) -> Response[bytes]:
         completion_window=req.completion_window,
         status=b.VALIDATING,
         batch_metadata=req.metadata,
-        files_base=(svc.settings.public_url or str(request.base_url)).rstrip("/")[:500],
+        files_base=svc.settings.public_base_url[:500],
         created_at=created,
         expires_at=created + timedelta(milliseconds=expires_ms - now),
     )

@@ -12,10 +12,10 @@ from api.results import chat_body
 from api.state import services
 from api.streaming import stream_chat
 from api.submit import submit
-from api.token_estimate import chat_prompt_tokens
 from api.upstream import upstream_override
 from api.validation import parse_chat
 from jobs.kinds import CHAT_COMPLETION, ChatPayload
+from jobs.token_estimate import chat_prompt_tokens
 
 
 async def chat_route(

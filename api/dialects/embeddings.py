@@ -13,10 +13,10 @@ from api.responses import json_response
 from api.results import embedding_body
 from api.state import services
 from api.submit import submit
-from api.token_estimate import input_tokens
 from api.upstream import upstream_override
 from api.validation import NonEmpty, convert, decode_object
 from jobs.kinds import EMBEDDING, EmbeddingPayload
+from jobs.token_estimate import input_tokens
 from switchyard.errors import InvalidRequest
 
 MAX_INPUTS = 2048  # OpenAI's bound on the items of one request

@@ -2,6 +2,7 @@
 
 About 4 bytes of UTF-8 text make a token for the models we route; admission reserves this
 estimate plus `max_tokens`, and the job's real usage settles the reservation when it finishes.
+The chat and embedding routes and a batch's dispatch (`jobs.batches`) reserve alike.
 """
 
 from __future__ import annotations
