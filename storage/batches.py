@@ -1,5 +1,6 @@
 """Batch rows (`storage.models.BatchRow`): created by the web process, moved along by the
-batch workers. Reads and writes are one short session each; none is on a hot path."""
+batch workers. Reads and writes are one short session each, within the web's dependency
+bound (`storage.bounds`); none is on a hot path."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from sqlmodel import col, select, update
 
+from storage.bounds import bounded_call
 from storage.db import Database
 from storage.keys import as_utc
 from storage.models import BatchRow
@@ -27,23 +29,27 @@ def _normalized(row: BatchRow) -> BatchRow:
     return row
 
 
+@bounded_call("database")
 async def insert_batch(db: Database, row: BatchRow) -> BatchRow:
     async with db.session() as session:
         session.add(row)
     return row
 
 
+@bounded_call("database")
 async def get_batch(db: Database, batch_id: str) -> BatchRow | None:
     async with db.session() as session:
         row = await session.get(BatchRow, batch_id)
     return _normalized(row) if row else None
 
 
+@bounded_call("database")
 async def update_batch(db: Database, batch_id: str, **fields: Any) -> None:
     async with db.session() as session:
         await session.exec(update(BatchRow).where(col(BatchRow.id) == batch_id).values(**fields))  # type: ignore[call-overload]
 
 
+@bounded_call("database")
 async def list_batches(db: Database, owner: str | None, *, after: str | None, limit: int) -> list[BatchRow]:
     """Newest first (ids are time-ordered); `owner` None: every key's (the admin)."""
     query = select(BatchRow)
