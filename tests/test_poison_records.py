@@ -186,8 +186,9 @@ async def test_a_poison_record_is_set_aside_and_the_next_jobs_are_written(
     assert first.status_code == 200
     await eventually(lambda: all_written(gw, {first.headers["x-job-id"]}), what="the first job written")
     dead = DeadLetters(redis)
-    entry = await dead.get("poison-1")
-    assert entry is not None and entry.where == "persister:read" and "'created'" in entry.reason
+    # the persister sets a record aside after it has written the rows beside it
+    entry = await eventually(lambda: dead.get("poison-1"), what="the poison record set aside")
+    assert entry.where == "persister:read" and "'created'" in entry.reason
     assert entry.raw == {k: str(v) for k, v in poison.items()}  # kept as it was
     assert await redis.zscore(queues.PERSIST_SET, "poison-1") is None
 
@@ -200,7 +201,8 @@ async def test_a_poison_record_is_set_aside_and_the_next_jobs_are_written(
     second = await sync_chat(gw, key, "second")
     assert second.status_code == 200
     await eventually(lambda: all_written(gw, {second.headers["x-job-id"]}), what="the second job written")
-    assert (await dead.get("poison-2")) is not None and await dead.count() == 2
+    await eventually(lambda: dead.get("poison-2"), what="the second poison record set aside")
+    assert await dead.count() == 2
 
 
 async def test_a_row_the_database_refuses_does_not_hold_back_the_others(gw: Gateway, redis: Redis) -> None:
