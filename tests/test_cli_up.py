@@ -5,6 +5,7 @@ Redis is stopped last, so no worker loses Redis while it shuts down."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -134,6 +135,7 @@ def test_ctrl_c_stops_workers_cleanly_and_redis_last(tmp_path: Path) -> None:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        _kill_left_over(tmp_path / "data")  # a failed run must not leave its processes running
         out.close()
         assert process.stdout is not None
         process.stdout.close()
@@ -158,6 +160,26 @@ def test_ctrl_c_stops_workers_cleanly_and_redis_last(tmp_path: Path) -> None:
     redis_stopped = index_of(r"embedded Redis stopped")
     assert max(web_stopped, worker_stopped, index_of(r"slow\.1 stopped")) < redis_stopped, output
     assert not Path(f"/proc/{redis_pid}").exists() or _is_zombie(redis_pid)
+
+
+def _kill_left_over(data_dir: Path) -> None:
+    """SIGKILL what this test's `up` started and left behind: honcho gives each process a
+    session of its own, so killing `up`'s group does not reach them; they are found by the data
+    dir in their environment, or as their working directory (the embedded Redis)."""
+    marker = str(data_dir).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            found = (
+                marker in (proc / "environ").read_bytes()
+                or os.readlink(proc / "cwd").startswith(str(data_dir))  # the embedded Redis runs there
+            )
+        except OSError:
+            continue
+        if found:
+            with contextlib.suppress(OSError):
+                os.kill(int(proc.name), signal.SIGKILL)
 
 
 def _is_zombie(pid: int) -> bool:
