@@ -24,6 +24,7 @@ from api.dialects import (
     keys,
     llm,
     media,
+    metrics,
     models,
     native,
     openai,
@@ -146,6 +147,7 @@ def create_app(
             *image_routes.routers,
             discovery.router,  # 003, and /health
             admin.router,
+            metrics.router,
         ],
         lifespan=[lifespan],
         before_send=[rate_limit_headers],

@@ -231,6 +231,7 @@ return out
 # ARGV: id, queue, wake channel, owner, created_ms, arq body, ttl_ms, last-used hash,
 #       '1' and the nine admission arguments, or '0'; then field/value pairs of the state hash.
 # Returns admission's refusal as it is, or {'ok', ...admission's remaining values...}.
+# Counts the job created, or the refusal, in switchyard.metrics' hashes (one HINCRBY).
 SUBMIT = (
     ADMIT_FUNCTION
     + r"""
@@ -241,7 +242,10 @@ local first = 10
 local verdict = {'ok'}
 if ARGV[9] == '1' then
   verdict = admit(unpack(ARGV, 10, 18))
-  if verdict[1] ~= 'ok' then return verdict end
+  if verdict[1] ~= 'ok' then
+    redis.call('HINCRBY', 'sy:metrics:refused', verdict[1], 1)  -- switchyard.metrics
+    return verdict
+  end
   state = {'reserved', ARGV[13], 'tokens_key', verdict[6],
            'rl_hourly', verdict[2], 'rl_daily', verdict[3], 'rl_tokens', verdict[4]}
   if tonumber(ARGV[12]) > 0 then
@@ -251,7 +255,13 @@ if ARGV[9] == '1' then
   first = 19
 end
 for i = first, #ARGV do state[#state + 1] = ARGV[i] end
+local kind, priority = '', ''
+for i = first, #ARGV - 1, 2 do  -- JobRecord.to_hash names the kind, then the priority
+  if ARGV[i] == 'kind' then kind = ARGV[i + 1]
+  elseif ARGV[i] == 'priority' then priority = ARGV[i + 1] break end
+end
 redis.call('HSET', skey, unpack(state))
+redis.call('HINCRBY', 'sy:metrics:created', kind .. '|' .. priority, 1)  -- switchyard.metrics
 redis.call('PEXPIRE', skey, ARGV[7])
 redis.call('SET', 'arq:job:' .. id, ARGV[6], 'PX', ARGV[7])
 redis.call('ZADD', ARGV[2], ARGV[5], id)

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     dead_letter_retention_s: int = Field(
         default=30 * 86_400, ge=60, validation_alias="SWITCHYARD_DEAD_LETTER_RETENTION_S"
     )
+    # GET /metrics without the admin key (for a Prometheus that reaches it over a private network).
+    metrics_public: bool = Field(default=False, validation_alias="SWITCHYARD_METRICS_PUBLIC")
     # Files (storage/blobs.py, storage/files.py, GET /api/v1/files/{id}).
     blob_dir: Path | None = Field(default=None, validation_alias="SWITCHYARD_BLOB_DIR")  # <data dir>/blobs
     file_ttl_s: int = Field(default=86_400, ge=1, validation_alias="SWITCHYARD_FILE_TTL_S")

@@ -38,6 +38,7 @@ from jobs.tasks import supervise
 from storage.clean import row_fault
 from storage.db import Database
 from switchyard.errors import RecordUnreadable
+from switchyard.metrics import FinishedBatch
 
 log = logging.getLogger("switchyard.persist")
 
@@ -162,10 +163,26 @@ class Persister:
                         owners.append((item.owner, item.job_id))
                     self.set_aside += 1
             if done:
-                async with self.redis.pipeline(transaction=False) as pipe:
+                # The metrics (switchyard.metrics) count the written jobs in the transaction
+                # that takes them out of the persist set: each is counted once.
+                counted = FinishedBatch()
+                for row in ok:
+                    r = row.record
+                    counted.job(
+                        kind=r.kind,
+                        priority=r.priority,
+                        status=r.status,
+                        provider=r.provider,
+                        created_ms=r.created_ms,
+                        started_ms=r.started_ms,
+                        finished_ms=r.finished_ms,
+                        credits=r.credits_charged,
+                    )
+                async with self.redis.pipeline(transaction=True) as pipe:
                     pipe.zrem(name, *done)
                     for owner, job_id in owners:
                         pipe.zrem(queues.OWNER_KEY + owner, job_id)
+                    counted.queue(pipe)
                     await pipe.execute()
             written += len(ok)
             self.rows_written += len(ok)

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from jobs import queues
 from jobs.discovery import COOLDOWN_KEY, FAILS_KEY
+from switchyard import metrics
 from switchyard.providers import ProviderConfig
 from switchyard.settings import Settings
 
@@ -81,7 +82,8 @@ class ProviderHealth:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.incr(FAILS_KEY + name)
             pipe.pexpire(FAILS_KEY + name, self.fails_ttl_ms)
-            count, _ = await pipe.execute()
+            pipe.hincrby(metrics.PROVIDER_ERRORS_KEY, name, 1)
+            count, _, _ = await pipe.execute()
         self._failing.add(name)
         if int(count) >= self.threshold:
             async with self.redis.pipeline(transaction=True) as pipe:

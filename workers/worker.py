@@ -19,6 +19,8 @@ import contextlib
 import logging
 import os
 import signal
+import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,7 @@ from jobs.batching import ScriptBatcher
 from jobs.records import CANCELED, FAILED, QUEUED, SUCCEEDED, now_ms
 from jobs.scripts import CLAIM, FINISH, FINISH_BATCH
 from jobs.tasks import supervise
+from switchyard import metrics
 from switchyard.errors import JobTimedOut, SwitchyardError
 from workers.persist import Persister
 
@@ -123,6 +126,8 @@ class SwitchyardWorker(Worker):
         self._batch_finisher: Any = None  # FINISH for the lines of a Batch API batch
         self._cancel_channel = queues.CANCEL_CHANNEL.encode()
         self._persist_channel = queues.PERSIST_CHANNEL.encode()
+        self._worker_id = ""
+        self._started_ms = 0
 
     # --- main loop ---------------------------------------------------------------------------
     async def main(self) -> None:
@@ -412,6 +417,42 @@ class SwitchyardWorker(Worker):
         if self.persister is not None and state:
             self.persister.notify()
 
+    # --- heartbeat ---------------------------------------------------------------------------
+    async def record_health(self) -> None:
+        """Instead of ARQ's one health key per queue (which workers overwrite): one entry per
+        worker in `sy:workers`, every `WORKER_HEARTBEAT_S`, for `switchyard status` and
+        `/metrics`. One pipelined round trip; a worker gone for a day drops out of the set."""
+        now_s = time.time()
+        if now_s - self._last_health_check < metrics.WORKER_HEARTBEAT_S:
+            return
+        self._last_health_check = now_s
+        if not self._worker_id:
+            self._worker_id = f"{socket.gethostname()}:{os.getpid()}:{','.join(self.serves)}"
+            self._started_ms = now_ms()
+        info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queues": ",".join(self.serves),
+            "running": sum(not t.done() for t in self.tasks.values()),
+            "jobs_complete": self.jobs_complete,
+            "jobs_failed": self.jobs_failed,
+            "jobs_retried": self.jobs_retried,
+            "started_ms": self._started_ms,
+        }
+        async with self.pool.pipeline(transaction=False) as pipe:
+            pipe.zadd(metrics.WORKERS_KEY, {self._worker_id: int(now_s * 1000)})
+            pipe.hset(metrics.WORKER_INFO_KEY, self._worker_id, orjson.dumps(info).decode())
+            pipe.zremrangebyscore(metrics.WORKERS_KEY, "-inf", int((now_s - 86_400) * 1000))
+            await pipe.execute()
+
+    async def _forget_heartbeat(self) -> None:
+        if self._worker_id and self._pool is not None:
+            with contextlib.suppress(RedisError, OSError):
+                async with self.pool.pipeline(transaction=False) as pipe:
+                    pipe.zrem(metrics.WORKERS_KEY, self._worker_id)
+                    pipe.hdel(metrics.WORKER_INFO_KEY, self._worker_id)
+                    await pipe.execute()
+
     # --- shutdown ----------------------------------------------------------------------------
     async def close(self) -> None:
         """Let in-flight jobs finish or be re-queued, write what finished, then close."""
@@ -424,6 +465,7 @@ class SwitchyardWorker(Worker):
             self.tasks.clear()
         if self.persister is not None:
             await self.persister.stop()
+        await self._forget_heartbeat()
         await super().close()
 
 
