@@ -1,4 +1,4 @@
-"""`switchyard`: up (everything), web, worker, migrate, keys."""
+"""`switchyard`: up (everything), web, worker, status, migrate, keys."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from switchyard.errors import ConfigError
 from switchyard.settings import get_settings, settings_problems
+
+if TYPE_CHECKING:
+    from switchyard.metrics import Snapshot
 
 DEFAULT_PROCESSES = {
     "web": "switchyard web",
@@ -144,6 +148,78 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Queues, workers, persister lag and dead letters, read from Redis (`switchyard.metrics`)."""
+    from redis.asyncio import Redis
+
+    from switchyard import metrics
+
+    settings = get_settings()
+    if not settings.redis_url:
+        print("switchyard: REDIS_URL is not set (the URL `switchyard up` printed at start)", file=sys.stderr)
+        return 2
+
+    async def read() -> Snapshot:
+        async with Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=5) as redis:  # type: ignore[arg-type]
+            return await metrics.scrape(redis, counters=False)
+
+    try:
+        snap = asyncio.run(read())
+    except Exception as exc:  # noqa: BLE001 (the operator gets one line, not a traceback)
+        print(f"switchyard: cannot read Redis ({exc.__class__.__name__}: {exc})", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status_view(snap), indent=2))
+    else:
+        print(status_table(snap))
+    return 0
+
+
+def status_view(snap: Snapshot) -> dict[str, Any]:
+    return {
+        "queues": [
+            {"queue": q, "waiting": w, "running": r, "oldest_age_s": None if a is None else round(a, 3)}
+            for q, (w, r, a) in snap.queues.items()
+        ],
+        "workers": snap.workers,
+        "persist": [
+            {"set": s, "jobs": n, "oldest_age_s": None if a is None else round(a, 3)}
+            for s, (n, a) in snap.persist.items()
+        ],
+        "dead_letters": snap.dead_letters,
+        "providers_cooling_down": snap.cooling,
+    }
+
+
+def status_table(snap: Snapshot) -> str:
+    from switchyard.metrics import WORKER_SEEN_S
+
+    view = status_view(snap)
+
+    def age(v: object) -> str:
+        return "-" if v is None else f"{v:.1f}s"
+
+    lines = [f"{'QUEUE':<14}{'WAITING':>9}{'RUNNING':>9}{'OLDEST':>10}"]
+    for q in view["queues"]:
+        lines.append(f"{q['queue']:<14}{q['waiting']:>9}{q['running']:>9}{age(q['oldest_age_s']):>10}")
+    workers = view["workers"]
+    lines += ["", f"WORKERS ({len(workers)} seen in the last {WORKER_SEEN_S:g}s)"]
+    for w in workers:
+        where = f"{w.get('host', '?')}:{w.get('pid', '?')}"
+        lines.append(
+            f"  {where}  {w.get('queues', '?'):<20} running {w.get('running', 0):>4}"
+            f"  done {w.get('jobs_complete', 0)}  failed {w.get('jobs_failed', 0)}"
+            f"  seen {w['seen_s_ago']}s ago"
+        )
+    lines += ["", f"{'PERSIST LAG':<20}{'JOBS':>9}{'OLDEST':>10}"]
+    for p in view["persist"]:
+        lines.append(f"{p['set']:<20}{p['jobs']:>9}{age(p['oldest_age_s']):>10}")
+    lines += ["", f"DEAD LETTERS  {view['dead_letters']}"]
+    cooling = view["providers_cooling_down"]
+    lines.append(f"COOLING DOWN  {', '.join(cooling) if cooling else '-'}")
+    return "\n".join(lines)
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from storage.migrate import upgrade
 
@@ -247,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="interactive, batch, media, media-batch, or queues of one lane joined by commas",
     )
     worker.set_defaults(func=cmd_worker)
+    status = sub.add_parser("status", help="queues, workers, persister lag and dead letters (from Redis)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(func=cmd_status)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="action", required=True)

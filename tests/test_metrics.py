@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from jobs.deadletters import DeadLetters
 from switchyard import metrics
 from switchyard.standin import StandIn
-from tests.conftest import Gateway, admin_headers, chat_body, eventually
+from tests.conftest import Gateway, admin_headers, chat_body, eventually, process_env
 from tests.test_worker_processes import WorkerProcesses
 
 
@@ -163,3 +168,64 @@ async def test_metrics_public_when_configured(gw: Gateway) -> None:
     r = await gw.client.get("/metrics")
     assert r.status_code == 200
     assert "switchyard_queue_depth" in r.text
+
+
+# --- switchyard status ---------------------------------------------------------------------------
+def run_status(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "switchyard.cli", "status", *args],
+        env=process_env(env),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+async def test_status_shows_queues_workers_lag_and_dead_letters(
+    gw: Gateway, key: str, env: dict[str, str], processes: WorkerProcesses
+) -> None:
+    for i in range(3):
+        r = await gw.client.post(
+            "/api/v1/completion?batch=1", json=chat_body(f"s{i}"), headers={"X-API-Key": key}
+        )
+        assert r.status_code == 202, r.text
+    proc = processes.start("interactive")
+
+    async def up() -> bool:
+        return value(await scrape(gw), "switchyard_workers", queues="interactive") == 1
+
+    await eventually(up, timeout=20, what="the worker's heartbeat")
+    from redis.asyncio import Redis
+
+    async with Redis.from_url(env["REDIS_URL"]) as r:
+        await DeadLetters(r).add("test", "unreadable", job_id="j1")
+
+    done = await asyncio.to_thread(run_status, env, "--json")
+    assert done.returncode == 0, done.stderr
+    view = json.loads(done.stdout)
+    queues = {q["queue"]: q for q in view["queues"]}
+    assert queues["batch"]["waiting"] == 3 and queues["batch"]["running"] == 0
+    assert queues["batch"]["oldest_age_s"] > 0
+    assert queues["interactive"]["waiting"] == 0 and queues["interactive"]["oldest_age_s"] is None
+    assert [(w["pid"], w["queues"]) for w in view["workers"]] == [(proc.pid, "interactive")]
+    assert {p["set"]: p["jobs"] for p in view["persist"]} == {"sy:persist": 0, "sy:persist:batch": 0}
+    assert view["dead_letters"] == 1
+
+    table = await asyncio.to_thread(run_status, env)
+    assert table.returncode == 0, table.stderr
+    assert re.search(r"^batch\s+3\s+0\s+\d+\.\d+s$", table.stdout, re.M), table.stdout
+    assert f":{proc.pid}  interactive" in table.stdout
+    assert "DEAD LETTERS  1" in table.stdout
+
+    # a worker stopped cleanly leaves the list at once
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(proc.wait, 20)
+    view = json.loads((await asyncio.to_thread(run_status, env, "--json")).stdout)
+    assert view["workers"] == []
+
+
+def test_status_without_redis_url_says_so(env: dict[str, str]) -> None:
+    env = {k: v for k, v in env.items() if k != "REDIS_URL"}
+    done = run_status(env)
+    assert done.returncode == 2
+    assert "REDIS_URL is not set" in done.stderr
