@@ -33,6 +33,7 @@ from api.dialects import (
 from api.dialects import images as image_routes
 from api.errors import NATIVE, handlers_for
 from api.personas import CustomModelCache
+from api.request_log import RequestLog
 from api.state import Services
 from api.validation import refuse_nul_params
 from jobs import durability
@@ -43,6 +44,7 @@ from jobs.streams import StreamHub
 from storage import bounds
 from storage.db import Database
 from storage.files import Files
+from switchyard import logs
 from switchyard.errors import ServiceUnavailable
 from switchyard.providers import load_providers
 from switchyard.settings import Settings, get_settings
@@ -127,7 +129,8 @@ def create_app(
             if own_db:
                 await database.dispose()
 
-    return Litestar(
+    logs.configure_if_asked()  # a web worker uvicorn spawned logs as its parent does
+    app = Litestar(
         route_handlers=[
             native.router,
             credits.router,
@@ -158,3 +161,5 @@ def create_app(
         debug=False,
         logging_config=None,
     )
+    app.asgi_handler = RequestLog(app.asgi_handler)
+    return app

@@ -27,6 +27,9 @@ class Principal:
     record: KeyRecord | None = None  # None for the admin key: no limits, no credits
 
 
+ADMIN_PRINCIPAL = Principal(ADMIN, is_admin=True)
+
+
 def presented_key(request: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     headers = request.headers
     key = headers.get("x-api-key")
@@ -90,7 +93,8 @@ class KeyCache:
         if not secret:
             raise Unauthorized("Missing API key: send X-API-Key, Authorization: Bearer, or ?api_key=")
         if self.is_admin(secret):
-            return Principal(ADMIN, is_admin=True)
+            request.state[PRINCIPAL_STATE] = ADMIN_PRINCIPAL  # for the request log's key_id
+            return ADMIN_PRINCIPAL
         record = await self.lookup(secret)
         if record is None or record.revoked:
             raise Unauthorized("Invalid API key")
@@ -113,4 +117,5 @@ class KeyCache:
             if await self.lookup(secret) is not None:
                 raise Forbidden(f"only the admin key may {what}")
             raise Unauthorized("Invalid API key")
-        return Principal(ADMIN, is_admin=True)
+        request.state[PRINCIPAL_STATE] = ADMIN_PRINCIPAL  # for the request log's key_id
+        return ADMIN_PRINCIPAL

@@ -42,6 +42,7 @@ from switchyard.errors import (
     RecordUnreadable,
     ServiceUnavailable,
 )
+from switchyard.logs import REQUEST_ID, REQUEST_ID_FIELD
 
 log = logging.getLogger("switchyard.jobs")
 
@@ -220,6 +221,9 @@ class JobClient:
         )
         queue = queues.queue_for(priority, lane)
         state = record.to_hash()
+        request_id = REQUEST_ID.get()
+        if request_id is not None:  # the web's request log names it; the worker and provider get it
+            state[REQUEST_ID_FIELD] = request_id
         if lane != queues.DEFAULT_LANE:
             state["queue"] = queue  # where a cancel finds it; the default lane's is its priority
         if extra:

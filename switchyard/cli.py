@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import math
 import os
 import sys
@@ -134,7 +133,8 @@ def cmd_web(args: argparse.Namespace) -> int:
         # websockets' own protocol; uvicorn's older binding to it is deprecated by websockets 14
         ws="websockets-sansio" if "websockets-sansio" in uvicorn.config.WS_PROTOCOLS else "auto",
         log_level="warning",
-        access_log=False,
+        log_config=None,  # uvicorn's records go to the handler switchyard.logs set up
+        access_log=False,  # api.request_log writes one line per request
         proxy_headers=False,  # a middleware per request for nothing unless behind a proxy
         timeout_graceful_shutdown=10,
     )
@@ -349,12 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("SWITCHYARD_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("httpx", "httpcore", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from switchyard import logs
+
+    logs.configure_from_env()
     if args.command in ("up", "web", "worker"):
         problems = settings_problems(get_settings())
         for problem in problems:

@@ -95,6 +95,7 @@ class StandIn(LoopbackServer):
         self.chat_calls = 0
         self.embedding_calls = 0
         self.authorizations: list[str] = []  # the Authorization header of each call, when recording
+        self.request_ids: list[str] = []  # the x-request-id header of each call, when recording
         self.fail_next = 0  # the next N chat calls answer 500
         self.status: int | None = None  # every chat call answers this status
         self.status_message = "stand-in status"  # with this error message
@@ -127,6 +128,8 @@ class StandIn(LoopbackServer):
                         length = int(line[15:].strip())
                     elif self.record and line[:14].lower() == "authorization:":
                         self.authorizations.append(line[14:].strip())
+                    elif self.record and line[:13].lower() == "x-request-id:":
+                        self.request_ids.append(line[13:].strip())
                 body = await reader.readexactly(length) if length else b""
                 status, payload, ctype = await self.handle(method, path, body)
                 if isinstance(payload, SSEReply):

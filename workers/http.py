@@ -23,6 +23,7 @@ from typing import Any
 import httpcore
 import httpx
 
+from switchyard.logs import REQUEST_ID
 from switchyard.settings import Settings
 from workers.netstream import AsyncioBackend
 
@@ -118,6 +119,9 @@ class Upstream:
         ]
         all_headers += headers
         all_headers.append((b"content-length", str(len(content)).encode()))
+        request_id = REQUEST_ID.get()
+        if request_id is not None:  # the job's (switchyard.logs): the provider's logs can name it
+            all_headers.append((b"x-request-id", request_id.encode()))
         ext = {"timeout": {"connect": min(10.0, timeout), "read": timeout, "write": timeout, "pool": timeout}}
         self._next = (self._next + 1) % POOL_SHARDS
         return self.pools[self._next], target, all_headers, ext

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -38,6 +39,8 @@ from jobs.scripts import CLAIM, FINISH, FINISH_BATCH
 from jobs.tasks import supervise
 from switchyard import metrics
 from switchyard.errors import JobTimedOut, SwitchyardError
+from switchyard.logs import JOBS, REQUEST_ID, REQUEST_ID_FIELD
+from switchyard.logs import jobs as job_lines
 from workers.persist import Persister
 
 log = logging.getLogger("switchyard.worker")
@@ -55,6 +58,7 @@ class Run:
     queue: str
     state: dict[str, Any]
     job_try: int
+    claimed_at: float = dataclasses.field(default_factory=time.perf_counter)
 
     @property
     def key(self) -> str:
@@ -300,6 +304,9 @@ class SwitchyardWorker(Worker):
     # --- one job -----------------------------------------------------------------------------
     async def _run_claimed(self, run: Run, body: bytes | None, aborted: bool) -> None:
         job_id, state, job_try = run.job_id, run.state, run.job_try
+        request_id = state.get(REQUEST_ID_FIELD) if state else None
+        if request_id is not None:  # this task's: the provider calls send it (workers.http)
+            REQUEST_ID.set(request_id)
         try:
             if body is None:
                 await self._finish(run, FAILED, error=("expired", "the job expired before it ran", 502))
@@ -381,6 +388,7 @@ class SwitchyardWorker(Worker):
             if not defer_ms:
                 tr.publish(queues.wake_channel(queue.removeprefix(queues.QUEUE_PREFIX)), b"")
             await asyncio.shield(tr.execute())
+        _log_job(run, "retried", None)
 
     async def _finish(
         self,
@@ -416,6 +424,7 @@ class SwitchyardWorker(Worker):
         await asyncio.shield(finisher(argv))
         if self.persister is not None and state:
             self.persister.notify()
+        _log_job(run, status, update.get("provider"), error)
 
     # --- heartbeat ---------------------------------------------------------------------------
     async def record_health(self) -> None:
@@ -467,6 +476,29 @@ class SwitchyardWorker(Worker):
             await self.persister.stop()
         await self._forget_heartbeat()
         await super().close()
+
+
+def _log_job(run: Run, outcome: str, provider: Any, error: tuple[str, str, int] | None = None) -> None:
+    """The one line per run of a job (switchyard.logs.jobs): how it ended and how long it took."""
+    state = run.state
+    fields: dict[str, Any] = {
+        "logger": JOBS,
+        "job_id": run.job_id,
+        "kind": state.get("kind"),
+        "priority": state.get("priority"),
+        "provider": provider,
+        "attempts": run.job_try,
+        "duration_ms": round((time.perf_counter() - run.claimed_at) * 1000, 2),
+        "outcome": outcome,
+        "key_id": state.get("owner"),
+        "request_id": state.get(REQUEST_ID_FIELD),
+    }
+    if error is not None:
+        fields["error_type"], fields["error"], fields["error_status"] = error
+        if error[2] >= 500:
+            job_lines.warning("job", **fields)
+            return
+    job_lines.info("job", **fields)
 
 
 def lower_priority(niceness: int) -> None:
