@@ -229,3 +229,23 @@ def test_status_without_redis_url_says_so(env: dict[str, str]) -> None:
     done = run_status(env)
     assert done.returncode == 2
     assert "REDIS_URL is not set" in done.stderr
+
+
+def test_the_grafana_dashboard_uses_only_metrics_that_exist() -> None:
+    dashboard = json.loads((Path(__file__).parent.parent / "deploy" / "grafana-dashboard.json").read_text())
+    names = {
+        v
+        for k, v in vars(metrics).items()
+        if k.isupper() and isinstance(v, str) and v.startswith("switchyard_")
+    }
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= set(re.findall(r"switchyard_[a-z_]+", target["expr"]))
+    suffixes = ("_total", "_bucket", "_count", "_sum")
+    unknown = {
+        u
+        for u in used
+        if u not in names and not any(u.endswith(s) and u[: -len(s)] in names for s in suffixes)
+    }
+    assert used and not unknown
