@@ -17,11 +17,12 @@ state hash), and in a worker from the job to the provider call (`x-request-id`).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
+import secrets
 import sys
-import uuid
 from contextvars import ContextVar
 from typing import Any
 
@@ -42,13 +43,18 @@ JOBS = "switchyard.job"
 CONFIGURED_ENV = "_SWITCHYARD_LOGS_CONFIGURED"  # set by `configure`: uvicorn's spawned web workers see it
 
 
+# A new id: 20 random hex digits per process, then a count (a uuid4 costs ~2 us a request).
+_ID_PREFIX = secrets.token_hex(10)
+_ids = itertools.count()
+
+
 def request_id_from(value: bytes | str | None) -> str:
-    """The client's `x-request-id` when it is sane, else a new one."""
+    """The client's `x-request-id` when it is sane, else a new one (32 hex digits)."""
     if value:
         text = value.decode("latin-1") if isinstance(value, bytes) else value
         if _SANE_ID.fullmatch(text):
             return text
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ids) & 0xFFFFFFFFFFFF:012x}"
 
 
 def _json(_: Any, __: str, event: dict[str, Any]) -> bytes:

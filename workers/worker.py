@@ -478,8 +478,18 @@ class SwitchyardWorker(Worker):
         await super().close()
 
 
+_job_log: Any = None  # made at the first job, once the process' logging is configured
+
+
 def _log_job(run: Run, outcome: str, provider: Any, error: tuple[str, str, int] | None = None) -> None:
     """The one line per run of a job (switchyard.logs.jobs): how it ended and how long it took."""
+    global _job_log
+    if _job_log is None:
+        _job_log = job_lines.bind()
+    if not _job_log.is_enabled_for(
+        logging.WARNING if error is not None and error[2] >= 500 else logging.INFO
+    ):
+        return
     state = run.state
     fields: dict[str, Any] = {
         "logger": JOBS,
@@ -496,9 +506,9 @@ def _log_job(run: Run, outcome: str, provider: Any, error: tuple[str, str, int] 
     if error is not None:
         fields["error_type"], fields["error"], fields["error_status"] = error
         if error[2] >= 500:
-            job_lines.warning("job", **fields)
+            _job_log.warning("job", **fields)
             return
-    job_lines.info("job", **fields)
+    _job_log.info("job", **fields)
 
 
 def lower_priority(niceness: int) -> None:
