@@ -428,9 +428,10 @@ class SwitchyardWorker(Worker):
 
     # --- heartbeat ---------------------------------------------------------------------------
     async def record_health(self) -> None:
-        """Instead of ARQ's one health key per queue (which workers overwrite): one entry per
-        worker in `sy:workers`, every `WORKER_HEARTBEAT_S`, for `switchyard status` and
-        `/metrics`. One pipelined round trip; a worker gone for a day drops out of the set."""
+        """Besides ARQ's one health key per queue (which workers overwrite; `arq --check` and the
+        bench read it): one entry per worker in `sy:workers`, every `WORKER_HEARTBEAT_S`, for
+        `switchyard status` and `/metrics`. One pipelined round trip; a worker gone for a day
+        drops out of the set."""
         now_s = time.time()
         if now_s - self._last_health_check < metrics.WORKER_HEARTBEAT_S:
             return
@@ -452,6 +453,12 @@ class SwitchyardWorker(Worker):
             pipe.zadd(metrics.WORKERS_KEY, {self._worker_id: int(now_s * 1000)})
             pipe.hset(metrics.WORKER_INFO_KEY, self._worker_id, orjson.dumps(info).decode())
             pipe.zremrangebyscore(metrics.WORKERS_KEY, "-inf", int((now_s - 86_400) * 1000))
+            pipe.psetex(
+                self.health_check_key,
+                int(metrics.WORKER_SEEN_S * 1000),
+                f"j_complete={self.jobs_complete} j_failed={self.jobs_failed} j_retried={self.jobs_retried}"
+                f" j_ongoing={info['running']}",
+            )
             await pipe.execute()
 
     async def _forget_heartbeat(self) -> None:
