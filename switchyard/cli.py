@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import math
 import os
 import sys
@@ -349,9 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from switchyard import logs
+    if args.command in ("up", "web", "worker"):  # long-running processes: structured logs
+        from switchyard import logs
 
-    logs.configure_from_env()
+        logs.configure_from_env()
+    else:  # a command run by hand (or in a test's process): plain lines, the root left as it is
+        logging.basicConfig(
+            level=os.environ.get("SWITCHYARD_LOG_LEVEL", "INFO").upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        for noisy in ("httpx", "httpcore", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command in ("up", "web", "worker"):
         problems = settings_problems(get_settings())
         for problem in problems:
