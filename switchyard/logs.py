@@ -35,11 +35,20 @@ REQUEST_ID_FIELD = "request_id"  # in a job's state hash
 _SANE_ID = re.compile(r"[A-Za-z0-9._:\-/+=@]{1,128}")
 QUIET_LIBRARIES = ("sqlalchemy", "aiosqlite", "asyncpg", "httpx", "httpcore", "alembic", "arq", "uvicorn")
 
+# Until `configure` runs (a test's process, a library use), structlog hands its lines to the
+# standard library's loggers, whatever handlers those have, and never prints them itself.
+structlog.configure(
+    processors=[structlog.stdlib.render_to_log_kwargs],
+    logger_factory=structlog.stdlib.LoggerFactory(),
+    wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+    cache_logger_on_first_use=False,
+)
+
 # structlog's own loggers for the hot lines; each line names its logger (`logger=`) itself
-access = structlog.get_logger()
 ACCESS = "switchyard.access"
-jobs = structlog.get_logger()
+access = structlog.get_logger(ACCESS)
 JOBS = "switchyard.job"
+jobs = structlog.get_logger(JOBS)
 CONFIGURED_ENV = "_SWITCHYARD_LOGS_CONFIGURED"  # set by `configure`: uvicorn's spawned web workers see it
 
 
