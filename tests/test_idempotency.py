@@ -5,6 +5,7 @@ duplicates make one job; the key expires; keys of two API keys are independent."
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,8 +15,14 @@ import redis.asyncio as aioredis
 from switchyard.standin import StandIn
 from tests.accounts_support import create_key_full
 from tests.conftest import Gateway, chat_body, eventually, wait_for_status
+from tests.llm_support import EMBED, write_llm_providers
 from tests.test_chat import served_over_http
 from tests.test_streaming import DONE, content_of, events_of
+
+
+@pytest.fixture
+def providers_file(tmp_path: Path, standin: StandIn) -> Path:
+    return write_llm_providers(tmp_path / "providers.toml", ("standin", standin.base_url))
 
 
 def idem(key: str, idempotency_key: str, *, bearer: bool = False, **more: str) -> dict[str, str]:
@@ -268,3 +275,35 @@ async def test_the_longest_key_is_accepted(gw: Gateway, key: str) -> None:
     again = await gw.client.post("/api/v1/completion", json=chat_body("long"), headers=idem(key, longest))
     assert first.status_code == again.status_code == 200
     assert again.headers["idempotent-replayed"] == "true"
+
+
+async def test_an_embedding_call_replays_too(gw: Gateway, key: str, standin: StandIn) -> None:
+    gw.start_worker()
+    body = {"model": EMBED, "input": ["one", "two"]}
+    first = await gw.client.post("/v1/embeddings", json=body, headers=idem(key, "e", bearer=True))
+    again = await gw.client.post("/v1/embeddings", json=body, headers=idem(key, "e", bearer=True))
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    assert standin.embedding_calls == 1
+
+
+async def test_a_replay_whose_wait_bound_passes_answers_202_with_the_running_job(
+    gw: Gateway, key: str, standin: StandIn
+) -> None:
+    gw.start_worker()
+    body = chat_body("[sleep:1] slow one")
+    first = asyncio.ensure_future(gw.client.post("/api/v1/completion", json=body, headers=idem(key, "slow")))
+    await eventually(lambda: _chat_started(standin), what="the provider to be called")
+    again = await gw.client.post(
+        "/api/v1/completion", json=body, headers=idem(key, "slow", Prefer="wait=0.1")
+    )
+    assert again.status_code == 202, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["data"]["status"] == "running"
+    done = await first
+    assert done.status_code == 200 and again.json()["data"]["job_id"] == done.headers["x-job-id"]
+    assert standin.chat_calls == 1
+
+
+async def _chat_started(standin: StandIn) -> bool:
+    return standin.chat_calls == 1
