@@ -236,11 +236,15 @@ async def test_a_bad_metadata_filter_is_a_400_naming_it(
 
 async def test_a_job_s_metadata_is_its_own_owner_s_only(gw: Gateway, key: str) -> None:
     other = await gw.create_key("other")
-    await gw.client.post(
+    mine = await gw.client.post(
         "/api/v1/completion?batch=1", json=chat_body("mine", metadata={"t": "1"}), headers=xkey(key)
     )
-    assert await listed(gw, other, {"metadata[t]": "1"}) == []
-    assert len(await listed(gw, key, {"metadata[t]": "1"})) == 1
+    await gw.client.post("/api/v1/completion?batch=1", json=chat_body("mine, plain"), headers=xkey(key))
+    theirs = await gw.client.post(
+        "/api/v1/completion?batch=1", json=chat_body("theirs", metadata={"t": "1"}), headers=xkey(other)
+    )
+    assert await listed(gw, key, {"metadata[t]": "1"}) == [mine.json()["data"]["job_id"]]
+    assert await listed(gw, other, {"metadata[t]": "1"}) == [theirs.json()["data"]["job_id"]]
 
 
 async def test_wait_for_status_helper_still_sees_metadata(gw: Gateway, key: str) -> None:
