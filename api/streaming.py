@@ -27,6 +27,8 @@ from litestar.types import Receive
 
 from api.auth import Principal
 from api.errors import CLOUDGPT, NATIVE, OPENAI, error_json
+from api.idempotency import idempotency
+from api.metadata import request_metadata
 from api.state import Services
 from api.submit import accepted, admit_and_enqueue, job_error, sync_wait, wants_batch
 from jobs.kinds import CHAT_COMPLETION
@@ -67,7 +69,7 @@ async def stream_chat(
         raise InvalidRequest.field(
             "stream", "a batch job cannot stream: send stream=false with ?batch=1, or drop ?batch=1", True
         )
-    record, headers = await admit_and_enqueue(
+    record, headers, following = await admit_and_enqueue(
         svc,
         principal=principal,
         kind=kind,
@@ -77,9 +79,17 @@ async def stream_chat(
         modality="chat",
         reserve_tokens=reserve_tokens,
         batch=False,
+        metadata=await request_metadata(request),
+        once=await idempotency(request, principal.key_id, svc.settings.idempotency_ttl_s),
     )
     headers = {"x-job-id": record.id, **headers}
-    forwarder = Forwarder(svc, record, dialect, include_usage)
+    if record.done:  # a replay (Idempotency-Key) of a streamed job that is over
+        if record.status != SUCCEEDED:
+            failed = job_error(record)
+            failed.headers.update(headers)
+            raise failed
+        return _stream(completion_events(record, include_usage), headers)
+    forwarder = Forwarder(svc, record, dialect, include_usage, following)
     bound, past_bound_is_error = sync_wait(request, svc.settings, dialect)
     try:
         await forwarder.start()
@@ -125,9 +135,19 @@ GONE = object()  # the client disconnected
 class Forwarder:
     """One streamed job seen from the web process: its subscription and its completion."""
 
-    def __init__(self, svc: Services, record: JobRecord, dialect: str, include_usage: bool) -> None:
+    def __init__(
+        self,
+        svc: Services,
+        record: JobRecord,
+        dialect: str,
+        include_usage: bool,
+        following: asyncio.Future[JobRecord | None] | None = None,
+    ) -> None:
         self.svc = svc
         self.record = record
+        # a replay (Idempotency-Key) follows a job another request submitted: it reads the
+        # stream from its first entry, and never cancels that request's job when it leaves
+        self.following = following
         self.dialect = dialect
         self.include_usage = include_usage
         self.sub: Subscription | None = None
@@ -139,7 +159,8 @@ class Forwarder:
         sub = self.sub
         # a record the listener could not read finishes the stream without one: the job is then
         # read again (`failure`), and its error says what is wrong with it
-        self.svc.jobs.outcome(self.record.id).add_done_callback(
+        outcome = self.following or self.svc.jobs.outcome(self.record.id)
+        outcome.add_done_callback(
             lambda fut: sub.finish(None if fut.cancelled() or fut.exception() else fut.result())
         )
 
@@ -213,7 +234,11 @@ class Forwarder:
         self.closed = True
         if self.sub is not None:
             self.svc.streams.unsubscribe(self.sub)
-        self.svc.jobs.release(self.record.id)
+        if self.following is not None:
+            self.svc.jobs.unfollow(self.record.id, self.following)
+            cancel_job = False
+        else:
+            self.svc.jobs.release(self.record.id)
         if cancel_job:
             # Often called from a canceled task (the client went away): the cancellation runs
             # as a task of its own so that it is not canceled with it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -9,14 +10,19 @@ from litestar import Request, Response
 
 from api.auth import Principal
 from api.errors import OPENAI, TITLES
+from api.idempotency import REPLAYED, idempotency
+from api.metadata import request_metadata
 from api.responses import json_response
 from api.results import result_body
 from api.state import Services
+from jobs.client import Once
 from jobs.queues import BATCH, DEFAULT_LANE, INTERACTIVE
 from jobs.records import SUCCEEDED, JobRecord, iso
 from switchyard.errors import (
+    IdempotencyKeyReused,
     InvalidRequest,
     JobCanceled,
+    JobNotFound,
     JobTimedOut,
     ProviderFailed,
     StillRunning,
@@ -98,6 +104,7 @@ def job_view(record: JobRecord) -> dict[str, Any]:
         "result": result_body(record) if record.status == SUCCEEDED else None,
         "error": error,
         "progress": record.progress,
+        "metadata": record.metadata or {},
         "links": job_links(record),
     }
 
@@ -137,10 +144,16 @@ async def admit_and_enqueue(
     reserve_tokens: int,
     batch: bool,
     lane: str = DEFAULT_LANE,
-) -> tuple[JobRecord, dict[str, str]]:
+    metadata: dict[str, str] | None = None,
+    once: Once | None = None,
+) -> tuple[JobRecord, dict[str, str], asyncio.Future[JobRecord | None] | None]:
     """Admit against the key's limits and credits and enqueue (a caller that does not submit
     with `?batch=1` is notified when the job finishes); the job and its rate-limit headers.
-    A refusal raises its 402 or 429."""
+    A refusal raises its 402 or 429.
+
+    With `once` (an `Idempotency-Key`) already bound to a job: that job, `REPLAYED` as the
+    headers (nothing admitted or charged) and, when the caller waits and the job is not over,
+    the future of its end (`JobClient.wait(following=)`); else the future is None."""
     plan = svc.accounts.plan(principal, modality=modality, reserve_tokens=reserve_tokens, batch=batch)
     for attempt in range(2):
         record, verdict = await svc.jobs.enqueue(
@@ -154,15 +167,37 @@ async def admit_and_enqueue(
             notify=not batch,
             admission=plan.args,
             lane=lane,
+            metadata=metadata,
+            once=once,
         )
         if record is not None:
             break
+        if verdict[0] == b"replay":
+            return await _replay(svc, principal, verdict[1], verdict[2], once, notify=not batch)
         if verdict[0] == b"credits_unknown" and attempt == 0:
             await svc.accounts.seed_balance(principal)
             continue
         svc.accounts.refuse(plan, verdict)
     assert record is not None
-    return record, plan.headers(record.limits_remaining["hourly"] if record.limits_remaining else None)
+    return record, plan.headers(record.limits_remaining["hourly"] if record.limits_remaining else None), None
+
+
+async def _replay(
+    svc: Services, principal: Principal, job_id: str, fingerprint: str, once: Once | None, *, notify: bool
+) -> tuple[JobRecord, dict[str, str], asyncio.Future[JobRecord | None] | None]:
+    assert once is not None
+    if fingerprint != once.fingerprint:
+        raise IdempotencyKeyReused(
+            "was used with another request (route, query or body) within its lifetime; send a new"
+            " key for a new request"
+        )
+    try:
+        record, following = await svc.jobs.follow(job_id, principal.key_id, notify=notify)
+    except JobNotFound:
+        raise IdempotencyKeyReused(
+            f"its job {job_id} is no longer kept; send a new key", status_code=409
+        ) from None
+    return record, dict(REPLAYED), following
 
 
 async def submit(
@@ -186,7 +221,7 @@ async def submit(
     A failed job raises its error.
     """
     batch = wants_batch(request)
-    record, headers = await admit_and_enqueue(
+    record, headers, following = await admit_and_enqueue(
         svc,
         principal=principal,
         kind=kind,
@@ -197,11 +232,14 @@ async def submit(
         reserve_tokens=reserve_tokens,
         batch=batch,
         lane=lane,
+        metadata=await request_metadata(request),
+        once=await idempotency(request, principal.key_id, svc.settings.idempotency_ttl_s),
     )
     if batch:
         return accepted(record, headers), headers
     bound, past_bound_is_error = sync_wait(request, svc.settings, dialect)
-    done = await svc.jobs.wait(record, bound)
+    # a replay of a job that is already over: answered as the first call was
+    done = record if record.done else await svc.jobs.wait(record, bound, following=following)
     if done is None:
         if past_bound_is_error:
             still = StillRunning(record.id, bound)

@@ -16,6 +16,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -23,7 +24,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, or_, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
@@ -82,6 +83,19 @@ async def redis_call(fn: Callable[[], Any]) -> Any:
         ) from exc
 
 
+@dataclass(frozen=True, slots=True)
+class Once:
+    """An idempotency key of a submission: its Redis key (scoped to the API key), the request's
+    fingerprint and how long the key holds (`scripts.SUBMIT_ONCE`)."""
+
+    key: str
+    fingerprint: str
+    ttl_ms: int
+
+
+IDEMPOTENCY_KEY = "sy:idem:"
+
+
 class JobClient:
     def __init__(
         self,
@@ -97,10 +111,14 @@ class JobClient:
         self.dead_letters = dead_letters or DeadLetters(redis, job_ttl_s=result_ttl_s)
         self.done_channel = queues.DONE_CHANNEL_PREFIX + uuid.uuid4().hex
         self._waiters: dict[str, asyncio.Future[JobRecord | None]] = {}
+        # replays of idempotent calls waiting for a job another request submitted (`follow`)
+        self._followers: dict[str, set[asyncio.Future[JobRecord | None]]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._cancel_script = redis.register_script(scripts.CANCEL)
         self._submit = ScriptBatcher(redis, scripts.SUBMIT)
+        self._submit_once = ScriptBatcher(redis, scripts.SUBMIT_ONCE)
+        self._follow_script = redis.register_script(scripts.FOLLOW)
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -116,6 +134,9 @@ class JobClient:
                 await self._listener
         for fut in self._waiters.values():
             fut.cancel()
+        for followers in self._followers.values():
+            for fut in followers:
+                fut.cancel()
         await self.dead_letters.drain()
 
     async def _listen(self) -> None:
@@ -145,6 +166,10 @@ class JobClient:
         fut = self._waiters.get(record.id)
         if fut is not None and not fut.done():
             fut.set_result(record)
+        if self._followers:
+            for follower in self._followers.get(record.id, ()):
+                if not follower.done():
+                    follower.set_result(record)
 
     def _unreadable(self, exc: RecordUnreadable, message: bytes | None = None) -> None:
         """A finished job whose record cannot be read: its waiting caller (if it is one of
@@ -153,12 +178,15 @@ class JobClient:
         fut = self._waiters.get(exc.job_id) if exc.job_id is not None else None
         if fut is not None and not fut.done():
             fut.set_exception(exc)
+        for follower in self._followers.get(exc.job_id or "", ()):
+            if not follower.done():
+                follower.set_exception(exc)
         self.dead_letters.add_soon(where, exc.reason, job_id=exc.job_id, message=message)
 
     async def _catch_up(self) -> None:
-        if not self._waiters:
+        if not self._waiters and not self._followers:
             return
-        ids = list(self._waiters)
+        ids = list(self._waiters.keys() | self._followers.keys())
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 pipe.hgetall(queues.STATE_KEY + job_id)
@@ -172,14 +200,16 @@ class JobClient:
                 if state.get(b"status") in _TERMINAL_BYTES:
                     self._unreadable(exc)
                 continue
-            fut = self._waiters.get(job_id)
-            if record.done and fut is not None and not fut.done():
-                fut.set_result(record)
+            if not record.done:
+                continue
+            for fut in (self._waiters.get(job_id), *self._followers.get(job_id, ())):
+                if fut is not None and not fut.done():
+                    fut.set_result(record)
 
     @property
     def waiting(self) -> int:
         """How many synchronous callers of this process wait for their job."""
-        return len(self._waiters)
+        return len(self._waiters) + sum(len(f) for f in self._followers.values())
 
     # --- submit ------------------------------------------------------------------------------
     async def enqueue(
@@ -196,6 +226,8 @@ class JobClient:
         admission: list[Any] | None = None,
         lane: str = queues.DEFAULT_LANE,
         extra: dict[str, str] | None = None,
+        metadata: dict[str, str] | None = None,
+        once: Once | None = None,
     ) -> tuple[JobRecord | None, list[Any]]:
         """Admit (when `admission` holds `admit`'s nine arguments) and put the job durably on its
         queue, waking its workers: one round trip (a Lua script).
@@ -203,7 +235,8 @@ class JobClient:
         `lane` picks the workers that run it (`jobs.queues.LANES`): media jobs have their own.
         `extra`: more fields of the job's state (a batch line's `batch` and `custom_id`).
         Returns the queued job and admission's verdict (`[b"ok", ...]`); when admission refuses,
-        no job (None) and the refusal as `jobs.accounting.ADMIT` words it.
+        no job (None) and the refusal as `jobs.accounting.ADMIT` words it. With `once` (an
+        idempotency key) that an earlier job holds: no job and `[b"replay", job_id, fingerprint]`.
         """
         if priority not in queues.PRIORITIES:
             raise ValueError(f"unknown priority {priority!r}")
@@ -218,6 +251,7 @@ class JobClient:
             created_ms=created,
             model=model,
             credits_charged=credits_charged,
+            metadata=metadata or None,
         )
         queue = queues.queue_for(priority, lane)
         state = record.to_hash()
@@ -243,10 +277,14 @@ class JobClient:
             state["notify"] = self.done_channel
         for field, value in state.items():
             argv += (field, value)
+        submit = self._submit
+        if once is not None:
+            argv += (once.key, once.fingerprint, once.ttl_ms)
+            submit = self._submit_once
         if notify:  # registered last: nothing above may leave it behind
             self._waiters[record.id] = asyncio.get_running_loop().create_future()
         try:
-            verdict = await redis_call(lambda: self._submit(argv))
+            verdict = await redis_call(lambda: submit(argv))
         except DependencyTimeout as exc:
             # The submission may still reach Redis after the bound: name the job, so a caller
             # can look for it instead of submitting the work twice.
@@ -259,6 +297,9 @@ class JobClient:
             raise
         if verdict[0] != b"ok":
             self._waiters.pop(record.id, None)
+            if verdict[0] == b"replay":
+                job_id, _, fingerprint = verdict[1].decode("utf-8", "replace").partition(" ")
+                return None, [b"replay", job_id, fingerprint]
             return None, verdict
         if len(verdict) > 1:  # what admission left: part of the job's record from now on
             _, hourly, daily, tokens, balance, _ = verdict
@@ -271,9 +312,12 @@ class JobClient:
                 record.balance = int(balance)
         return record, verdict
 
-    async def wait(self, record: JobRecord, timeout: float) -> JobRecord | None:
-        """The finished job, or None when `timeout` passes first (the job goes on)."""
-        fut = self._waiters.get(record.id)
+    async def wait(
+        self, record: JobRecord, timeout: float, *, following: asyncio.Future[JobRecord | None] | None = None
+    ) -> JobRecord | None:
+        """The finished job, or None when `timeout` passes first (the job goes on).
+        `following`: the future `follow` gave for a job another request submitted."""
+        fut = following or self._waiters.get(record.id)
         if fut is None:
             raise ValueError("wait() needs a job enqueued with notify=True by this client")
         # A timer that resolves the waiter with None is cheaper than wait_for + shield.
@@ -282,7 +326,46 @@ class JobClient:
             return await fut
         finally:
             timer.cancel()
-            self._waiters.pop(record.id, None)
+            if following is None:
+                self._waiters.pop(record.id, None)
+            else:
+                self.unfollow(record.id, following)
+
+    async def follow(
+        self, job_id: str, owner: str, *, notify: bool
+    ) -> tuple[JobRecord, asyncio.Future[JobRecord | None] | None]:
+        """A job another request submitted (the original of an idempotent call's replay), and,
+        when `notify` and it is not over, the future its end resolves (for `wait(following=)`,
+        or `unfollow` it). Raises JobNotFound when neither Redis nor the database holds it."""
+        if not notify:
+            return await self.get(job_id, owner), None
+        fut: asyncio.Future[JobRecord | None] = asyncio.get_running_loop().create_future()
+        self._followers.setdefault(job_id, set()).add(fut)  # before the job can finish
+        try:
+            flat = await redis_call(lambda: self._follow_script(args=[job_id, self.done_channel]))
+            if flat:
+                state = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+                record = JobRecord.from_hash(state, job_id=job_id)
+                if record.owner != owner:
+                    raise JobNotFound(job_id)
+            else:
+                record = await self.get(job_id, owner)
+        except BaseException:
+            self.unfollow(job_id, fut)
+            raise
+        if record.done:
+            self.unfollow(job_id, fut)
+            return record, None
+        return record, fut
+
+    def unfollow(self, job_id: str, fut: asyncio.Future[JobRecord | None]) -> None:
+        followers = self._followers.get(job_id)
+        if followers is not None:
+            followers.discard(fut)
+            if not followers:
+                del self._followers[job_id]
+        if not fut.done():
+            fut.cancel()
 
     def outcome(self, job_id: str) -> asyncio.Future[JobRecord | None]:
         """The future the finished job resolves (a job enqueued with notify=True by this
@@ -315,16 +398,25 @@ class JobClient:
         return JobRecord.from_row(row) if row else None
 
     async def list(
-        self, owner: str, *, status: str | None = None, cursor: str | None = None, limit: int = 20
+        self,
+        owner: str,
+        *,
+        status: str | None = None,
+        cursor: str | None = None,
+        limit: int = 20,
+        metadata: dict[str, str] | None = None,
     ) -> tuple[list[JobRecord], str | None]:
-        """The owner's jobs, newest first. Live jobs come from Redis, finished ones from the database."""
+        """The owner's jobs, newest first. Live jobs come from Redis, finished ones from the database.
+        `metadata`: only jobs whose metadata holds every one of these pairs."""
         if status is not None and status not in STATUSES:
             raise InvalidRequest.field("status", f"must be one of {', '.join(STATUSES)}", status)
         before = _decode_cursor(cursor) if cursor else None
-        live = await self._live_page(owner, status, before, limit + 1)
+        live = await self._live_page(owner, status, before, limit + 1, metadata)
         query = select(Job).where(Job.owner_key_id == owner)
         if status:
             query = query.where(Job.status == status)
+        for i, (name, value) in enumerate((metadata or {}).items()):
+            query = query.where(self._metadata_holds(i, name, value))
         if before is not None:
             at = ms_to_datetime(before[0])
             assert at is not None
@@ -338,12 +430,23 @@ class JobClient:
         records = [
             r
             for r in merged.values()
-            if (status is None or r.status == status) and (before is None or (r.created_ms, r.id) < before)
+            if (status is None or r.status == status)
+            and (before is None or (r.created_ms, r.id) < before)
+            and _has_metadata(r, metadata)
         ]
         records.sort(key=lambda r: (r.created_ms, r.id), reverse=True)
         page = records[:limit]
         next_cursor = _encode_cursor(page[-1]) if len(records) > limit and page else None
         return page, next_cursor
+
+    def _metadata_holds(self, i: int, name: str, value: str) -> Any:
+        """The database's test that a job's metadata maps `name` to `value`. SQLite's JSON paths
+        cannot name a key holding a double quote, so there the pairs are read with json_each."""
+        if not self.db.is_sqlite:
+            return col(Job.job_metadata)[name].as_string() == value  # metadata ->> :name
+        return text(
+            f"EXISTS (SELECT 1 FROM json_each(jobs.metadata) AS m WHERE m.key = :mk{i} AND m.value = :mv{i})"
+        ).bindparams(**{f"mk{i}": name, f"mv{i}": value})
 
     @bounded_call("database")
     async def _finished_rows(self, query: Any) -> Sequence[Job]:
@@ -354,7 +457,12 @@ class JobClient:
             raise ServiceUnavailable("database unavailable") from exc
 
     async def _live_page(
-        self, owner: str, status: str | None, before: tuple[int, str] | None, want: int
+        self,
+        owner: str,
+        status: str | None,
+        before: tuple[int, str] | None,
+        want: int,
+        metadata: dict[str, str] | None = None,
     ) -> dict[str, JobRecord]:
         """Up to `want` of the owner's live jobs, newest first, that match `status` and come after
         the cursor. The live index is read in chunks until enough match: newer live jobs of
@@ -384,7 +492,7 @@ class JobClient:
                     log.warning("job %s left out of a listing: %s", exc.job_id, exc.reason)
                     continue
                 after_cursor = before is None or (rec.created_ms, rec.id) < before
-                if after_cursor and (status is None or rec.status == status):
+                if after_cursor and (status is None or rec.status == status) and _has_metadata(rec, metadata):
                     live[rec.id] = rec
                     if len(live) >= want:
                         break
@@ -416,6 +524,13 @@ def _readable(read: Callable[[Any], JobRecord], rows: Any) -> list[JobRecord]:
         except RecordUnreadable as exc:  # one bad row costs a listing that row, not the listing
             log.warning("job %s left out of a listing: %s", exc.job_id, exc.reason)
     return records
+
+
+def _has_metadata(record: JobRecord, wanted: dict[str, str] | None) -> bool:
+    if not wanted:
+        return True
+    held = record.metadata or {}
+    return all(held.get(name) == value for name, value in wanted.items())
 
 
 def _expire(fut: asyncio.Future[JobRecord | None]) -> None:

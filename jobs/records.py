@@ -55,6 +55,7 @@ class JobRecord:
     completion_tokens: int = 0
     estimated_cost: float = 0.0
     progress: dict[str, Any] | None = None  # a running media job's: stage, percent, bytes
+    metadata: dict[str, str] | None = None  # the caller's own labels (api/metadata.py bounds them)
 
     @property
     def done(self) -> bool:
@@ -75,6 +76,8 @@ class JobRecord:
         }
         if self.model is not None:
             h["model"] = self.model
+        if self.metadata:
+            h["metadata"] = orjson.dumps(self.metadata).decode()
         return h
 
     @classmethod
@@ -148,6 +151,7 @@ class JobRecord:
             completion_tokens=int(h.get("completion_tokens") or 0),
             estimated_cost=float(h.get("cost") or 0.0),
             progress=orjson.loads(h["progress"]) if h.get("progress") else None,
+            metadata=_metadata(orjson.loads(h["metadata"])) if h.get("metadata") else None,
         )
 
     @classmethod
@@ -199,6 +203,7 @@ class JobRecord:
             completion_tokens=num("completion_tokens"),
             estimated_cost=_float("cost", h.get("cost") or 0.0),
             progress=_json("progress", progress) if progress else None,
+            metadata=_metadata(_json("metadata", h["metadata"])) if h.get("metadata") else None,
         )
 
     def usage_row(self) -> dict[str, Any]:
@@ -240,6 +245,7 @@ class JobRecord:
             "result": self.result,
             "error_type": self.error_type,
             "error_message": self.error_message,
+            "metadata": self.metadata,  # the column's name (its attribute is `job_metadata`)
             "accounting": {
                 "balance": self.balance,
                 "limits_remaining": self.limits_remaining,
@@ -304,6 +310,7 @@ class JobRecord:
             completion_tokens=opt_int("completion_tokens") or 0,
             estimated_cost=_float("estimated_cost", accounting.get("estimated_cost") or 0.0),
             error_status=opt_int("error_status"),
+            metadata=_metadata(getattr(row, "job_metadata", None)),
         )
 
 
@@ -370,6 +377,13 @@ def _json(name: str, value: Any) -> Any:
         return orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"field {name!r} is not JSON ({exc})") from None
+
+
+def _metadata(value: Any) -> dict[str, str] | None:
+    """A job's metadata as stored: a map of text to text (anything else is no metadata)."""
+    if not isinstance(value, dict) or not value:
+        return None
+    return {str(k): v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in value.items()}
 
 
 def _show(value: Any) -> str:

@@ -103,7 +103,8 @@ return {out, next_ms, blocked, busy_left}
 # What finishing and canceling share, as Lua functions prepended to both scripts.
 # settle: once per job, turn its reserved tokens into the tokens it used and, when `refund`,
 # give its credits back (to the key's balance when the key is metered).
-# notify: publish the job's state to the web process waiting for it, if one is.
+# notify: publish the job's state to the web processes waiting for it, if any are (`notify`
+# holds their channels, separated by spaces).
 SETTLE_AND_NOTIFY = r"""
 local function settle(skey, used, refund)
   if redis.call('HSETNX', skey, 'settled', '1') == 0 then return end
@@ -128,7 +129,9 @@ local function notify(skey)
   local flat = redis.call('HGETALL', skey)
   local h = {}
   for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
-  redis.call('PUBLISH', channel, cjson.encode(h))
+  local message = cjson.encode(h)
+  -- one channel, or several separated by spaces when replays of an idempotent call wait too
+  for ch in string.gmatch(channel, '%S+') do redis.call('PUBLISH', ch, message) end
 end
 """
 
@@ -232,9 +235,7 @@ return out
 #       '1' and the nine admission arguments, or '0'; then field/value pairs of the state hash.
 # Returns admission's refusal as it is, or {'ok', ...admission's remaining values...}.
 # Counts the job created, or the refusal, in switchyard.metrics' hashes (one HINCRBY).
-SUBMIT = (
-    ADMIT_FUNCTION
-    + r"""
+_SUBMIT_BODY = r"""
 local id = ARGV[1]
 local skey = 'sy:job:' .. id
 local state = {}
@@ -254,9 +255,9 @@ if ARGV[9] == '1' then
   end
   first = 19
 end
-for i = first, #ARGV do state[#state + 1] = ARGV[i] end
+for i = first, #ARGV - once_args do state[#state + 1] = ARGV[i] end
 local kind, priority = '', ''
-for i = first, #ARGV - 1, 2 do  -- JobRecord.to_hash names the kind, then the priority
+for i = first, #ARGV - once_args - 1, 2 do  -- JobRecord.to_hash names the kind, then the priority
   if ARGV[i] == 'kind' then kind = ARGV[i + 1]
   elseif ARGV[i] == 'priority' then priority = ARGV[i + 1] break end
 end
@@ -268,9 +269,48 @@ redis.call('ZADD', ARGV[2], ARGV[5], id)
 redis.call('ZADD', 'sy:owner:' .. ARGV[4], ARGV[5], id)
 redis.call('HSET', ARGV[8], ARGV[4], ARGV[5])
 redis.call('PUBLISH', ARGV[3], '')
+--[[once]]
 return verdict
 """
+
+SUBMIT = ADMIT_FUNCTION + "local once_args = 0\n" + _SUBMIT_BODY.replace("--[[once]]\n", "")
+
+# SUBMIT with an idempotency key (`Idempotency-Key`): its last three ARGV are the key's Redis
+# key (`sy:idem:<key id>:<idempotency key>`), the request's fingerprint and the key's TTL (ms).
+# A key already held is the earlier job's: {'replay', "<job id> <fingerprint>"}, nothing is
+# admitted, charged or enqueued. Otherwise SUBMIT, and an accepted job takes the key, in the
+# same command: concurrent duplicates make exactly one job. A refused one leaves it free.
+SUBMIT_ONCE = (
+    ADMIT_FUNCTION
+    + r"""
+local once_args = 3
+local once_key = ARGV[#ARGV - 2]
+local held = redis.call('GET', once_key)
+if held then return {'replay', held} end
+"""
+    + _SUBMIT_BODY.replace(
+        "--[[once]]", "redis.call('SET', once_key, id .. ' ' .. ARGV[#ARGV - 1], 'PX', ARGV[#ARGV])"
+    )
 )
+
+# Follow a job another request submitted (a replay of an idempotent call): when it is not
+# over, this web process' done channel joins its `notify` channels. Returns its state hash
+# (flat), or false when Redis no longer holds it (then the database does).
+# ARGV: job id, done channel
+FOLLOW = r"""
+local skey = 'sy:job:' .. ARGV[1]
+local status = redis.call('HGET', skey, 'status')
+if not status then return false end
+if status ~= 'succeeded' and status ~= 'failed' and status ~= 'canceled' then
+  local channels = redis.call('HGET', skey, 'notify')
+  if not channels then
+    redis.call('HSET', skey, 'notify', ARGV[2])
+  elseif not string.find(' ' .. channels .. ' ', ' ' .. ARGV[2] .. ' ', 1, true) then
+    redis.call('HSET', skey, 'notify', channels .. ' ' .. ARGV[2])
+  end
+end
+return redis.call('HGETALL', skey)
+"""
 
 # Finish: ARQ's cleanup, the outcome into the state hash, the settlement of the job's reserved
 # tokens against what it used, the refund of its credits when it failed through no fault of

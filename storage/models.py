@@ -56,6 +56,9 @@ class Job(SQLModel, table=True):
     # What admission and the provider reported (balance, limits left, tokens, cost), so a job
     # read back from here renders exactly as the synchronous call did.
     accounting: dict | None = Field(default=None, sa_column=Column(JSON))
+    # The caller's labels (`metadata`: a map of text to text, bounded at the edge), filtered on
+    # by `GET /api/v1/jobs?metadata[k]=v`. (`metadata` is SQLAlchemy's name for the schema.)
+    job_metadata: dict | None = Field(default=None, sa_column=Column("metadata", JSON))
 
 
 class Usage(SQLModel, table=True):

@@ -105,6 +105,24 @@ class Conflict(SwitchyardError):
     title = "Conflict"
 
 
+class IdempotencyKeyReused(SwitchyardError):
+    """An `Idempotency-Key` sent again with another request (another body or route) than the
+    one that first used it (Stripe answers such a retry with an error, never the other job)."""
+
+    status_code = 422
+    error_type = "idempotency_error"
+    title = "Unprocessable Entity"
+
+    def __init__(self, message: str, *, status_code: int = 422) -> None:
+        super().__init__(
+            f"Idempotency-Key: {message}",
+            details=[{"field": "Idempotency-Key", "message": message, "value": None}],
+        )
+        self.status_code = status_code
+        if status_code == 409:
+            self.title = "Conflict"
+
+
 class PayloadTooLarge(SwitchyardError):
     status_code = 413
     error_type = "request_too_large"

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     sync_credits: int = Field(default=1, ge=0, validation_alias="SWITCHYARD_SYNC_CREDITS")
     batch_credits: int = Field(default=2, ge=0, validation_alias="SWITCHYARD_BATCH_CREDITS")
     result_ttl_s: int = Field(default=3600, ge=1, validation_alias="SWITCHYARD_RESULT_TTL_S")
+    # How long an `Idempotency-Key` stays bound to its job (Stripe's 24 h; tests shorten it).
+    idempotency_ttl_s: float = Field(
+        default=86_400.0, gt=0, le=30 * 86_400, validation_alias="SWITCHYARD_IDEMPOTENCY_TTL_S"
+    )
     # Dead letters (jobs/deadletters.py): records a background loop could not read or write,
     # kept in Redis for an admin (`/api/admin/dead-letters`): at most this many, this long.
     dead_letter_max: int = Field(default=10_000, ge=1, validation_alias="SWITCHYARD_DEAD_LETTER_MAX")

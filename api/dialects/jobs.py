@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Request, Response, Router, delete, get
 
 from api.errors import NATIVE, handlers_for
+from api.metadata import metadata_filter
 from api.responses import json_response
 from api.state import services
 from api.submit import job_view
@@ -28,7 +29,8 @@ async def get_job(request: Request, job_id: str) -> Response[bytes]:
 
 @get("/api/v1/jobs")
 async def list_jobs(request: Request) -> Response[bytes]:
-    """The caller's jobs, newest first; `status` filters, `cursor` pages (`next_cursor`)."""
+    """The caller's jobs, newest first; `status` and `metadata[key]=value` (every pair) filter,
+    `cursor` pages (`next_cursor`)."""
     svc = services(request)
     principal = await svc.keys.authenticate(request)
     records, next_cursor = await svc.jobs.list(
@@ -36,6 +38,7 @@ async def list_jobs(request: Request) -> Response[bytes]:
         status=request.query_params.get("status"),
         cursor=request.query_params.get("cursor"),
         limit=_limit(request),
+        metadata=metadata_filter(request),
     )
     body = {
         "success": True,
