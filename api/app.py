@@ -31,7 +31,7 @@ from api.dialects import (
     status,
 )
 from api.dialects import images as image_routes
-from api.errors import NATIVE, handlers_for
+from api.errors import app_handlers
 from api.personas import CustomModelCache
 from api.request_log import RequestLog
 from api.state import Services
@@ -155,7 +155,7 @@ def create_app(
         lifespan=[lifespan],
         before_send=[rate_limit_headers],
         before_request=refuse_nul_params,
-        exception_handlers=handlers_for(NATIVE),
+        exception_handlers=app_handlers(),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="Switchyard", version="0.1.0", path="/schema"),
         debug=False,

@@ -226,6 +226,58 @@ def _from_http(exc: HTTPException) -> SwitchyardError:
 _DB_UNREACHABLE = (OperationalError, InterfaceError, PoolTimeout, ConnectionError)
 
 
+# Which dialect owns a path nobody routed (404) or routed for other methods (405): routing
+# fails before any router's handlers apply, so the app-level handler picks by prefix. Most
+# specific first; what no prefix claims is Switchyard's own (native).
+_PREFIX_DIALECTS: tuple[tuple[str, str], ...] = (
+    ("/openai/v1/", OPENAI),
+    ("/v1/", OPENAI),
+    ("/api/v1/chat", CREDITS),
+    ("/api/v1/", NATIVE),
+    ("/api/image/generate", APIDOCS),
+    ("/api/llm/", APIDOCS),
+    ("/api/embedding", APIDOCS),
+    ("/api/models/chat", CLOUDGPT),
+    ("/api/models/image", CLOUDGPT),
+    ("/api/models/video", CLOUDGPT),
+    ("/api/chat", CLOUDGPT),
+    ("/api/image", CLOUDGPT),
+    ("/api/video", CLOUDGPT),
+    ("/api/keys", CLOUDGPT),
+    ("/api/models", DISCOVERY),
+    ("/api/providers", DISCOVERY),
+    ("/api/cache", DISCOVERY),
+    ("/health", DISCOVERY),
+    ("/ws/", DISCOVERY),
+)
+
+
+def dialect_for_path(path: str) -> str:
+    for prefix, dialect in _PREFIX_DIALECTS:
+        if prefix.endswith("/"):
+            if path.startswith(prefix) or path == prefix[:-1]:
+                return dialect
+        elif path == prefix or path.startswith(prefix + "/"):
+            return dialect
+    return NATIVE
+
+
+def app_handlers() -> ExceptionHandlersMap:
+    """The app's own handlers: what reaches them was not handled by a router (unknown routes,
+    wrong methods), and answers in the dialect of the path's prefix."""
+    by_dialect = {d: handlers_for(d) for d in (NATIVE, CLOUDGPT, CREDITS, OPENAI, DISCOVERY, APIDOCS)}
+
+    def by_path(request: Request, exc: Exception) -> Response[bytes]:
+        handlers: Any = by_dialect[dialect_for_path(request.scope["path"])]
+        if isinstance(exc, SwitchyardError):
+            return handlers[SwitchyardError](request, exc)  # type: ignore[no-any-return]
+        if isinstance(exc, HTTPException):
+            return handlers[HTTPException](request, exc)  # type: ignore[no-any-return]
+        return handlers[Exception](request, exc)  # type: ignore[no-any-return]
+
+    return {SwitchyardError: by_path, HTTPException: by_path, Exception: by_path}
+
+
 def handlers_for(dialect: str) -> ExceptionHandlersMap:
     def domain(_: Request, exc: SwitchyardError) -> Response[bytes]:
         return render(dialect, exc)

@@ -109,12 +109,37 @@ def job_view(record: JobRecord) -> dict[str, Any]:
     }
 
 
+def _seconds(ms: int | None) -> int | None:
+    return None if ms is None else ms // 1000
+
+
+def openai_job(record: JobRecord) -> dict[str, Any]:
+    """A job as OpenAI spells its own long-running objects (batches, fine-tuning jobs): flat,
+    `object` naming the type, Unix-second timestamps, `error` null until it failed."""
+    view = job_view(record)
+    return {
+        "id": record.id,
+        "object": "job",
+        "kind": record.kind,
+        "status": record.status,
+        "priority": record.priority,
+        "model": record.model,
+        "created_at": _seconds(record.created_ms),
+        "started_at": _seconds(record.started_ms),
+        "finished_at": _seconds(record.finished_ms),
+        "error": view["error"],
+        "result": view["result"],
+        "url": view["links"]["self"],
+    }
+
+
 def accepted(record: JobRecord, headers: dict[str, str] | None = None) -> Response[bytes]:
     poll_url = job_links(record)["self"]
+    headers = {"location": poll_url, **(headers or {})}
+    if record.dialect == OPENAI:
+        return json_response(openai_job(record), 202, headers=headers)
     data = {"job_id": record.id, "status": record.status, "poll_url": poll_url, "job": job_view(record)}
-    return json_response(
-        {"success": True, "data": data}, 202, headers={"location": poll_url, **(headers or {})}
-    )
+    return json_response({"success": True, "data": data}, 202, headers=headers)
 
 
 _ERRORS: dict[str, type[SwitchyardError]] = {"timeout": JobTimedOut, "canceled": JobCanceled}

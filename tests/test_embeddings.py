@@ -124,10 +124,10 @@ async def test_batch_is_polled_to_the_synchronous_body(gw: Gateway, key: str) ->
     assert sync.status_code == 200, sync.text
     submitted = await gw.client.post("/openai/v1/embeddings?batch=1", json=request, headers=bearer(key))
     assert submitted.status_code == 202, submitted.text
-    data = submitted.json()["data"]
-    assert submitted.headers["location"] == data["poll_url"]
-    assert data["job"]["kind"] == "embedding" and data["job"]["priority"] == "batch"
-    job = await wait_for_status(gw.client, key, data["job_id"], "succeeded")
+    data = submitted.json()  # an OpenAI-style job object on the OpenAI routes
+    assert submitted.headers["location"] == data["url"]
+    assert data["kind"] == "embedding" and data["priority"] == "batch"
+    job = await wait_for_status(gw.client, key, data["id"], "succeeded")
     assert job["result"] == sync.json()
 
 

@@ -1,0 +1,70 @@
+"""Fidelity to the five API documents (issue 17): each answer checked against the shape the
+document's own example shows, on the prefix of that document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import Gateway, chat_body
+
+
+def _dialect_of(body: Any) -> str:
+    """Which documented error shape a body has."""
+    if isinstance(body.get("error"), str) and "success" not in body:
+        return "credits"
+    if body.get("success") is False and {"error", "message", "details"} <= set(body):
+        return "native"
+    if isinstance(body.get("error"), dict) and "timestamp" in body:
+        return "discovery"
+    if isinstance(body.get("error"), dict) and {"message", "type", "code"} <= set(body["error"]):
+        return "openai"
+    return "unknown"
+
+
+# (method, path, expected status, shape): unknown routes and wrong methods under each prefix
+UNROUTED = [
+    ("GET", "/v1/nothing-here", 404, "openai"),
+    ("GET", "/openai/v1/nothing-here", 404, "openai"),
+    ("GET", "/v1/chat/completions", 405, "openai"),
+    ("GET", "/api/v1/chat", 405, "credits"),
+    ("GET", "/api/v1/nothing-here", 404, "native"),
+    ("PUT", "/api/v1/completion", 405, "native"),
+    ("GET", "/api/chat", 405, "openai"),  # cloudgpt: OpenAI's error object (001)
+    ("DELETE", "/api/keys", 405, "openai"),
+    ("GET", "/api/llm/generate/", 405, "openai"),  # apidocs (004)
+    ("GET", "/api/llm/nothing/", 404, "openai"),
+    ("PATCH", "/api/models/refresh", 405, "discovery"),
+    ("GET", "/api/providers/status/extra/more", 404, "discovery"),
+    ("POST", "/health", 405, "discovery"),
+    ("GET", "/nowhere", 404, "native"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "status", "shape"), UNROUTED)
+async def test_unrouted_paths_answer_in_the_prefix_dialect(
+    gw: Gateway, method: str, path: str, status: int, shape: str
+) -> None:
+    response = await gw.client.request(method, path)
+    assert response.status_code == status, response.text
+    assert _dialect_of(response.json()) == shape, response.text
+    if status == 405:
+        assert response.headers.get("allow")
+
+
+async def test_batch_job_on_openai_routes_is_an_openai_style_object(gw: Gateway, key: str) -> None:
+    response = await gw.client.post(
+        "/v1/chat/completions?batch=1", json=chat_body(), headers={"Authorization": f"Bearer {key}"}
+    )
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert "success" not in job and "data" not in job
+    assert job["object"] == "job"
+    assert job["status"] == "queued"
+    assert isinstance(job["created_at"], int)  # Unix seconds, as OpenAI's own objects
+    assert job["model"] == "mock/echo"
+    assert job["error"] is None
+    assert job["url"] == response.headers["location"] == f"/api/v1/jobs/{job['id']}"
+    native = await gw.client.post("/api/v1/completion?batch=1", json=chat_body(), headers={"X-API-Key": key})
+    assert native.json()["success"] is True and native.json()["data"]["job"]["object"] == "job"
