@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Gateway, chat_body
+from tests.conftest import Gateway, chat_body, eventually, wait_for_status
 
 
 def _dialect_of(body: Any) -> str:
@@ -68,3 +68,40 @@ async def test_batch_job_on_openai_routes_is_an_openai_style_object(gw: Gateway,
     assert job["url"] == response.headers["location"] == f"/api/v1/jobs/{job['id']}"
     native = await gw.client.post("/api/v1/completion?batch=1", json=chat_body(), headers={"X-API-Key": key})
     assert native.json()["success"] is True and native.json()["data"]["job"]["object"] == "job"
+
+
+async def test_cancel_of_a_running_job_says_it_was_requested(gw: Gateway, key: str, standin: Any) -> None:
+    gw.start_worker()
+    submitted = await gw.client.post(
+        "/api/v1/completion?batch=1", json=chat_body("[hang] forever"), headers={"X-API-Key": key}
+    )
+    job_id = submitted.json()["data"]["job_id"]
+    await wait_for_status(gw.client, key, job_id, "running")
+    await eventually(lambda: _true(standin.chat_calls == 1), what="the provider call")
+    response = await gw.client.delete(f"/api/v1/jobs/{job_id}", headers={"X-API-Key": key})
+    assert response.status_code == 200
+    data = response.json()["data"]
+    assert data["status"] == "running" and data["cancel_requested"] is True
+    job = await wait_for_status(gw.client, key, job_id, "canceled", "failed", "succeeded", timeout=5)
+    assert job["status"] == "canceled"
+    again = await gw.client.delete(f"/api/v1/jobs/{job_id}", headers={"X-API-Key": key})
+    assert again.json()["data"]["status"] == "canceled"
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_job_listing_refuses_parameters_it_does_not_apply(gw: Gateway, key: str) -> None:
+    response = await gw.client.get(
+        "/api/v1/jobs", params={"model": "mock/echo", "kind": "chat_completion"}, headers={"X-API-Key": key}
+    )
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert [d["field"] for d in body["details"]] == ["kind", "model"]
+    assert body["details"][1]["value"] == "mock/echo"
+    assert "kind, model" in body["message"]
+    ok = await gw.client.get(
+        "/api/v1/jobs", params={"status": "queued", "limit": 5}, headers={"X-API-Key": key}
+    )
+    assert ok.status_code == 200

@@ -10,8 +10,11 @@ from api.responses import json_response
 from api.state import services
 from api.submit import job_view
 from api.validation import query_int
+from jobs.records import CANCELED, TERMINAL
+from switchyard.errors import InvalidRequest
 
 MAX_PAGE = 100
+LIST_PARAMS = frozenset({"status", "cursor", "limit", "api_key"})
 
 
 def _limit(request: Request) -> int:
@@ -33,6 +36,16 @@ async def list_jobs(request: Request) -> Response[bytes]:
     `cursor` pages (`next_cursor`)."""
     svc = services(request)
     principal = await svc.keys.authenticate(request)
+    unknown = sorted(n for n in set(request.query_params) - LIST_PARAMS if not n.startswith("metadata"))
+    if unknown:  # a filter that is not applied must not look applied
+        reason = f"not a parameter of this listing (it takes {', '.join(sorted(LIST_PARAMS))}, metadata[key])"
+        raise InvalidRequest(
+            f"{', '.join(unknown)}: {reason}",
+            details=[
+                {"field": name, "message": reason, "value": request.query_params.get(name)}
+                for name in unknown
+            ],
+        )
     records, next_cursor = await svc.jobs.list(
         principal.key_id,
         status=request.query_params.get("status"),
@@ -50,11 +63,17 @@ async def list_jobs(request: Request) -> Response[bytes]:
 
 @delete("/api/v1/jobs/{job_id:str}", status_code=200)
 async def cancel_job(request: Request, job_id: str) -> Response[bytes]:
-    """Cancel a queued or running job; a finished job is returned as it is."""
+    """Cancel a queued or running job; a finished job is returned as it is.
+
+    A queued job is canceled at once; a running one is told to stop and answers with its
+    current status and `cancel_requested: true` (its later GET shows what it ended as:
+    `canceled`, or what it finished as first)."""
     svc = services(request)
     principal = await svc.keys.authenticate(request)
     record = await svc.jobs.cancel(job_id, principal.key_id)
-    return json_response({"success": True, "data": job_view(record)})
+    view = job_view(record)
+    view["cancel_requested"] = record.status not in TERMINAL or record.status == CANCELED
+    return json_response({"success": True, "data": view})
 
 
 router = Router(
