@@ -49,6 +49,10 @@ def rate_headers(limit: int, remaining: int, reset_ms: int) -> dict[str, str]:
     }
 
 
+def _limit(value: int | None) -> int:
+    return UNLIMITED if value is None else int(value)  # None: unlimited (a key's `null`)
+
+
 class Accounts:
     def __init__(self, redis: Redis, db: Database, *, sync_credits: int = 1, batch_credits: int = 2) -> None:
         self.redis = redis
@@ -65,7 +69,7 @@ class Accounts:
         if model is not None and record.models is not None and model not in record.models:
             raise Forbidden(f"this API key may not use model '{model}'")
         cap = record.limits.max_tokens_per_request
-        if max_tokens is not None and max_tokens > cap:
+        if max_tokens is not None and cap is not None and max_tokens > cap:
             raise InvalidRequest.field(
                 "max_tokens", f"exceeds this key's max_tokens_per_request ({cap})", max_tokens
             )
@@ -79,7 +83,7 @@ class Accounts:
         if record is None:  # the admin key: no limits
             return Plan(price, None, UNLIMITED, now)
         args = admit_args(record, now, price=price, reserve_tokens=reserve_tokens, modality=modality)
-        return Plan(price, args, record.limits.hourly, now)
+        return Plan(price, args, _limit(record.limits.hourly), now)
 
     async def window_usage(self, key_id: str, now: int) -> tuple[int, int, int]:
         """Requests this hour, requests today and tokens today, as admission counts them."""
@@ -93,7 +97,8 @@ class Accounts:
             return {}
         now = now_ms()
         hour_used, _, _ = await self.window_usage(record.id, now)
-        return rate_headers(record.limits.hourly, record.limits.hourly - hour_used, hour_reset_ms(now))
+        limit = _limit(record.limits.hourly)
+        return rate_headers(limit, limit - hour_used, hour_reset_ms(now))
 
     async def seed_balance(self, principal: Principal) -> None:
         """Redis lost (or never had) this key's balance: start it from the database's copy."""

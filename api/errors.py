@@ -222,6 +222,17 @@ def _from_http(exc: HTTPException) -> SwitchyardError:
     return err
 
 
+def _too_large(request: Request) -> str:
+    """The 413 message, with the limit the body went over."""
+    try:
+        limit = request.route_handler.resolve_request_max_body_size()
+    except Exception:  # noqa: BLE001 (no route: the message goes out without the figure)
+        limit = None
+    if not limit:
+        return "request body is larger than the limit"
+    return f"request body is larger than the limit of {limit:,} bytes (SWITCHYARD_MAX_BODY_BYTES)"
+
+
 # The database or its pool cannot be reached (asyncpg's refused connect arrives unwrapped).
 _DB_UNREACHABLE = (OperationalError, InterfaceError, PoolTimeout, ConnectionError)
 
@@ -282,8 +293,11 @@ def handlers_for(dialect: str) -> ExceptionHandlersMap:
     def domain(_: Request, exc: SwitchyardError) -> Response[bytes]:
         return render(dialect, exc)
 
-    def http(_: Request, exc: HTTPException) -> Response[bytes]:
-        return render(dialect, _from_http(exc))
+    def http(request: Request, exc: HTTPException) -> Response[bytes]:
+        err = _from_http(exc)
+        if err.status_code == 413:
+            err.message = _too_large(request)
+        return render(dialect, err)
 
     def internal(_: Request, exc: Exception) -> Response[bytes]:
         # A route that did not map these itself: still a 503 in the dialect's shape, never a 500.

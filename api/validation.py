@@ -233,7 +233,31 @@ def _lookup(raw: Any, field: str) -> Any:
             cur = cur[int(part)] if isinstance(cur, list) else cur[part]
         except (KeyError, IndexError, ValueError, TypeError):
             return None
-    return cur if isinstance(cur, str | int | float | bool) or cur is None else None
+    return preview(cur)
+
+
+PREVIEW_ITEMS, PREVIEW_CHARS, PREVIEW_DEPTH = 5, 200, 3
+
+
+def preview(value: Any, depth: int = 0) -> Any:
+    """A bounded echo of a bad value for `details[].value`: the first items of an array or an
+    object, strings cut short, nesting cut off; what is left out is said as a string."""
+    if isinstance(value, str):
+        return value if len(value) <= PREVIEW_CHARS else value[:PREVIEW_CHARS] + f"… ({len(value)} chars)"
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth >= PREVIEW_DEPTH:
+        return "[…]" if isinstance(value, list) else "{…}"
+    if isinstance(value, list):
+        items = [preview(v, depth + 1) for v in value[:PREVIEW_ITEMS]]
+        return items + ([f"… ({len(value) - PREVIEW_ITEMS} more)"] if len(value) > PREVIEW_ITEMS else [])
+    if isinstance(value, dict):
+        shown = dict(list(value.items())[:PREVIEW_ITEMS])
+        out = {str(k): preview(v, depth + 1) for k, v in shown.items()}
+        if len(value) > PREVIEW_ITEMS:
+            out["…"] = f"{len(value) - PREVIEW_ITEMS} more keys"
+        return out
+    return str(value)[:PREVIEW_CHARS]
 
 
 def parse_chat(

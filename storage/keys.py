@@ -20,6 +20,7 @@ from storage.models import ApiKey, Usage
 KEY_PREFIX = "ck_"
 
 Count = Annotated[int, Meta(ge=0)]
+Limit = Count | None  # None (JSON null): unlimited; 0 blocks
 
 # Limits on input (README): a key's credits and limits stay far inside what Redis' integers,
 # Lua's doubles (exact to 2^53) and the database's BIGINT hold, top-ups and sums included.
@@ -30,18 +31,18 @@ MAX_LIMIT = 10**12
 class PerMinute(msgspec.Struct, forbid_unknown_fields=True):
     """Requests per minute per modality (api-reference 001, authenticated users)."""
 
-    chat: Count = 60
-    image: Count = 30
-    video: Count = 10
+    chat: Limit = 60
+    image: Limit = 30
+    video: Limit = 10
 
 
 class KeyLimits(msgspec.Struct, forbid_unknown_fields=True):
-    """Per-key limits; an omitted one takes api-reference 000's default."""
+    """Per-key limits; an omitted one takes api-reference 000's default, `null` is unlimited."""
 
-    hourly: Count = 100
-    daily_requests: Count = 1000
-    daily_tokens: Count = 50_000
-    max_tokens_per_request: Count = 4000
+    hourly: Limit = 100
+    daily_requests: Limit = 1000
+    daily_tokens: Limit = 50_000
+    max_tokens_per_request: Limit = 4000
     per_minute: PerMinute = msgspec.field(default_factory=PerMinute)
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,9 +54,9 @@ class KeyLimits(msgspec.Struct, forbid_unknown_fields=True):
         for name, value in msgspec.structs.asdict(self).items():
             if isinstance(value, PerMinute):
                 for modality, per in msgspec.structs.asdict(value).items():
-                    if per > MAX_LIMIT:
+                    if per is not None and per > MAX_LIMIT:
                         return f"limits.{name}.{modality}"
-            elif value > MAX_LIMIT:
+            elif value is not None and value > MAX_LIMIT:
                 return f"limits.{name}"
         return None
 

@@ -142,7 +142,7 @@ async def test_omitted_limits_take_the_documented_defaults(
         ({"limits": {"daily_tokens": 1.5}}, "limits.daily_tokens"),
         ({"limits": {"max_tokens_per_request": True}}, "limits.max_tokens_per_request"),
         ({"limits": {"per_minute": {"chat": -2}}}, "limits.per_minute.chat"),
-        ({"limits": {"per_minute": {"video": None}}}, "limits.per_minute.video"),
+        ({"limits": {"per_minute": {"video": "ten"}}}, "limits.per_minute.video"),
         ({"limits": {"per_minute": 5}}, "limits.per_minute"),
         ({"limits": {"burst": 5}}, "limits.burst"),
         ({"limits": {"per_minute": {"audio": 5}}}, "limits.per_minute.audio"),

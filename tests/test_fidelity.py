@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Gateway, chat_body, eventually, wait_for_status
+from tests.conftest import Gateway, admin_headers, chat_body, eventually, wait_for_status
 
 
 def _dialect_of(body: Any) -> str:
@@ -105,3 +105,105 @@ async def test_job_listing_refuses_parameters_it_does_not_apply(gw: Gateway, key
         "/api/v1/jobs", params={"status": "queued", "limit": 5}, headers={"X-API-Key": key}
     )
     assert ok.status_code == 200
+
+
+@pytest.mark.settings(SWITCHYARD_PROVIDER_TIMEOUT_S="0.5")
+async def test_a_job_whose_tries_ran_out_says_its_provider_timed_out(
+    gw: Gateway, key: str, standin: Any
+) -> None:
+    """A timeout, then a try lost to a worker's shutdown: the final failure still says the
+    provider timed out, and after how long."""
+    worker = gw.start_worker()
+    submitted = await gw.client.post(
+        "/api/v1/completion?batch=1", json=chat_body("[sleep:5] slow"), headers={"X-API-Key": key}
+    )
+    job_id = submitted.json()["data"]["job_id"]
+    await eventually(lambda: _true(standin.chat_calls == 2), what="the second try", timeout=5)
+    await gw.stop_worker(worker)  # the second try is given back, not finished
+    gw.start_worker()
+    job = await wait_for_status(gw.client, key, job_id, "failed", "succeeded", timeout=10)
+    assert job["status"] == "failed"
+    assert "timed out after 0.5s" in job["error"]["message"], job["error"]
+
+
+async def test_a_key_for_a_model_nobody_serves_is_refused(gw: Gateway) -> None:
+    response = await gw.client.post(
+        "/api/keys", json={"name": "typo", "models": ["mock/echo", "mock/ecko"]}, headers=admin_headers()
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "models[1]" and "mock/ecko" in error["message"]
+    assert (
+        await gw.client.post(
+            "/api/keys", json={"name": "ok", "models": ["mock/echo"]}, headers=admin_headers()
+        )
+    ).status_code == 201
+
+
+async def test_null_means_unlimited(gw: Gateway) -> None:
+    created = await gw.client.post(
+        "/api/keys",
+        json={
+            "name": "load-test",
+            "limits": {"hourly": None, "daily_requests": None, "daily_tokens": None,
+                       "max_tokens_per_request": None, "per_minute": {"chat": None}},
+        },
+        headers=admin_headers(),
+    )  # fmt: skip
+    assert created.status_code == 201, created.text
+    assert created.json()["limits"]["hourly"] is None
+    secret = created.json()["key"]
+    for _ in range(3):
+        response = await gw.client.post(
+            "/api/v1/completion?batch=1", json=chat_body(max_tokens=30_000), headers={"X-API-Key": secret}
+        )
+        assert response.status_code == 202, response.text
+        assert "x-ratelimit-limit" not in response.headers
+    status = (await gw.client.get("/api/v1/status", headers={"X-API-Key": secret})).json()["data"]
+    assert status["limits"]["hourly"]["limit"] is None and status["limits"]["hourly"]["used"] == 3
+    assert status["limits"]["hourly"]["remaining"] is None
+    assert status["health"]["usage_status"] == "healthy"
+    zero = await gw.client.post(
+        "/api/keys", json={"name": "blocked", "limits": {"hourly": 0}}, headers=admin_headers()
+    )
+    blocked = await gw.client.post(
+        "/api/v1/completion?batch=1", json=chat_body(), headers={"X-API-Key": zero.json()["key"]}
+    )
+    assert blocked.status_code == 429
+
+
+async def test_status_shows_the_credit_balance(gw: Gateway, key: str) -> None:
+    metered = await gw.create_key("metered", credits=10)
+    await gw.client.post(
+        "/api/v1/chat?batch=1", json=chat_body(), headers={"Authorization": f"Bearer {metered}"}
+    )
+    status = (await gw.client.get("/api/v1/status", headers={"X-API-Key": metered})).json()["data"]
+    assert status["credits"] == {"metered": True, "balance": 8}  # a ?batch=1 call costs 2 (002)
+    plain = (await gw.client.get("/api/v1/status", headers={"X-API-Key": key})).json()["data"]
+    assert plain["credits"] == {"metered": False, "balance": None}
+
+
+@pytest.mark.settings(SWITCHYARD_MAX_BODY_BYTES="2000")
+async def test_the_413_says_the_limit(gw: Gateway, key: str) -> None:
+    response = await gw.client.post(
+        "/api/v1/completion", json=chat_body("x" * 5000), headers={"X-API-Key": key}
+    )
+    assert response.status_code == 413
+    assert "2,000 bytes" in response.json()["message"]
+
+
+async def test_validation_echoes_a_bounded_preview_of_arrays_and_objects(gw: Gateway, key: str) -> None:
+    bad_object = await gw.client.post(
+        "/api/v1/completion",
+        json={"model": "mock/echo", "messages": {"role": "user"}},
+        headers={"X-API-Key": key},
+    )
+    detail = bad_object.json()["details"][0]
+    assert detail["field"] == "messages" and detail["value"] == {"role": "user"}
+    stops = [f"stop{i}" for i in range(50)]
+    bad_array = await gw.client.post(
+        "/api/v1/completion", json=chat_body(stop=stops), headers={"X-API-Key": key}
+    )
+    detail = bad_array.json()["details"][0]
+    assert detail["field"] == "stop"
+    assert detail["value"] == [*stops[:5], "… (45 more)"]

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from arq import Retry
 
+from jobs import queues
 from jobs.kinds import UpstreamOverride
 from switchyard.errors import ModelNotFound, ProviderFailed
 from switchyard.providers import ProviderConfig
@@ -53,6 +54,26 @@ async def job_providers(
     return providers
 
 
+LAST_ERROR_FIELD = "last_error"  # in the job's state hash: why its latest provider call failed
+
+
+async def note_failure(ctx: WorkerCtx, provider: ProviderConfig, exc: ProviderError) -> None:
+    """Keep why this try failed (a timeout, a 5xx) for the job's final message, should its
+    tries run out between providers; only on a failure, so the hot path pays nothing."""
+    if "redis" in ctx and "job_id" in ctx:
+        await ctx["redis"].hset(  # type: ignore[misc]
+            queues.STATE_KEY + ctx["job_id"], LAST_ERROR_FIELD, f"provider {provider.name!r}: {exc}"
+        )
+
+
+def all_failed(ctx: WorkerCtx, model: str, providers: int, attempt: int) -> ProviderFailed:
+    last = (ctx.get("job") or {}).get(LAST_ERROR_FIELD)
+    return ProviderFailed(
+        f"all {providers} provider(s) for {model!r} failed after {attempt - 1} attempts"
+        + (f"; the last: {last}" if last else "")
+    )
+
+
 def backoff_s(base: float, attempt: int) -> float:
     return min(base * (2 ** (attempt - 1)), 10.0)
 
@@ -79,9 +100,7 @@ async def call_with_fallbacks(
     providers = await health.plan(providers, ctx["job_id"], attempt, ctx.get("job"))
     index = (attempt - 1) // per_provider
     if index >= len(providers):
-        raise ProviderFailed(
-            f"all {len(providers)} provider(s) for {model!r} failed after {attempt - 1} attempts"
-        )
+        raise all_failed(ctx, model, len(providers), attempt)
     provider = providers[index]
     last_attempt = index == len(providers) - 1 and attempt % per_provider == 0
     try:
@@ -92,6 +111,7 @@ async def call_with_fallbacks(
             refused.error_type = refused.code = "provider_rejected"  # the request's fault: no refund
             raise refused from None
         await health.failed(provider.name)
+        await note_failure(ctx, provider, exc)
         if last_attempt:
             raise ProviderFailed(
                 f"provider {provider.name!r} failed on attempt {attempt} (no fallback left): {exc}"

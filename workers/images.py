@@ -25,6 +25,7 @@ from switchyard.errors import InvalidRequest, ModelNotFound, ProviderFailed
 from switchyard.providers import ProviderConfig
 from workers import imaging
 from workers.context import WorkerCtx
+from workers.fallback import all_failed, note_failure
 from workers.providers import ProviderError, http_video, openai_images, pollinations_image
 
 T = TypeVar("T")
@@ -47,20 +48,19 @@ def _provider_for_attempt(
     attempt = ctx["job_try"]
     index = (attempt - 1) // per_provider
     if index >= len(providers):
-        raise ProviderFailed(
-            f"all {len(providers)} provider(s) for {model!r} failed after {attempt - 1} attempts"
-        )
+        raise all_failed(ctx, model, len(providers), attempt)
     last = index == len(providers) - 1 and attempt % per_provider == 0
     return providers[index], last
 
 
-def _failed(ctx: WorkerCtx, provider: ProviderConfig, exc: ProviderError, last: bool) -> NoReturn:
+async def _failed(ctx: WorkerCtx, provider: ProviderConfig, exc: ProviderError, last: bool) -> NoReturn:
     settings = ctx["settings"]
     attempt = ctx["job_try"]
     if not exc.retryable:
         refused = ProviderFailed(f"provider {provider.name!r} refused the request: {exc}")
         refused.error_type = refused.code = "provider_rejected"  # the request's fault: no refund
         raise refused from None
+    await note_failure(ctx, provider, exc)
     if last:
         raise ProviderFailed(
             f"provider {provider.name!r} failed on attempt {attempt} (no fallback left): {exc}"
@@ -235,7 +235,7 @@ async def image_generation(ctx: WorkerCtx, job_id: str, payload: ImagePayload) -
             [_make_one(ctx, provider, payload, i, timeout) for i in range(payload["n"])]
         )
     except ProviderError as exc:
-        _failed(ctx, provider, exc, last)
+        await _failed(ctx, provider, exc, last)
     kept = await keep_images(
         ctx,
         [(image.data, image.mime, image.thumbnail, image.thumbnail_mime) for image, _, _ in made],
@@ -301,7 +301,7 @@ async def video_generation(ctx: WorkerCtx, job_id: str, payload: VideoPayload) -
             max_bytes=settings.video_max_bytes,
         )
     except ProviderError as exc:
-        _failed(ctx, provider, exc, last)
+        await _failed(ctx, provider, exc, last)
     kept = await keep_video(ctx, data, job_id=job_id, base=payload.get("files_base"))
     video = {"mime": "video/mp4", "bytes": len(data), **kept}
     price = provider.prices.get(model)

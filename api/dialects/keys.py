@@ -105,6 +105,14 @@ async def create(request: Request) -> Response[bytes]:
         raise InvalidRequest.field("expires_at", "must be in the future", body.expires_at.isoformat())  # type: ignore[union-attr]
     if not body.name.strip():
         raise InvalidRequest.field("name", "must not be blank", body.name)
+    for i, model in enumerate(body.models or ()):
+        if not await svc.catalog.serves(model):  # a key for a model nobody serves could do nothing
+            raise InvalidRequest(
+                f"models: no provider serves '{model}' (GET /v1/models lists the served ones)",
+                details=[
+                    {"field": f"models[{i}]", "message": "no provider serves this model", "value": model}
+                ],
+            )
     record, secret = await create_key(
         svc.db,
         body.name.strip(),

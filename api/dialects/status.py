@@ -13,11 +13,12 @@ from api.auth import Principal
 from api.errors import NATIVE, handlers_for
 from api.responses import json_response
 from api.state import Services, services
-from jobs.accounting import day_reset_ms, hour_reset_ms
+from jobs.accounting import CREDITS_KEY, day_reset_ms, hour_reset_ms
+from jobs.client import redis_call
 from jobs.records import iso, now_ms
 from storage import usage
 from storage.bounds import bounded
-from storage.keys import as_utc
+from storage.keys import as_utc, credit_balances
 from switchyard.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 
 
@@ -83,8 +84,12 @@ async def _limits(svc: Services, principal: Principal) -> tuple[dict[str, Any] |
     hour_used, day_used, tokens_used = await svc.accounts.window_usage(record.id, now)
     lim = record.limits
 
-    def window(limit: int, used: int) -> dict[str, Any]:
-        return {"limit": limit, "used": int(used), "remaining": max(limit - int(used), 0)}
+    def window(limit: int | None, used: int) -> dict[str, Any]:  # None: unlimited
+        remaining = None if limit is None else max(limit - int(used), 0)
+        return {"limit": limit, "used": int(used), "remaining": remaining}
+
+    def share(used: int, limit: int | None) -> float:
+        return 0.0 if limit is None else (int(used) / limit if limit else 1.0)
 
     limits = {
         "hourly": {**window(lim.hourly, hour_used), "reset_at": iso(hour_reset_ms(now))},
@@ -96,12 +101,21 @@ async def _limits(svc: Services, principal: Principal) -> tuple[dict[str, Any] |
         "per_minute": msgspec.to_builtins(lim.per_minute),
         "max_tokens_per_request": lim.max_tokens_per_request,
     }  # fmt: skip
-    shares = [
-        int(hour_used) / lim.hourly if lim.hourly else 1.0,
-        int(day_used) / lim.daily_requests if lim.daily_requests else 1.0,
-    ]
+    shares = [share(hour_used, lim.hourly), share(day_used, lim.daily_requests)]
     state = "exceeded" if max(shares) >= 1 else ("warning" if max(shares) >= 0.8 else "healthy")
     return limits, state
+
+
+async def _credits(svc: Services, principal: Principal) -> dict[str, Any]:
+    """The key's credit balance (api-reference 002's `credits_remaining`); null when the key is
+    not credit-metered (the admin key, a key made without credits)."""
+    record = principal.record
+    if record is None or not record.metered:
+        return {"metered": False, "balance": None}
+    live = await redis_call(lambda: svc.redis.hget(CREDITS_KEY, record.id))
+    if live is not None:
+        return {"metered": True, "balance": int(live)}
+    return {"metered": True, "balance": (await credit_balances(svc.db, [record.id])).get(record.id, 0)}
 
 
 @get("/api/v1/status")
@@ -145,6 +159,7 @@ async def status(request: Request) -> Response[bytes]:
     data: dict[str, Any] = {
         "api_key": api_key,
         "limits": limits,
+        "credits": await _credits(svc, principal),
         "usage": {
             "today": _period(today, detailed=True),
             "last_7_days": _period(week),
