@@ -312,10 +312,12 @@ async def fresh_entries(svc: Services) -> list[ModelEntry]:
     return svc.catalog.entries()
 
 
-async def run_refresh(svc: Services, providers: list[str] | None, timeout: float) -> dict[str, Any] | None:
+async def run_refresh(
+    svc: Services, providers: list[str] | None, timeout: float, *, force: bool = False
+) -> dict[str, Any] | None:
     """Have a worker run discovery now and wait for it (None: no outcome within `timeout`)."""
     try:
-        outcome = await request_refresh(svc.redis, providers, timeout)
+        outcome = await request_refresh(svc.redis, providers, timeout, force=force)
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable(
             f"queue unavailable: Redis cannot be reached ({exc.__class__.__name__})"

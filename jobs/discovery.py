@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from jobs.records import iso
 
-REQUESTS_KEY = "sy:discovery:requests"  # list: refresh requests, JSON {"id", "providers"}
+REQUESTS_KEY = "sy:discovery:requests"  # list: refresh requests, JSON {"id", "providers", "force", "at"}
 REPLY_CHANNEL_PREFIX = "sy:discovery:done:"  # pub/sub per request id: the outcome of its run
 EVENTS_CHANNEL = "sy:models:events"  # pub/sub: JSON list of model_added/removed/updated events
 RUN_LOCK_KEY = "sy:discovery:running"  # one discovery at a time, across every worker
@@ -50,14 +50,20 @@ def catalog_events(
     return events
 
 
-async def request_refresh(redis: Redis, providers: list[str] | None, timeout: float) -> dict[str, Any] | None:
+async def request_refresh(
+    redis: Redis, providers: list[str] | None, timeout: float, *, force: bool = False
+) -> dict[str, Any] | None:
     """Ask the workers for a discovery run and wait up to `timeout` for its outcome; None when
-    it did not come in time (the request stays queued and a worker still runs it)."""
+    it did not come in time (the request stays queued and a worker still runs it).
+
+    Without `force`, a run that started after the request was made and covered its providers
+    answers it (the listings are already as fresh as asked); `force` always lists again."""
     request_id = uuid.uuid4().hex
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    request = {"id": request_id, "providers": providers, "force": force, "at": int(time.time() * 1000)}
     try:
         await pubsub.subscribe(REPLY_CHANNEL_PREFIX + request_id)
-        await redis.rpush(REQUESTS_KEY, orjson.dumps({"id": request_id, "providers": providers}))  # type: ignore[misc]
+        await redis.rpush(REQUESTS_KEY, orjson.dumps(request))  # type: ignore[misc]
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)

@@ -150,6 +150,8 @@ async def _serve_requests(ctx: WorkerCtx, first: bytes) -> None:
     raw = [first, *(await redis.lpop(REQUESTS_KEY, 100) or [])]  # type: ignore[misc]
     ids: list[str] = []
     only: set[str] | None = set()
+    forced = False
+    asked: list[int | None] = []  # when each request was made
     for item in raw:
         try:
             request = orjson.loads(item)
@@ -160,6 +162,9 @@ async def _serve_requests(ctx: WorkerCtx, first: bytes) -> None:
             await ctx["dead_letters"].add("discovery", "a refresh request without an id", message=item)
             continue
         ids.append(str(request["id"]))
+        forced = forced or request.get("force") is True
+        at = request.get("at")
+        asked.append(at if isinstance(at, int) else None)
         wanted = request.get("providers")
         if only is not None:
             if isinstance(wanted, list) and wanted:
@@ -168,11 +173,31 @@ async def _serve_requests(ctx: WorkerCtx, first: bytes) -> None:
                 only = None
     if not ids:
         return
-    outcome = await discover(ctx, sorted(only) if only else None)
+    latest = None if None in asked or not asked else max(a for a in asked if a is not None)
+    outcome = None if forced else await _run_since(ctx, latest, only)
+    if outcome is None:
+        outcome = await discover(ctx, sorted(only) if only else None)
     async with redis.pipeline(transaction=False) as pipe:
         for request_id in ids:
             pipe.publish(REPLY_CHANNEL_PREFIX + request_id, orjson.dumps(outcome))
         await pipe.execute()
+
+
+async def _run_since(ctx: WorkerCtx, asked_at: int | None, only: set[str] | None) -> dict[str, Any] | None:
+    """The last run's outcome when it started after every request was made and covered the
+    providers they name: those requests are answered without listing again (not `force`)."""
+    if asked_at is None:
+        return None
+    raw = await ctx["redis"].get(LAST_RUN_KEY)
+    try:
+        last = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(last, dict) or int(last.get("started_ms") or 0) < asked_at:
+        return None
+    covered = set(last.get("providers_updated") or ()) | set(last.get("providers_failed") or ())
+    wanted = only or {p.name for p in ctx["catalog"].config.providers if p.kind not in CONTENT_KINDS}
+    return last if wanted <= covered else None
 
 
 async def discovery_loop(ctx: WorkerCtx) -> None:

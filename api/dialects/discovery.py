@@ -29,7 +29,7 @@ from api.model_views import (
 )
 from api.responses import json_response
 from api.state import Services, services
-from api.submit import wait_bound
+from api.submit import wait_bound, wants_batch
 from api.validation import decode_object
 from jobs import durability
 from jobs.catalog import CATALOG_KEY, CATALOG_VERSION_KEY, ModelEntry
@@ -45,6 +45,7 @@ from jobs.discovery import (
 from jobs.records import iso, now_ms
 from storage.bounds import bounded
 from switchyard.errors import InvalidRequest, ModelNotFound, NotFound, SwitchyardError
+from switchyard.providers import CONTENT_KINDS
 
 STARTED = time.monotonic()
 FILTERS = (
@@ -89,8 +90,10 @@ async def provider_states(svc: Services) -> dict[str, dict[str, Any]]:
 async def count_reads(svc: Services, providers: list[str], refreshed: bool) -> bool:
     """Count a catalog read as a hit (served from what discovery stored) or a miss (a refresh
     was needed, or a provider has no stored listing); returns whether it was a hit."""
-    hits = {name: not refreshed and name in svc.catalog.listings for name in providers}
-    hit = all(hits.values())
+    # Content services (lrclib, tmdb) list no models: nothing of theirs is stored or missed.
+    listed = [n for n in providers if (p := svc.catalog.provider(n)) is None or p.kind not in CONTENT_KINDS]
+    hits = {name: not refreshed and name in svc.catalog.listings for name in listed}
+    hit = not refreshed and all(hits.values())
 
     async def count() -> None:
         async with svc.redis.pipeline(transaction=False) as pipe:
@@ -113,7 +116,7 @@ async def _maybe_refresh(request: Request, svc: Services, query: Query, provider
     if not query.flag("refresh"):
         return False
     await svc.keys.authenticate(request)
-    await run_refresh(svc, providers, wait_bound(request, svc.settings.sync_timeout_s))
+    await run_refresh(svc, providers, wait_bound(request, svc.settings.sync_timeout_s), force=True)
     return True
 
 
@@ -137,7 +140,7 @@ async def list_models(request: Request) -> Response[bytes]:
     hit = await count_reads(svc, names, refreshed)
     body = {
         "models": [discovery_model(e) for e in page],
-        "count": len(page),
+        "count": len(chosen),  # 003: the total; `pagination` says which page this is
         "providers": [name for name, state in states.items() if state["status"] == "active"],
         "timestamp": (run or {}).get("timestamp") or iso(now_ms()),
         "cache_hit": hit,
@@ -165,7 +168,7 @@ async def search_models(request: Request) -> Response[bytes]:
     applied = {k: v for k, v in query.applied.items() if k not in ("q", *PAGING)}
     body = {
         "models": [discovery_model(e) for e in page],
-        "count": len(page),
+        "count": len(chosen),
         "query": q,
         "filters_applied": applied,
         "pagination": pagination,
@@ -198,17 +201,16 @@ async def refresh_models(request: Request) -> Response[bytes]:
             )
     if "force" in body and not isinstance(body["force"], bool):
         raise InvalidRequest.field("force", "must be true or false", body["force"])
-    timeout = wait_bound(request, svc.settings.sync_timeout_s)
-    outcome = await run_refresh(svc, providers, timeout)
+    batch = wants_batch(request)  # ?batch=1: queued now, answered 202 without waiting
+    timeout = 0.0 if batch else wait_bound(request, svc.settings.sync_timeout_s)
+    outcome = await run_refresh(svc, providers, timeout, force=body.get("force") is True)
     if outcome is None:
-        return json_response(
-            {
-                "status": "queued",
-                "message": f"no worker finished the refresh within {timeout:g}s; it still runs",
-                "timestamp": iso(now_ms()),
-            },
-            202,
+        message = (
+            "the refresh is queued; GET /api/providers/status shows each provider's new check"
+            if batch
+            else f"no worker finished the refresh within {timeout:g}s; it still runs"
         )
+        return json_response({"status": "queued", "message": message, "timestamp": iso(now_ms())}, 202)
     keep = ("status", "message", "models_discovered", "providers_updated", "providers_failed", "duration_ms",
             "timestamp", "changes")  # fmt: skip
     return json_response({k: outcome.get(k) for k in keep})
@@ -282,7 +284,7 @@ async def provider_models(request: Request, name: str) -> Response[bytes]:
     body = {
         "provider": name,
         "models": [discovery_model(e) for e in page],
-        "count": len(page),
+        "count": len(chosen),
         "last_updated": iso(listing.updated_ms) if listing is not None else None,
         "cache_hit": hit,
         "pagination": pagination,
@@ -314,6 +316,8 @@ async def cache_stats(request: Request) -> Response[bytes]:
     updated = [listing.updated_ms for listing in svc.catalog.listings.values()]
     providers = {}
     for p in svc.catalog.config.providers:
+        if p.kind in CONTENT_KINDS:
+            continue
         p_hits, p_misses = counters.get(f"{p.name}:hits", 0), counters.get(f"{p.name}:misses", 0)
         providers[p.name] = {"hits": p_hits, "misses": p_misses, "hit_rate": _rate(p_hits, p_misses)}
     body = {
