@@ -52,6 +52,7 @@ class ImagePayload(TypedDict):
     response_format: str  # url, b64_json or binary (the route returns the bytes themselves)
     options: dict[str, Any]  # what else the caller asked of the provider (negative_prompt, style...)
     files_base: NotRequired[str]  # where the API serves files (`{files_base}/api/v1/files/{id}`)
+    upstream: NotRequired[UpstreamOverride]  # 004's X-OpenAI-Base-URL / X-OpenAI-Key
 
 
 class VideoPayload(TypedDict):

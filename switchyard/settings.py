@@ -130,6 +130,11 @@ class Settings(BaseSettings):
     default_chat_model: str = Field(
         default="openai", min_length=1, validation_alias="SWITCHYARD_DEFAULT_CHAT_MODEL"
     )
+    # 004's text2text category (`/api/llm/instruct/`) has a default of its own; unset, the
+    # text_gen one (`/api/llm/generate/`, SWITCHYARD_DEFAULT_CHAT_MODEL) serves both.
+    default_instruct_model: str | None = Field(
+        default=None, min_length=1, validation_alias="SWITCHYARD_DEFAULT_INSTRUCT_MODEL"
+    )
     default_embedding_model: str = Field(
         default="text-embedding-3-small", min_length=1, validation_alias="SWITCHYARD_DEFAULT_EMBEDDING_MODEL"
     )

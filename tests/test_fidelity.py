@@ -3,10 +3,12 @@ document's own example shows, on the prefix of that document."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from switchyard.standin_images import ImageStandIn
 from tests.conftest import Gateway, admin_headers, chat_body, eventually, wait_for_status
 
 
@@ -207,3 +209,55 @@ async def test_validation_echoes_a_bounded_preview_of_arrays_and_objects(gw: Gat
     detail = bad_array.json()["details"][0]
     assert detail["field"] == "stop"
     assert detail["value"] == [*stops[:5], "… (45 more)"]
+
+
+@pytest.fixture
+async def pics() -> AsyncIterator[ImageStandIn]:
+    server = await ImageStandIn().start()
+    yield server
+    await server.stop()
+
+
+async def test_apidocs_image_generate_honours_the_callers_upstream(gw: Gateway, pics: ImageStandIn) -> None:
+    """004's example on `/api/image/generate/` with `X-OpenAI-Base-URL`/`X-OpenAI-Key`: the
+    providers file serves no image model, the caller's upstream makes the image."""
+    gw.start_worker()
+    key = await gw.create_key("own-upstream", allow_upstream_override=True)
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "X-OpenAI-Base-URL": pics.base_url + "/v1",
+        "X-OpenAI-Key": "sk-own",
+    }
+    body = {"model": "gpt-image-1", "prompt": "A beautiful sunset over mountains", "n": 1,
+            "size": "1024x1024", "quality": "standard", "style": "vivid", "user": "user123"}  # fmt: skip
+    response = await gw.client.post("/api/image/generate/", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert set(response.json()) == {"url", "revised_prompt"}
+    (sent,) = [r for r in pics.requests if r["route"] == "openai"]
+    assert sent["model"] == "gpt-image-1" and sent["style"] == "vivid"
+    no_model = await gw.client.post("/api/image/generate/", json={"prompt": "a moon"}, headers=headers)
+    assert no_model.status_code == 200, no_model.text
+    assert pics.requests[-1]["model"] == "gpt-image-1"
+    plain = await gw.create_key("plain")
+    refused = await gw.client.post(
+        "/api/image/generate/", json=body, headers={**headers, "Authorization": f"Bearer {plain}"}
+    )
+    assert refused.status_code == 403, refused.text
+
+
+@pytest.mark.settings(
+    SWITCHYARD_DEFAULT_CHAT_MODEL="mock/echo", SWITCHYARD_DEFAULT_INSTRUCT_MODEL="mock/other"
+)
+async def test_text_gen_and_text2text_have_their_own_default_models(
+    gw: Gateway, key: str, standin: Any
+) -> None:
+    gw.start_worker()
+    standin.record = True
+    messages = [{"role": "user", "content": "Hello, world!"}]
+    for path, model in (("/api/llm/generate/", "mock/echo"), ("/api/llm/instruct/", "mock/other")):
+        response = await gw.client.post(
+            path, json={"messages": messages}, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert response.status_code == 200, response.text
+        assert set(response.json()) == {"content", "usage"}
+        assert standin.requests[-1]["model"] == model

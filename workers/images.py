@@ -25,7 +25,7 @@ from switchyard.errors import InvalidRequest, ModelNotFound, ProviderFailed
 from switchyard.providers import ProviderConfig
 from workers import imaging
 from workers.context import WorkerCtx
-from workers.fallback import all_failed, note_failure
+from workers.fallback import all_failed, job_providers, note_failure
 from workers.providers import ProviderError, http_video, openai_images, pollinations_image
 
 T = TypeVar("T")
@@ -221,9 +221,20 @@ async def image_generation(ctx: WorkerCtx, job_id: str, payload: ImagePayload) -
     catalog = ctx["catalog"]
     model = payload["model"]
     await catalog.refresh()
-    providers = _providers(ctx, model, IMAGE_KINDS, "images")
+    override = payload.get("upstream")
+    if override:  # the caller's own upstream (004): its images, never the shared cache's
+        providers = [p for p in await job_providers(ctx, model, override) if p.kind in IMAGE_KINDS]
+        if not providers:
+            raise ModelNotFound(model)
+    else:
+        providers = _providers(ctx, model, IMAGE_KINDS, "images")
     key = None
-    if catalog.model_meta(model).deterministic and payload["seed"] is not None and settings.image_cache_ttl_s:
+    if (
+        not override
+        and catalog.model_meta(model).deterministic
+        and payload["seed"] is not None
+        and settings.image_cache_ttl_s
+    ):
         key = cache_key(payload)
         cached = await _from_cache(ctx, key, job_id, payload)
         if cached is not None:

@@ -25,6 +25,7 @@ from api.image_results import image_body
 from api.responses import json_response
 from api.state import Services, services
 from api.submit import submit
+from api.upstream import upstream_override
 from api.validation import convert, decode_object
 from jobs.kinds import IMAGE_GENERATION, VIDEO_GENERATION, ImagePayload, VideoPayload
 from jobs.records import JobRecord
@@ -119,6 +120,9 @@ def _prompt(prompt: str) -> str:
     return prompt
 
 
+OPENAI_IMAGE_MODEL = "gpt-image-1"  # 004's example model, for a caller's own upstream named without one
+
+
 async def _default_model(svc: Services, kind: str) -> str:
     """The model a route uses when the request names none: the first one of that type."""
     for model in await svc.catalog.all_models():
@@ -159,7 +163,8 @@ async def _submit(
 ) -> tuple[JobRecord | Response[bytes], dict[str, str]]:
     svc = services(request)
     principal = await svc.keys.authenticate(request)
-    await svc.catalog.require(payload["model"], modality)
+    if "base_url" not in (payload.get("upstream") or {}):  # a caller's own upstream knows its models
+        await svc.catalog.require(payload["model"], modality)
     svc.accounts.check_request(principal, model=payload["model"], max_tokens=None)
     # The worker writes the files' URLs into the result: under the public URL, else the
     # listening address (never the request's Host header: the caller writes it).
@@ -289,7 +294,12 @@ async def cloud_video(request: Request) -> Response[bytes] | Stream:
 # --- apidocs (004) and OpenAI -------------------------------------------------------------------------
 async def _openai_shaped(request: Request, dialect: str) -> Response[bytes]:
     req = convert(await _body(request), OpenAIImageRequest)
-    model = req.model or await _default_model(services(request), "image")
+    svc = services(request)
+    override = None
+    if dialect == APIDOCS:  # 004: X-OpenAI-Base-URL / X-OpenAI-Key, for keys allowed to
+        override = await upstream_override(request, svc, await svc.keys.authenticate(request))
+    own_upstream = override is not None and "base_url" in override
+    model = req.model or (OPENAI_IMAGE_MODEL if own_upstream else await _default_model(svc, "image"))
     width, height = _size(req.size)
     options = {
         "quality": req.quality, "style": req.style, "user": req.user, "background": req.background,
@@ -300,6 +310,8 @@ async def _openai_shaped(request: Request, dialect: str) -> Response[bytes]:
         output_format=req.output_format, output_compression=req.output_compression, seed=req.seed,
         response_format=req.response_format, options=options,
     )  # fmt: skip
+    if override:
+        payload["upstream"] = override
     return await _image_json(request, dialect, payload)
 
 

@@ -35,9 +35,9 @@ async def generate(request: Request) -> Response[bytes]:
 @post("/api/llm/instruct/", status_code=200)
 async def instruct(request: Request) -> Response[bytes]:
     """Instruction following (004, text2text): `{"content", "usage"}`."""
-    return await chat_route(
-        request, APIDOCS, default_model=services(request).settings.default_chat_model, overridable=True
-    )
+    settings = services(request).settings
+    default_model = settings.default_instruct_model or settings.default_chat_model
+    return await chat_route(request, APIDOCS, default_model=default_model, overridable=True)
 
 
 @post("/api/embedding/", status_code=200)
