@@ -37,6 +37,15 @@ def _usage(completion: dict[str, Any]) -> dict[str, int]:
     }
 
 
+def _reasoning_tokens(completion: dict[str, Any]) -> int:
+    """What the provider says the model spent thinking (OpenAI's `completion_tokens_details`)."""
+    details = (completion.get("usage") or {}).get("completion_tokens_details") or {}
+    try:
+        return int(details.get("reasoning_tokens") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def chat_body(record: JobRecord) -> dict[str, Any]:
     completion = dict(record.result or {})
     completion.setdefault("object", "chat.completion")
@@ -55,10 +64,15 @@ def chat_body(record: JobRecord) -> dict[str, Any]:
         body: dict[str, Any] = {
             "success": True,
             "data": completion,
-            "usage": {**usage, "thinking_tokens": 0, "estimated_cost": record.estimated_cost},
+            "usage": {
+                **usage,
+                "thinking_tokens": _reasoning_tokens(completion),
+                "estimated_cost": record.estimated_cost,
+            },
         }
-        if record.limits_remaining is not None:
-            body["limits"] = {"remaining": record.limits_remaining}
+        if record.limits_remaining is not None:  # after the call; null: unlimited
+            remaining = {k: (v if v >= 0 else None) for k, v in record.limits_remaining.items()}
+            body["limits"] = {"remaining": remaining}
         body["request_id"] = "req_" + record.id
         body["processing_time_ms"] = (record.finished_ms or record.created_ms) - record.created_ms
         return body

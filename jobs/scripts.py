@@ -112,6 +112,9 @@ local function settle(skey, used, refund)
   if tk and redis.call('EXISTS', tk) == 1 then
     local delta = used - tonumber(redis.call('HGET', skey, 'reserved') or '0')
     if delta ~= 0 then redis.call('INCRBY', tk, delta) end
+    -- what the caller is shown as left today: after this call, not with its reservation
+    local rl = tonumber(redis.call('HGET', skey, 'rl_tokens') or '-1')
+    if rl >= 0 and delta ~= 0 then redis.call('HSET', skey, 'rl_tokens', math.max(rl - delta, 0)) end
   end
   local credits = tonumber(redis.call('HGET', skey, 'credits') or '0')
   if refund and credits > 0 then

@@ -84,6 +84,9 @@ class SSEReply:
         self.events.append((content, b"data: " + payload + b"\n\n"))
 
 
+REASONING_TOKENS = {"minimal": 0, "low": 8, "medium": 32, "high": 128}  # tokens "thought" per effort
+
+
 class StandIn(LoopbackServer):
     backlog = 1024
 
@@ -233,6 +236,16 @@ class StandIn(LoopbackServer):
         completion_tokens = len(reply.split())
         if req.get("stream") is True:
             return 200, self._sse(req, text, reply, prompt_tokens, completion_tokens), "text/event-stream"
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        if req.get("reasoning_effort"):  # as OpenAI's reasoning models count their thinking
+            thought = REASONING_TOKENS.get(str(req["reasoning_effort"]), 0)
+            usage["completion_tokens"] += thought
+            usage["total_tokens"] += thought
+            usage["completion_tokens_details"] = {"reasoning_tokens": thought}
         body = {
             "id": f"chatcmpl-standin{self.chat_calls}",
             "object": "chat.completion",
@@ -241,11 +254,7 @@ class StandIn(LoopbackServer):
             "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}
             ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            "usage": usage,
         }
         return 200, orjson.dumps(body), "application/json"
 

@@ -261,3 +261,58 @@ async def test_text_gen_and_text2text_have_their_own_default_models(
         assert response.status_code == 200, response.text
         assert set(response.json()) == {"content", "usage"}
         assert standin.requests[-1]["model"] == model
+
+
+async def test_native_completion_matches_the_documents_example(gw: Gateway, key: str, standin: Any) -> None:
+    """000's example request: the documented defaults reach the provider, and the answer's
+    `limits.remaining.daily_tokens` is what is left after the call (50,000 less its tokens)."""
+    gw.start_worker()
+    standin.record = True
+    body = {
+        "model": "mock/echo",
+        "messages": [{"role": "user", "content": "Explain quantum computing in simple terms"}],
+        "max_tokens": 500,
+    }
+    response = await gw.client.post("/api/v1/completion", json=body, headers={"X-API-Key": key})
+    assert response.status_code == 200, response.text
+    sent = standin.requests[-1]
+    assert sent["temperature"] == 0.7 and sent["top_p"] == 0.95 and sent["max_tokens"] == 500
+    out = response.json()
+    assert out["usage"]["thinking_tokens"] == 0
+    assert out["limits"]["remaining"]["daily_tokens"] == 50_000 - out["usage"]["total_tokens"]
+    assert out["limits"]["remaining"]["hourly"] == 99 and out["limits"]["remaining"]["daily_requests"] == 999
+    own = await gw.client.post(
+        "/api/v1/completion", json={**body, "temperature": 0.2, "top_p": 0.5}, headers={"X-API-Key": key}
+    )
+    assert own.status_code == 200
+    assert standin.requests[-1]["temperature"] == 0.2 and standin.requests[-1]["top_p"] == 0.5
+
+
+@pytest.mark.standin(models=["mock/echo", "mock/thinker"])
+async def test_thinking_reaches_the_provider_and_its_tokens_come_back(
+    gw: Gateway, key: str, standin: Any
+) -> None:
+    gw.start_worker()
+    standin.record = True
+    body = {"model": "mock/echo", "messages": [{"role": "user", "content": "why?"}], "thinking_enabled": True}
+    response = await gw.client.post("/api/v1/completion", json=body, headers={"X-API-Key": key})
+    assert response.status_code == 200, response.text
+    sent = standin.requests[-1]
+    assert sent["reasoning_effort"] == "medium"
+    assert "thinking_enabled" not in sent and "temperature" not in sent and "top_p" not in sent
+    usage = response.json()["usage"]
+    assert usage["thinking_tokens"] == 32  # the provider's completion_tokens_details.reasoning_tokens
+    chosen = await gw.client.post(
+        "/api/v1/completion",
+        json={**body, "thinking_model": "mock/thinker", "reasoning_effort": "high"},
+        headers={"X-API-Key": key},
+    )
+    assert chosen.status_code == 200, chosen.text
+    assert (
+        standin.requests[-1]["model"] == "mock/thinker" and standin.requests[-1]["reasoning_effort"] == "high"
+    )
+    assert chosen.json()["usage"]["thinking_tokens"] == 128
+    off = await gw.client.post(
+        "/api/v1/completion", json={**body, "thinking_enabled": False}, headers={"X-API-Key": key}
+    )
+    assert off.status_code == 200 and "reasoning_effort" not in standin.requests[-1]

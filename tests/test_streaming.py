@@ -333,7 +333,7 @@ async def test_a_stream_that_does_not_start_within_the_wait_bound_is_a_202_job(
         headers={**auth("openai", key), "Prefer": "wait=0.1"},
     )
     assert response.status_code == 202
-    job_id = response.json()["data"]["job_id"]
+    job_id = response.json()["id"]  # an OpenAI-style job object on the OpenAI routes
     job = await wait_for_status(gw.client, key, job_id, "succeeded")
     assert job["result"]["choices"][0]["message"]["content"] == "echo: [sleep:0.6] later"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 
 from api.personas import resolve_custom_model
@@ -13,9 +14,26 @@ from api.state import services
 from api.streaming import stream_chat
 from api.submit import submit
 from api.upstream import upstream_override
-from api.validation import parse_chat
+from api.validation import ChatRequest, parse_chat
 from jobs.kinds import CHAT_COMPLETION, ChatPayload
 from jobs.token_estimate import chat_prompt_tokens
+
+THINKING_EFFORT = "medium"  # OpenAI's own default for reasoning models
+SAMPLING = frozenset({"temperature", "top_p"})
+
+
+def with_thinking(req: ChatRequest, upstream: dict[str, Any]) -> tuple[ChatRequest, bool]:
+    """000's `thinking_enabled` / `thinking_model` as providers spell them: `reasoning_effort`
+    (unless the caller set it), and the call goes to `thinking_model` when one is named.
+    `thinking_model` alone turns thinking on; `thinking_enabled: false` leaves the model's default."""
+    on = req.thinking_enabled is True or (req.thinking_enabled is None and req.thinking_model is not None)
+    if not on:
+        return req, False
+    upstream.setdefault("reasoning_effort", THINKING_EFFORT)
+    if req.thinking_model is not None:
+        upstream["model"] = req.thinking_model
+        req = msgspec.structs.replace(req, model=req.thinking_model)
+    return req, True
 
 
 async def chat_route(
@@ -33,9 +51,11 @@ async def chat_route(
     req, upstream = parse_chat(
         await request.body(), max_tokens_cap=max_tokens_cap, default_model=default_model
     )
+    req, thinking = with_thinking(req, upstream)
     req, job_model = await resolve_custom_model(svc, principal, req, upstream)  # "@org/name" -> base
     for name, value in (defaults or {}).items():  # a dialect's documented defaults
-        upstream.setdefault(name, value)
+        if not (thinking and name in SAMPLING):  # reasoning models refuse sampling settings
+            upstream.setdefault(name, value)
     if default_max_tokens is not None and req.max_tokens is None and req.max_completion_tokens is None:
         # A default the caller did not ask for stays within the key's per-request cap.
         cap = principal.record.limits.max_tokens_per_request if principal.record is not None else None

@@ -8,13 +8,18 @@ from api.dialects.chat import chat_route
 from api.errors import NATIVE, handlers_for
 
 NATIVE_MAX_TOKENS, NATIVE_DEFAULT_MAX_TOKENS = 32768, 1000
+NATIVE_DEFAULTS = {"temperature": 0.7, "top_p": 0.95}  # 000: "default: 0.7", "default: 0.95"
 
 
 @post("/api/v1/completion", status_code=200)
 async def completion(request: Request) -> Response[bytes]:
     """Chat completion (000: Chat Completion). `?batch=1` answers 202 with a job to poll."""
     return await chat_route(
-        request, NATIVE, max_tokens_cap=NATIVE_MAX_TOKENS, default_max_tokens=NATIVE_DEFAULT_MAX_TOKENS
+        request,
+        NATIVE,
+        max_tokens_cap=NATIVE_MAX_TOKENS,
+        default_max_tokens=NATIVE_DEFAULT_MAX_TOKENS,
+        defaults=NATIVE_DEFAULTS,
     )
 
 
