@@ -75,6 +75,11 @@ class ProviderConfig(BaseModel):
     timeout_s: float | None = Field(default=None, gt=0)
     prices: dict[str, ModelPrice] = Field(default_factory=dict)  # model id -> price; unknown: 0
     meta: dict[str, ModelMeta] = Field(default_factory=dict)  # model id -> what the file says of it
+    # Fields of 000's image request an OpenAI-compatible images API takes beside OpenAI's own
+    # (a diffusers server's `num_inference_steps`, `scheduler`...); OpenAI itself takes none.
+    image_params: tuple[
+        Literal["num_inference_steps", "scheduler", "safety_checker", "guidance_scale"], ...
+    ] = ()
 
     @field_validator("kind")
     @classmethod

@@ -4,12 +4,21 @@ document's own example shows, on the prefix of that document."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from switchyard.standin_images import ImageStandIn
-from tests.conftest import Gateway, admin_headers, chat_body, eventually, wait_for_status
+from tests.conftest import (
+    Gateway,
+    admin_headers,
+    chat_body,
+    eventually,
+    make_settings,
+    running_gateway,
+    wait_for_status,
+)
 
 
 def _dialect_of(body: Any) -> str:
@@ -316,3 +325,53 @@ async def test_thinking_reaches_the_provider_and_its_tokens_come_back(
         "/api/v1/completion", json={**body, "thinking_enabled": False}, headers={"X-API-Key": key}
     )
     assert off.status_code == 200 and "reasoning_effort" not in standin.requests[-1]
+
+
+async def test_image_generation_forwards_what_each_provider_takes(
+    env: dict[str, str], tmp_path: Path, pics: ImageStandIn
+) -> None:
+    """000's `/api/v1/generate` fields: Pollinations takes `safety_checker` as `safe`; an
+    OpenAI-compatible images API gets `num_inference_steps`/`scheduler` where the file says so."""
+    providers = tmp_path / "images.toml"
+    providers.write_text(f"""
+[[providers]]
+name = "polli"
+kind = "pollinations-image"
+base_url = "{pics.base_url}"
+models = ["flux"]
+
+[[providers]]
+name = "diffusers"
+kind = "openai"
+base_url = "{pics.base_url}/v1"
+models = ["sdxl"]
+image_params = ["num_inference_steps", "scheduler"]
+[providers.meta.sdxl]
+type = "image"
+
+[[providers]]
+name = "openai"
+kind = "openai"
+base_url = "{pics.base_url}/v1"
+models = ["dall-e-3"]
+[providers.meta.dall-e-3]
+type = "image"
+""")
+    settings = make_settings({**env, "SWITCHYARD_PROVIDERS": str(providers)})
+    async with running_gateway(settings) as gw:
+        gw.start_worker()
+        key = await gw.create_key("images")
+        extras = {"num_inference_steps": 30, "scheduler": "DPMSolverMultistep", "safety_checker": False}
+        for model in ("flux", "sdxl", "dall-e-3"):
+            response = await gw.client.post(
+                "/api/v1/generate",
+                json={"model": model, "prompt": "a red fox", **extras},
+                headers={"X-API-Key": key},
+            )
+            assert response.status_code == 200, response.text
+        polli, diffusers, openai = pics.requests[-3:]
+        assert polli["route"] == "image" and polli["safe"] == "false"
+        assert "num_inference_steps" not in polli and "scheduler" not in polli
+        assert diffusers["num_inference_steps"] == 30 and diffusers["scheduler"] == "DPMSolverMultistep"
+        assert "safety_checker" not in diffusers
+        assert not {"num_inference_steps", "scheduler", "safety_checker"} & set(openai)

@@ -51,7 +51,7 @@ async def generate(
     body["response_format"] = "b64_json"
     if seed is not None:
         body["seed"] = seed
-    for name in PASSED_ON:
+    for name in (*PASSED_ON, *provider.image_params):  # the extras only where the file says so
         if options.get(name) is not None:
             body[name] = options[name]
     headers = {"content-type": "application/json", "accept": "application/json"}

@@ -30,6 +30,8 @@ async def generate(
     params: dict[str, Any] = {"width": width, "height": height, "model": model, "nologo": "true"}
     if seed is not None:
         params["seed"] = seed
+    if options.get("safety_checker") is not None and options.get("safe") is None:
+        options = {**options, "safe": options["safety_checker"]}  # 000's name for Pollinations' `safe`
     for name in PASSED_ON:
         value = options.get(name)
         if value is not None:
