@@ -375,3 +375,33 @@ type = "image"
         assert diffusers["num_inference_steps"] == 30 and diffusers["scheduler"] == "DPMSolverMultistep"
         assert "safety_checker" not in diffusers
         assert not {"num_inference_steps", "scheduler", "safety_checker"} & set(openai)
+
+
+@pytest.mark.settings(SWITCHYARD_CUSTOM_ORG="cognima")
+async def test_the_documents_cognima_persona_names_resolve(gw: Gateway, key: str, standin: Any) -> None:
+    gw.start_worker()
+    standin.record = True
+    created = await gw.client.post(
+        "/api/v1/custom",
+        json={
+            "name": "coding-mentor",
+            "display_name": "Coding Mentor",
+            "personality_summary": "You are an experienced programming mentor who explains code with patience "
+            "and uses practical examples.",
+            "base_model": "mock/echo",
+        },
+        headers={"X-API-Key": key},
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["data"]["full_name"] == "@cognima/coding-mentor"
+    response = await gw.client.post(
+        "/api/v1/completion",
+        json={
+            "model": "@cognima/coding-mentor",
+            "messages": [{"role": "user", "content": "Explain recursion"}],
+        },
+        headers={"X-API-Key": key},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["model"] == "@cognima/coding-mentor"
+    assert standin.requests[-1]["model"] == "mock/echo"
