@@ -131,7 +131,8 @@ class MediaServer(LoopbackServer):
 
 
 class ContentStandIn(LoopbackServer):
-    """An LRCLIB-compatible lyrics API (`GET /api/search?q=`, `/api/get/{id}`) and a
+    """An LRCLIB-compatible lyrics API (`GET /api/search?q=`, `/api/get/{id}`), an iTunes
+    Search-compatible song search (`GET /itunes/search?term=`) and a
     TMDB-compatible movie database under `/3` (`/movie/popular`, `/search/movie?query=`,
     `/movie/{id}`), answering from small in-memory catalogs. Counts requests per path; with
     `api_key` set, TMDB requests must carry it (`?api_key=` or `Authorization: Bearer`)."""
@@ -168,6 +169,13 @@ class ContentStandIn(LoopbackServer):
             "syncedLyrics": None,
         },
     ]
+    ITUNES: dict[int, dict[str, Any]] = {  # by song id: what the iTunes Search API says of it
+        101: {
+            "releaseDate": "1975-10-31T12:00:00Z",
+            "artworkUrl100": "https://is1-ssl.mzstatic.com/image/thumb/Music/queen/100x100bb.jpg",
+            "trackViewUrl": "https://music.apple.com/us/album/bohemian-rhapsody/1440650428?i=1440650711",
+        },
+    }
     MOVIES: list[dict[str, Any]] = [
         {
             "id": 27205,
@@ -222,6 +230,10 @@ class ContentStandIn(LoopbackServer):
         return f"http://{self.host}:{self.port}"
 
     @property
+    def itunes_url(self) -> str:
+        return f"http://{self.host}:{self.port}/itunes"
+
+    @property
     def tmdb_url(self) -> str:
         return f"http://{self.host}:{self.port}/3"
 
@@ -268,6 +280,15 @@ class ContentStandIn(LoopbackServer):
                 if words and all(w in f"{s['trackName']} {s['artistName']}".lower() for w in words)
             ]  # fmt: skip
             return 200, found
+        if path == "/itunes/search":  # the iTunes Search API's song results
+            words = (query.get("term") or "").lower().split()
+            found = [
+                {"trackName": s["trackName"], "artistName": s["artistName"], **self.ITUNES[s["id"]]}
+                for s in self.SONGS
+                if s["id"] in self.ITUNES
+                and words and all(w in f"{s['trackName']} {s['artistName']}".lower() for w in words)
+            ]  # fmt: skip
+            return 200, {"resultCount": len(found), "results": found}
         m = re.fullmatch(r"/api/get/(\d+)", path)
         if m:
             song = next((s for s in self.SONGS if s["id"] == int(m.group(1))), None)

@@ -15,7 +15,8 @@ KNOWN_KINDS: tuple[str, ...] = ("openai",)
 KNOWN_KINDS += ("pollinations-image", "http-video")
 # Content services, not model providers: an LRCLIB-compatible lyrics API and a TMDB-compatible
 # movie database. They serve no models (none are discovered for them).
-CONTENT_KINDS: tuple[str, ...] = ("lrclib", "tmdb")
+# lrclib: lyrics; tmdb: movies; itunes: a song's year, artwork and page (iTunes Search API)
+CONTENT_KINDS: tuple[str, ...] = ("lrclib", "tmdb", "itunes")
 KNOWN_KINDS += CONTENT_KINDS
 
 MODEL_TYPES: tuple[str, ...] = ("chat", "completion", "embedding", "image", "video")
@@ -141,6 +142,7 @@ def default_providers() -> ProvidersConfig:
                 models=tuple(POLLINATIONS_IMAGE_MODELS),
             ),
             ProviderConfig(name="lrclib", kind="lrclib", base_url="https://lrclib.net"),
+            ProviderConfig(name="itunes", kind="itunes", base_url="https://itunes.apple.com"),
         )
     )
 

@@ -66,7 +66,8 @@ async def test_lyrics_search_in_the_documented_shape(gw: Gateway, key: str, cont
     assert data["title"] == "Bohemian Rhapsody" and data["artist"] == "Queen"
     assert data["album"] == "A Night at the Opera" and data["year"] is None
     assert data["lyrics"] == "Is this the real life?\nIs this just fantasy?"
-    assert data["url"] == f"{content.lrclib_url}/api/get/101"
+    assert data["url"] is None  # LRCLIB has no page of the song; no details provider here
+    assert data["source_url"] == f"{content.lrclib_url}/api/get/101"
     assert data["source"] == "lyrics"
     job = await get_job(gw.client, key, response.headers["x-job-id"])
     assert job["kind"] == "lyrics_search" and job["result"] == body

@@ -386,8 +386,8 @@ async def test_the_documents_cognima_persona_names_resolve(gw: Gateway, key: str
         json={
             "name": "coding-mentor",
             "display_name": "Coding Mentor",
-            "personality_summary": "You are an experienced programming mentor who explains code with patience "
-            "and uses practical examples.",
+            "personality_summary": "You are an experienced programming mentor who explains code "
+            "with patience and uses practical examples.",
             "base_model": "mock/echo",
         },
         headers={"X-API-Key": key},

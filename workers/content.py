@@ -81,10 +81,46 @@ def lyrics_body(song: dict[str, Any], provider: ProviderConfig) -> dict[str, Any
         "instrumental": bool(song.get("instrumental")),
         "lyrics": plain_lyrics(song) or "",
         "synced_lyrics": song.get("syncedLyrics"),
-        "url": f"{provider.base_url}/api/get/{song['id']}" if song.get("id") is not None else None,
+        "url": None,  # the song's page: LRCLIB has none; a details provider (itunes) fills it
         "thumbnail": None,
         "source": provider.name,
+        "source_url": f"{provider.base_url}/api/get/{song['id']}" if song.get("id") is not None else None,
     }
+
+
+async def song_details(ctx: WorkerCtx, title: str | None, artist: str | None) -> dict[str, Any]:
+    """`year`, `thumbnail` and `url` (the song's page) from an iTunes-Search-compatible provider
+    (`kind = "itunes"`, `GET {base_url}/search?term=&entity=song`); best effort: nothing when
+    none is configured or none answers."""
+    if not title:
+        return {}
+    term = f"{artist or ''} {title}".strip()
+    for provider in (p for p in ctx["catalog"].config.providers if p.kind == "itunes"):
+        try:
+            status, body = await _get_json(
+                ctx, provider, "/search", {"term": term, "entity": "song", "limit": 10}, {}
+            )
+        except _Unavailable:
+            continue
+        results = body.get("results") if status == 200 and isinstance(body, dict) else None
+        if not isinstance(results, list):
+            continue
+        songs = [r for r in results if isinstance(r, dict)]
+        same = [r for r in songs if str(r.get("trackName", "")).lower() == title.lower()]
+        if artist:
+            same = [r for r in same if str(r.get("artistName", "")).lower() == artist.lower()] or same
+        if not songs:
+            continue
+        match = (same or songs)[0]
+        released = str(match.get("releaseDate") or "")
+        artwork = match.get("artworkUrl100")
+        return {
+            "year": int(released[:4]) if re.match(r"\d{4}", released) else None,
+            # 100x100 is what the search lists; the same artwork comes in larger sizes by name
+            "thumbnail": str(artwork).replace("100x100bb", "600x600bb") if artwork else None,
+            "url": match.get("trackViewUrl"),
+        }
+    return {}
 
 
 async def lyrics_search(ctx: WorkerCtx, job_id: str, payload: LyricsPayload) -> dict[str, Any]:
@@ -108,6 +144,8 @@ async def lyrics_search(ctx: WorkerCtx, job_id: str, payload: LyricsPayload) -> 
         if best is None:
             raise LyricsNotFound(f"no lyrics found for {payload['query']!r}")
         data = lyrics_body(best, provider)
+        details = await song_details(ctx, data["title"], data["artist"])
+        data.update({k: v for k, v in details.items() if v is not None})
         await cache.put(payload["cache_key"], data)
         return {"result": {"data": data, "cached": False}, "provider": provider.name}
     raise ProviderFailed("every lyrics provider failed: " + "; ".join(failures))
