@@ -447,12 +447,21 @@ async def test_bodies_that_are_not_json_objects(gw: Gateway, key: str, route: st
 
 
 @pytest.mark.parametrize("site", ["tiktok", "pinterest"])
-async def test_search_a_site_offers_only_to_accounts_is_a_501(gw: Gateway, key: str, site: str) -> None:
-    response = await gw.client.post(f"/api/v1/{site}/search", json={"query": "cats"}, headers=h(key))
-    assert response.status_code == 501
+async def test_search_a_site_offers_only_to_accounts_says_why_in_the_documented_shape(
+    gw: Gateway, key: str, site: str
+) -> None:
+    """000's search body (`query`, `results`, `count`), empty, with the reason it is."""
+    response = await gw.client.post(
+        f"/api/v1/{site}/search", json={"query": "minimalist  architecture"}, headers=h(key)
+    )
+    assert response.status_code == 200, response.text
     body = response.json()
-    assert body["success"] is False and body["error"] == "Not Implemented"
-    assert "without a signed-in account" in body["message"]
+    assert body["success"] is True and body["cached"] is False and body["timestamp"].endswith("Z")
+    data = body["data"]
+    assert data["query"] == "minimalist architecture" and data["results"] == [] and data["count"] == 0
+    assert data["available"] is False and "without a signed-in account" in data["reason"]
+    blank = await gw.client.post(f"/api/v1/{site}/search", json={"query": "  "}, headers=h(key))
+    assert blank.status_code == 400
 
 
 @pytest.mark.parametrize("service", ["youtube", "tiktok", "instagram", "pinterest", "lyrics"])

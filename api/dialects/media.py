@@ -2,7 +2,7 @@
 
 Each route checks its body and its URL (the site's own links, or a direct media link on the
 download routes; a public address unless private ones are allowed), then submits a media job
-on the media lane. Searches that a site offers only to signed-in accounts answer 501.
+on the media lane. TikTok and Pinterest searches answer 000's shape with no results and the reason.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from jobs.media import (
     MP3,
     MP4,
     PINTEREST,
-    SITE_NAMES,
     TIKTOK,
     VIDEO_QUALITIES,
     YOUTUBE,
@@ -41,8 +40,9 @@ from jobs.media import (
     media_target,
 )
 from jobs.queues import MEDIA_LANE
+from jobs.records import iso, now_ms
 from storage.result_cache import ResultCache
-from switchyard.errors import InvalidRequest, NotSupported, ProviderFailed
+from switchyard.errors import InvalidRequest, ProviderFailed
 from switchyard.urls import check_url_async
 
 CACHED_SERVICES = (YOUTUBE, TIKTOK, INSTAGRAM, PINTEREST, LYRICS)
@@ -217,13 +217,17 @@ _NO_SEARCH = {
 
 
 async def _no_search(request: Request, service: str) -> Response[bytes]:
+    """000's search shape with no results and the reason (yt-dlp has no search extractor for
+    these sites, and their own search needs an account): `available: false` says it is not
+    an empty search."""
     svc = services(request)
     await svc.keys.authenticate(request)
-    convert(decode_object(await request.body()), SearchBody)  # bad input is still a 400
-    raise NotSupported(
-        _NO_SEARCH[service],
-        details=[{"field": "query", "message": f"{SITE_NAMES[service]} search is not available"}],
-    )
+    body = convert(decode_object(await request.body()), SearchBody)  # bad input is still a 400
+    query = " ".join(body.query.split())
+    if not query:
+        raise InvalidRequest.field("query", "must not be blank", body.query)
+    data = {"query": query, "results": [], "count": 0, "available": False, "reason": _NO_SEARCH[service]}
+    return json_response({"success": True, "data": data, "cached": False, "timestamp": iso(now_ms())})
 
 
 @post("/api/v1/tiktok/search", status_code=200)
