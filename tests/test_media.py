@@ -52,9 +52,25 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return path.read_bytes()
 
 
+@pytest.fixture(scope="session")
+def mute_clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A 1 s mp4 with video and no audio track."""
+    path = tmp_path_factory.mktemp("clips") / "mute.mp4"
+    subprocess.run(
+        [
+            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-t", "1",
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path),
+        ],
+        check=True,
+        timeout=60,
+    )  # fmt: skip
+    return path.read_bytes()
+
+
 @pytest.fixture
-async def media(clip: bytes) -> AsyncIterator[MediaServer]:
-    server = await MediaServer({"clip.mp4": clip}).start()
+async def media(clip: bytes, mute_clip: bytes) -> AsyncIterator[MediaServer]:
+    server = await MediaServer({"clip.mp4": clip, "mute.mp4": mute_clip}).start()
     yield server
     await server.stop()
 
@@ -120,7 +136,7 @@ async def test_mp3_extraction_is_real_mp3_audio(gw: Gateway, key: str, media: Me
     )
     assert response.status_code == 200, response.text
     data = response.json()["data"]
-    assert data["filename"] == "clip.mp3" and "quality" not in data
+    assert data["filename"] == "clip.mp3" and data["quality"] == "mp3"  # 000's field, the default
     assert data["duration"] == 2
     stored = await fetch_file(gw, key, data["url"])
     assert stored.headers["content-type"] == "audio/mpeg"
@@ -128,6 +144,22 @@ async def test_mp3_extraction_is_real_mp3_audio(gw: Gateway, key: str, media: Me
     assert audio.info.length == pytest.approx(CLIP_SECONDS, abs=0.15)
     assert audio.info.sample_rate in (22050, 44100, 48000)
     assert audio.info.bitrate > 0
+
+
+async def test_mp3_of_a_video_without_sound_is_a_400_saying_so(
+    gw: Gateway, key: str, media: MediaServer
+) -> None:
+    gw.start_worker("media", "media-batch")
+    response = await gw.client.post(
+        "/api/v1/youtube/mp3", json={"url": media.url("/media/mute.mp4")}, headers=h(key)
+    )
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert "no audio track" in body["message"]
+    mp4 = await gw.client.post(
+        "/api/v1/youtube/mp4", json={"url": media.url("/media/mute.mp4")}, headers=h(key)
+    )
+    assert mp4.status_code == 200, mp4.text  # the video itself is fine
 
 
 async def test_direct_or_accept_answers_the_file_itself(gw: Gateway, key: str, media: MediaServer) -> None:

@@ -173,7 +173,7 @@ async def media_download(ctx: WorkerCtx, job_id: str, payload: MediaDownloadPayl
     data: dict[str, Any] = {
         "title": title,
         "duration": round(got.duration) if got.duration else None,
-        **({"quality": quality} if fmt != MP3 else {}),
+        "quality": quality,  # 000's field: mp3's is the audio quality asked for (mp3, 128k...)
         "filename": filename,
         "source": "ytdlp",
         **stored,

@@ -339,6 +339,8 @@ def _failure(exc: Exception, guard: _UrlGuard) -> SwitchyardError:
     if status and status.group(1) in ("404", "410"):
         return MediaNotFound(f"the media URL answered HTTP {status.group(1)}: {message}")
     lowered = message.lower()
+    if "audio codec" in lowered or "does not contain any stream" in lowered:  # ffprobe found no audio
+        return no_audio()
     if "unsupported url" in lowered:
         return InvalidRequest.field("url", f"no media found at this URL ({message})")
     if any(s in lowered for s in ("video unavailable", "private video", "has been removed", "not available")):
@@ -378,6 +380,8 @@ def download(
                 raise InvalidRequest.field("url", "is a playlist; give the link of one video", url)
             _check_duration(info.get("duration"), limits)
             _check_size(_expected_size(info), limits, "announced as")
+            if fmt == MP3 and _no_audio(info):
+                raise no_audio()
             checked = _LimitsCheck(ydl, limits)
             ydl.add_post_processor(checked, when="post_process")
             if fmt == MP3:
@@ -428,6 +432,17 @@ class _SizeLimit:
             _check_size(d.get("downloaded_bytes"), self.limits, "already")
         except MediaTooLarge as exc:
             raise _Stop(exc) from None
+
+
+# An mp3 of a video without sound is the source's fault, not the gateway's: a 400 that says so.
+def no_audio() -> InvalidRequest:
+    return InvalidRequest.field("url", "the media has no audio track: there is nothing to make an mp3 of")
+
+
+def _no_audio(info: dict[str, Any]) -> bool:
+    """The site says the chosen format(s) carry no audio (`acodec: none`); unknown is not none."""
+    formats = info.get("requested_formats") or [info]
+    return all(f.get("acodec") == "none" for f in formats)
 
 
 def _expected_size(info: dict[str, Any]) -> int | None:
