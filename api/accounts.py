@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from api.auth import Principal
 from jobs.accounting import CREDITS_KEY, UNLIMITED, USAGE, admit_args, hour_reset_ms
 from jobs.client import redis_call
-from jobs.records import iso, now_ms
+from jobs.records import iso_s, now_ms
 from storage.db import Database
 from storage.keys import credit_balances
 from switchyard.errors import Forbidden, InvalidRequest, PaymentRequired, RateLimited, ServiceUnavailable
@@ -117,7 +117,12 @@ class Accounts:
             raise ServiceUnavailable(f"admission failed: {outcome}")
         used, limit, reset_ms = int(verdict[1]), int(verdict[2]), int(verdict[3])
         retry_after = max(1, -(-(reset_ms - plan.now) // 1000))
-        window = {"limit": limit, "used": used, "remaining": max(limit - used, 0), "reset_at": iso(reset_ms)}
+        window = {
+            "limit": limit,
+            "used": used,
+            "remaining": max(limit - used, 0),
+            "reset_at": iso_s(reset_ms),
+        }
         headers = rate_headers(limit, 0, reset_ms) | {"retry-after": str(retry_after)}
         extra = {"limits": {outcome: window}}
         raise RateLimited(_MESSAGES[outcome], extra=extra, headers=headers, code=outcome)

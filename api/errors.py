@@ -55,7 +55,7 @@ def error_body(dialect: str, err: SwitchyardError) -> dict[str, Any]:
                 "message": err.message,
                 "details": _discovery_details(err),
             },
-            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "timestamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             **err.extra,
         }
     # cloudgpt, openai, apidocs: OpenAI's error object

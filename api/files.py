@@ -20,6 +20,7 @@ from litestar import Request, Response
 from litestar.response import Stream
 from litestar.response.base import ASGIResponse
 
+from jobs.records import dt_ms, iso
 from storage.files import Files
 from storage.models import StoredFile
 from switchyard.errors import SwitchyardError
@@ -81,7 +82,7 @@ async def file_fields(request: Request, file: StoredFile, *, buffer: bool = True
         "filename": file.filename,
         "mime_type": file.mime_type,
         "size": file.size,
-        "expires_at": file.expires_at.isoformat().replace("+00:00", "Z") if file.expires_at else None,
+        "expires_at": iso(dt_ms(file.expires_at)),  # Switchyard's own form, as the jobs API's
     }
     if buffer:
         fields["buffer"] = await file_buffer(svc.files, file, svc.settings.file_buffer_max_bytes)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.records import JobRecord, iso
+from jobs.records import JobRecord, iso_s
 
 
 def content_body(record: JobRecord) -> dict[str, Any]:
@@ -13,5 +13,5 @@ def content_body(record: JobRecord) -> dict[str, Any]:
         "success": True,
         "data": result.get("data"),
         "cached": bool(result.get("cached")),
-        "timestamp": iso(record.finished_ms or record.created_ms),
+        "timestamp": iso_s(record.finished_ms or record.created_ms),
     }

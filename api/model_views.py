@@ -21,7 +21,7 @@ from api.validation import INT_MAX, bounded_int
 from jobs.catalog import ModelEntry
 from jobs.client import redis_call
 from jobs.discovery import request_refresh
-from jobs.records import iso
+from jobs.records import iso_s
 from switchyard.errors import InvalidRequest, ServiceUnavailable
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -261,8 +261,8 @@ def discovery_model(e: ModelEntry, *, detail: bool = False) -> dict[str, Any]:
         "output_cost": e.output_cost,
         "description": e.description,
         "capabilities": e.capabilities,
-        "created_at": iso(e.created_ms),
-        "updated_at": iso(e.updated_ms),
+        "created_at": iso_s(e.created_ms),
+        "updated_at": iso_s(e.updated_ms),
     }
     if e.meta.max_duration_s is not None:
         view["max_duration_s"] = e.meta.max_duration_s

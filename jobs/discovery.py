@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from jobs.records import iso
+from jobs.records import iso_s
 
 REQUESTS_KEY = "sy:discovery:requests"  # list: refresh requests, JSON {"id", "providers", "force", "at"}
 REPLY_CHANNEL_PREFIX = "sy:discovery:done:"  # pub/sub per request id: the outcome of its run
@@ -35,7 +35,7 @@ def catalog_events(
     before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]], at_ms: int
 ) -> list[dict[str, Any]]:
     """What changed between two catalogs (model id -> summary), as `/ws/models` messages."""
-    timestamp = iso(at_ms)
+    timestamp = iso_s(at_ms)
     events: list[dict[str, Any]] = []
     for model_id, summary in after.items():
         old = before.get(model_id)

@@ -24,10 +24,27 @@ def ms_to_datetime(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
+# Timestamps, one form per surface: Switchyard's own routes (jobs, files, dead letters) give
+# ISO 8601 with milliseconds (`iso`); 000 and 003 show whole seconds (`iso_s`); 001, 002 and
+# OpenAI give Unix seconds (integers, made where they are written).
 def iso(ms: int | None) -> str | None:
     if ms is None:
         return None
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso_s(ms: int | None) -> str | None:
+    """ISO 8601 to the second, as api-reference 000 and 003 show (`2024-11-07T10:00:00Z`)."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms // 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def dt_ms(dt: datetime | None) -> int | None:
+    """A database datetime (SQLite's come back naive, written as UTC) as epoch milliseconds."""
+    if dt is None:
+        return None
+    return int((dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt).timestamp() * 1000)
 
 
 @dataclass(slots=True)

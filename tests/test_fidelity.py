@@ -405,3 +405,28 @@ async def test_the_documents_cognima_persona_names_resolve(gw: Gateway, key: str
     assert response.status_code == 200, response.text
     assert response.json()["data"]["model"] == "@cognima/coding-mentor"
     assert standin.requests[-1]["model"] == "mock/echo"
+
+
+SECONDS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"  # 000 and 003: "2024-11-07T10:00:00Z"
+MILLIS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"  # Switchyard's own routes
+
+
+async def test_one_timestamp_form_per_dialect(gw: Gateway, key: str) -> None:
+    import re
+
+    h = {"X-API-Key": key}
+    status = (await gw.client.get("/api/v1/status", headers=h)).json()["data"]
+    assert re.match(SECONDS, status["api_key"]["created_at"])
+    assert re.match(SECONDS, status["limits"]["hourly"]["reset_at"])
+    search = (await gw.client.post("/api/v1/tiktok/search", json={"query": "cats"}, headers=h)).json()
+    assert re.match(SECONDS, search["timestamp"])
+    models = (await gw.client.get("/api/models")).json()
+    assert re.match(SECONDS, models["timestamp"])
+    missing = (await gw.client.get("/api/models/nobody/none")).json()
+    assert re.match(SECONDS, missing["timestamp"])
+    keys = (await gw.client.get("/api/keys", headers={"Authorization": f"Bearer {key}"})).json()["data"]
+    assert isinstance(keys[0]["created"], int)  # 001: Unix seconds
+    job = (await gw.client.post("/api/v1/completion?batch=1", json=chat_body(), headers=h)).json()["data"][
+        "job"
+    ]
+    assert re.match(MILLIS, job["created_at"])

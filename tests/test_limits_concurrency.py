@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from api.accounts import rate_headers
 from jobs.accounting import ADMIT, DAY_MS, HOUR_MS, MINUTE_MS, USAGE, day_reset_ms, hour_reset_ms
-from jobs.records import iso
+from jobs.records import iso_s
 from switchyard.redis_server import EmbeddedRedis, free_port
 from tests.accounts_support import (  # noqa: F401
     bearer,
@@ -59,7 +59,7 @@ def assert_window(window: dict[str, Any], limit: int, used: int, reset_ms: int) 
         "limit": limit,
         "used": used,
         "remaining": max(limit - used, 0),
-        "reset_at": iso(reset_ms),
+        "reset_at": iso_s(reset_ms),
     }
 
 
@@ -78,8 +78,7 @@ async def test_hourly_limit_passes_k_then_429_in_every_dialect(gw: Gateway) -> N
     assert first.headers["x-ratelimit-remaining"] == "2"
     assert first.headers["x-ratelimit-reset"] == str(reset_s)
     assert first.json()["limits"] == {
-        # 10 max_tokens + 2 for the prompt ("user" + "one": 7 bytes, about 4 a token)
-        "remaining": {"hourly": 2, "daily_requests": 999, "daily_tokens": 49_988}
+        "remaining": {"hourly": 2, "daily_requests": 999, "daily_tokens": 49_997}  # after the call's 3 tokens
     }
     for remaining in (1, 0):
         batch = await gw.client.post("/api/v1/chat?batch=1", json=chat_body(), headers=bearer(secret))
@@ -134,7 +133,7 @@ async def test_daily_request_limit_resets_at_utc_midnight(gw: Gateway) -> None:
     assert abs(int(refused.headers["retry-after"]) - (midnight_ms / 1000 - time.time())) <= 2
     status = (await gw.client.get("/api/v1/status", headers=xkey(secret))).json()["data"]["limits"]["daily"]
     assert status["requests"] == {"limit": 2, "used": 2, "remaining": 0}
-    assert status["reset_at"] == iso(midnight_ms)
+    assert status["reset_at"] == iso_s(midnight_ms)
 
 
 # --- tokens --------------------------------------------------------------------------------------
@@ -172,7 +171,8 @@ async def test_daily_tokens_are_reserved_at_submission_and_settled_at_finish(gw:
         "/api/v1/completion", json=chat_body("four", max_tokens=1000), headers=xkey(secret)
     )
     assert response.status_code == 200, response.text
-    assert response.json()["limits"]["remaining"]["daily_tokens"] == 2500 - 6 - 1000 - 2
+    # What is left after the call (000's example: 50,000 less the call's tokens), not at admission.
+    assert response.json()["limits"]["remaining"]["daily_tokens"] == 2500 - 6 - 3
     assert response.json()["usage"]["total_tokens"] == 3
     assert await tokens_used() == 9
 

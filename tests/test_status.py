@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from jobs.accounting import DAY_MS, hour_reset_ms
-from jobs.records import iso
+from jobs.records import iso_s
 from storage.db import Database
 from storage.models import Usage
 from switchyard.standin import StandIn
@@ -98,12 +98,12 @@ async def test_status_reports_limits_and_recorded_usage(gw: Gateway) -> None:
         "limit": 50,
         "used": 5,
         "remaining": 45,
-        "reset_at": iso(hour_reset_ms(now_ms)),
+        "reset_at": iso_s(hour_reset_ms(now_ms)),
     }
     assert data["limits"]["daily"]["requests"] == {"limit": 1000, "used": 5, "remaining": 995}
     # Tokens settled at finish: 3 tokens per successful call, nothing for the failed one (each reserved 1000).
     assert data["limits"]["daily"]["tokens"] == {"limit": 50_000, "used": 12, "remaining": 49_988}
-    assert data["limits"]["daily"]["reset_at"] == iso((now_ms // DAY_MS + 1) * DAY_MS)
+    assert data["limits"]["daily"]["reset_at"] == iso_s((now_ms // DAY_MS + 1) * DAY_MS)
 
     today = data["usage"]["today"]
     assert today == {

@@ -28,7 +28,7 @@ from jobs.discovery import (
     RUN_LOCK_KEY,
     catalog_events,
 )
-from jobs.records import iso, now_ms
+from jobs.records import iso_s, now_ms
 from switchyard.providers import CONTENT_KINDS, ProviderConfig
 from workers.context import WorkerCtx
 from workers.http import Upstream
@@ -128,7 +128,7 @@ async def _run(ctx: WorkerCtx, catalog: Catalog, only: list[str] | None, timeout
         "providers_updated": updated,
         "providers_failed": failed,
         "duration_ms": int((time.perf_counter() - started) * 1000),
-        "timestamp": iso(checked),
+        "timestamp": iso_s(checked),
         "started_ms": started_ms,
         "finished_ms": now_ms(),
     }

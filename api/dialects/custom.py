@@ -30,6 +30,7 @@ from api.personas import (
 from api.responses import json_response
 from api.state import Services, services
 from api.validation import INT_MAX, bounded_int, convert, decode_object, query_int
+from jobs.records import dt_ms, iso_s
 from storage.custom import (
     CustomModelRecord,
     CustomUsage,
@@ -47,7 +48,7 @@ MAX_ID = 2**31 - 1  # the id column is a 32-bit integer
 
 
 def _iso(dt: datetime | None) -> str | None:
-    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z") if dt is not None else None
+    return iso_s(dt_ms(dt))  # 000's form: whole seconds
 
 
 def _model_id(raw: str) -> int:

@@ -42,7 +42,7 @@ from jobs.discovery import (
     REQUESTS_KEY,
     catalog_events,
 )
-from jobs.records import iso, now_ms
+from jobs.records import iso_s, now_ms
 from storage.bounds import bounded
 from switchyard.errors import InvalidRequest, ModelNotFound, NotFound, SwitchyardError
 from switchyard.providers import CONTENT_KINDS
@@ -73,7 +73,7 @@ async def provider_states(svc: Services) -> dict[str, dict[str, Any]]:
         checked = statuses.get(provider.name) or {}
         state = {
             "status": checked.get("status", "unknown"),
-            "last_check": iso(checked.get("last_check")),
+            "last_check": iso_s(checked.get("last_check")),
             "models_count": len(svc.catalog.models_of(provider)),
             "error": checked.get("error"),
             "response_time_ms": checked.get("response_time_ms"),
@@ -81,7 +81,7 @@ async def provider_states(svc: Services) -> dict[str, dict[str, Any]]:
         }
         if ttl and ttl > 0:
             state["status"] = "error"
-            state["cooldown_until"] = iso(now_ms() + ttl)
+            state["cooldown_until"] = iso_s(now_ms() + ttl)
             state["error"] = f"cooling down after repeated failures, until {state['cooldown_until']}"
         out[provider.name] = state
     return out
@@ -142,7 +142,7 @@ async def list_models(request: Request) -> Response[bytes]:
         "models": [discovery_model(e) for e in page],
         "count": len(chosen),  # 003: the total; `pagination` says which page this is
         "providers": [name for name, state in states.items() if state["status"] == "active"],
-        "timestamp": (run or {}).get("timestamp") or iso(now_ms()),
+        "timestamp": (run or {}).get("timestamp") or iso_s(now_ms()),
         "cache_hit": hit,
         "pagination": pagination,
     }
@@ -210,7 +210,7 @@ async def refresh_models(request: Request) -> Response[bytes]:
             if batch
             else f"no worker finished the refresh within {timeout:g}s; it still runs"
         )
-        return json_response({"status": "queued", "message": message, "timestamp": iso(now_ms())}, 202)
+        return json_response({"status": "queued", "message": message, "timestamp": iso_s(now_ms())}, 202)
     keep = ("status", "message", "models_discovered", "providers_updated", "providers_failed", "duration_ms",
             "timestamp", "changes")  # fmt: skip
     return json_response({k: outcome.get(k) for k in keep})
@@ -285,7 +285,7 @@ async def provider_models(request: Request, name: str) -> Response[bytes]:
         "provider": name,
         "models": [discovery_model(e) for e in page],
         "count": len(chosen),
-        "last_updated": iso(listing.updated_ms) if listing is not None else None,
+        "last_updated": iso_s(listing.updated_ms) if listing is not None else None,
         "cache_hit": hit,
         "pagination": pagination,
     }
@@ -327,8 +327,8 @@ async def cache_stats(request: Request) -> Response[bytes]:
             "hit_rate": _rate(hits, misses),
             "total_entries": len(entries),
             "memory_usage_mb": round((memory or 0) / 1_048_576, 3),
-            "oldest_entry": iso(min(updated)) if updated else None,
-            "newest_entry": iso(max(updated)) if updated else None,
+            "oldest_entry": iso_s(min(updated)) if updated else None,
+            "newest_entry": iso_s(max(updated)) if updated else None,
         },
         "provider_stats": providers,
     }
@@ -417,7 +417,7 @@ async def health(request: Request) -> Response[bytes]:
     status = "unhealthy" if problems else "degraded" if warnings else "healthy"
     body = {
         "status": status,
-        "timestamp": iso(now_ms()),
+        "timestamp": iso_s(now_ms()),
         "services": {
             "discovery": queue.get("discovery", "unknown"),
             "cache": "ok" if queue["redis"] == "ok" else "unknown",
@@ -544,7 +544,7 @@ async def _serve_model_updates(socket: WebSocket[Any, Any, Any]) -> None:
     try:
         count = len(await fresh_entries(socket.app.state.services))
         await socket.send_text(
-            orjson.dumps({"type": "connected", "models": count, "timestamp": iso(now_ms())}).decode()
+            orjson.dumps({"type": "connected", "models": count, "timestamp": iso_s(now_ms())}).decode()
         )
         while True:
             next_event = asyncio.create_task(queue.get())

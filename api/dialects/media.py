@@ -40,7 +40,7 @@ from jobs.media import (
     media_target,
 )
 from jobs.queues import MEDIA_LANE
-from jobs.records import iso, now_ms
+from jobs.records import iso_s, now_ms
 from storage.result_cache import ResultCache
 from switchyard.errors import InvalidRequest, ProviderFailed
 from switchyard.urls import check_url_async
@@ -227,7 +227,7 @@ async def _no_search(request: Request, service: str) -> Response[bytes]:
     if not query:
         raise InvalidRequest.field("query", "must not be blank", body.query)
     data = {"query": query, "results": [], "count": 0, "available": False, "reason": _NO_SEARCH[service]}
-    return json_response({"success": True, "data": data, "cached": False, "timestamp": iso(now_ms())})
+    return json_response({"success": True, "data": data, "cached": False, "timestamp": iso_s(now_ms())})
 
 
 @post("/api/v1/tiktok/search", status_code=200)

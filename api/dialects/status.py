@@ -15,7 +15,7 @@ from api.responses import json_response
 from api.state import Services, services
 from jobs.accounting import CREDITS_KEY, day_reset_ms, hour_reset_ms
 from jobs.client import redis_call
-from jobs.records import iso, now_ms
+from jobs.records import dt_ms, iso_s, now_ms
 from storage import usage
 from storage.bounds import bounded
 from storage.keys import as_utc, credit_balances
@@ -92,11 +92,11 @@ async def _limits(svc: Services, principal: Principal) -> tuple[dict[str, Any] |
         return 0.0 if limit is None else (int(used) / limit if limit else 1.0)
 
     limits = {
-        "hourly": {**window(lim.hourly, hour_used), "reset_at": iso(hour_reset_ms(now))},
+        "hourly": {**window(lim.hourly, hour_used), "reset_at": iso_s(hour_reset_ms(now))},
         "daily": {
             "requests": window(lim.daily_requests, day_used),
             "tokens": window(lim.daily_tokens, tokens_used),
-            "reset_at": iso(day_reset_ms(now)),
+            "reset_at": iso_s(day_reset_ms(now)),
         },
         "per_minute": msgspec.to_builtins(lim.per_minute),
         "max_tokens_per_request": lim.max_tokens_per_request,
@@ -143,8 +143,8 @@ async def status(request: Request) -> Response[bytes]:
             "name": record.name,
             "key_prefix": record.prefix,
             "is_active": record.is_active and not record.revoked and not record.expired,
-            "created_at": as_utc(record.created_at).isoformat().replace("+00:00", "Z"),
-            "expires_at": expires.isoformat().replace("+00:00", "Z") if expires else None,
+            "created_at": iso_s(dt_ms(record.created_at)),
+            "expires_at": iso_s(dt_ms(expires)),
             "days_until_expiration": days_left,
         }
         expiration = (
@@ -197,7 +197,7 @@ async def health(request: Request) -> Response[bytes]:
         checks["database"] = f"error: {exc.__class__.__name__}"
     healthy = all(v == "ok" for v in checks.values())
     body = {"success": healthy, "data": {"status": "healthy" if healthy else "degraded", "checks": checks,
-                                         "timestamp": iso(now_ms())}}  # fmt: skip
+                                         "timestamp": iso_s(now_ms())}}  # fmt: skip
     return json_response(body, 200 if healthy else 503)
 
 
