@@ -279,7 +279,11 @@ def app_handlers() -> ExceptionHandlersMap:
     by_dialect = {d: handlers_for(d) for d in (NATIVE, CLOUDGPT, CREDITS, OPENAI, DISCOVERY, APIDOCS)}
 
     def by_path(request: Request, exc: Exception) -> Response[bytes]:
-        handlers: Any = by_dialect[dialect_for_path(request.scope["path"])]
+        try:
+            path = str(request.scope["path"])
+        except Exception:  # noqa: BLE001 (the renderer cannot fail: no path, Switchyard's own shape)
+            path = ""
+        handlers: Any = by_dialect[dialect_for_path(path)]
         if isinstance(exc, SwitchyardError):
             return handlers[SwitchyardError](request, exc)  # type: ignore[no-any-return]
         if isinstance(exc, HTTPException):

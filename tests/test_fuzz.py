@@ -205,7 +205,8 @@ def fuzzed(tmp_path: Path, redis_url: str, db_url: str) -> Iterator[Fuzzed]:
             persona = {k: TEMPLATE[k] for k in ("name", "base_model", "personality_summary")}
             made = loop.run(gw.client.post("/api/v1/custom", json=persona, headers=_auth(key)))
             assert made.status_code == 201, made.text
-            yield Fuzzed(loop, gw, key, submitted.json()["data"]["job_id"], str(made.json()["data"]["id"]))
+            job_id = submitted.json()["id"]  # an OpenAI-style job object on the OpenAI routes
+            yield Fuzzed(loop, gw, key, job_id, str(made.json()["data"]["id"]))
         finally:
             loop.run(gateway.__aexit__(None, None, None))
             loop.run(chat.stop())
