@@ -129,6 +129,7 @@ def openai_job(record: JobRecord) -> dict[str, Any]:
         "finished_at": _seconds(record.finished_ms),
         "error": view["error"],
         "result": view["result"],
+        "metadata": view["metadata"],
         "url": view["links"]["self"],
     }
 
