@@ -54,12 +54,6 @@ def wake_channel(queue: str) -> str:
     return WAKE_CHANNEL_PREFIX + queue
 
 
-def busy_key(queue: str) -> str:
-    """The key that marks `queue`'s lane as busy with interactive work (see jobs.scripts.CLAIM)."""
-    lane = next(name for name, lane in LANES.items() if queue in lane)
-    return BUSY_KEY_PREFIX + lane
-
-
 JOB_KEY = job_key_prefix
 IN_PROGRESS_KEY = in_progress_key_prefix
 RETRY_KEY = retry_key_prefix
@@ -71,7 +65,6 @@ OWNER_KEY = "sy:owner:"  # zset per key: jobs not yet written to the database
 # its loop on a batch drain's rows (unless they wait long: `workers.persist`)
 PERSIST_SET = "sy:persist"
 WAKE_CHANNEL_PREFIX = "sy:wake:"  # pub/sub per queue: new work on it
-BUSY_KEY_PREFIX = "sy:busy:"  # per lane, expiring: an interactive worker claimed work a moment ago
 CANCEL_CHANNEL = "sy:cancel"  # pub/sub: the id of a running job to abort
 PERSIST_CHANNEL = "sy:persist-now"  # pub/sub: jobs were put back in a persist set (a retry)
 DONE_CHANNEL_PREFIX = "sy:done:"  # pub/sub per web process: finished jobs it waits for

@@ -7,33 +7,16 @@ from jobs.accounting import ADMIT_FUNCTION
 # Claim up to `limit` ready jobs for one worker, highest-priority queue first.
 # A queue the worker does not serve still blocks the queues below it while it has jobs
 # waiting (not already running): that is what makes interactive work run before batch work.
-# A lane is "busy" for a few ms after an interactive worker claims from it: meanwhile a worker
-# of lower priority claims no more than its busy limit, so interactive calls share Redis, the
-# provider and the CPU with fewer batch jobs; batch work still moves (up to that limit).
-# ARGV: now_ms, limit, lease_ms, scan, n, then n pairs (queue, served 0/1), then the lane's
-# busy key, busy_ms (> 0: mark the lane busy this long when this claim takes a job) and
-# busy_limit (>= 0: the most this claim takes while the lane is busy; -1: no such limit).
-# Returns {claimed, next_ms, blocked, busy_ms_left}; claimed is a list of 6-tuples (job id,
-# queue, arq job body, try, state hash as flat list, aborted 0/1); blocked is 1 when a queue
-# this worker does not serve held the lower ones back; busy_ms_left is how long the lane stays
-# busy when the busy limit held this claim back, else false.
+# ARGV: now_ms, limit, lease_ms, scan, n, then n pairs (queue, served 0/1)
+# Returns {claimed, next_ms, blocked}; claimed is a list of 6-tuples (job id, queue,
+# arq job body, try, state hash as flat list, aborted 0/1); blocked is 1 when a queue this
+# worker does not serve held the lower ones back.
 CLAIM = r"""
 local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local lease = ARGV[3]
 local scan = tonumber(ARGV[4])
 local n = tonumber(ARGV[5])
-local busy_key = ARGV[6 + n * 2]
-local busy_ms = tonumber(ARGV[7 + n * 2])
-local busy_limit = tonumber(ARGV[8 + n * 2])
-local busy_left = false
-if busy_limit >= 0 and busy_limit < limit then
-  local ttl = redis.call('PTTL', busy_key)
-  if ttl > 0 then
-    busy_left = ttl
-    limit = busy_limit
-  end
-end
 local out = {}
 local claimed = 0
 local next_ms = false
@@ -94,10 +77,7 @@ for i = 0, n - 1 do
     break
   end
 end
-if busy_ms > 0 and claimed > 0 then
-  redis.call('SET', busy_key, '1', 'PX', busy_ms)
-end
-return {out, next_ms, blocked, busy_left}
+return {out, next_ms, blocked}
 """
 
 # What finishing and canceling share, as Lua functions prepended to both scripts.

@@ -54,9 +54,6 @@ class Settings(BaseSettings):
     worker_shutdown_grace_s: float = Field(default=10.0, ge=0, validation_alias="SWITCHYARD_SHUTDOWN_GRACE_S")
     # 19: the CPU goes to web and interactive workers whenever they want it (batch p95 bench)
     batch_nice: int = Field(default=19, ge=0, le=19, validation_alias="SWITCHYARD_BATCH_NICE")
-    # For this long after an interactive worker claims a job, batch workers of its lane run at
-    # most a quarter of their slots (0: never hold back).
-    batch_yield_ms: int = Field(default=5, ge=0, le=10_000, validation_alias="SWITCHYARD_BATCH_YIELD_MS")
     sync_credits: int = Field(default=1, ge=0, validation_alias="SWITCHYARD_SYNC_CREDITS")
     batch_credits: int = Field(default=2, ge=0, validation_alias="SWITCHYARD_BATCH_CREDITS")
     result_ttl_s: int = Field(default=3600, ge=1, validation_alias="SWITCHYARD_RESULT_TTL_S")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from switchyard.standin import StandIn
 from tests.conftest import Gateway, chat_body, eventually, get_job, wait_for_status
 
@@ -119,13 +117,12 @@ async def test_a_claim_reaches_past_a_queue_head_of_running_jobs(redis_url: str)
             await redis.psetex(queues.IN_PROGRESS_KEY + job_id, 60_000, "1")
         claim = redis.register_script(CLAIM)
         interactive = queues.queue_name("interactive")
-        busy = [queues.busy_key("batch"), 0, -1]
-        args = [now_ms(), 4, 60_000, 512, 2, interactive, 0, queue, 1, *busy]
-        claimed, _, blocked, _ = await claim(args=args)
+        args = [now_ms(), 4, 60_000, 512, 2, interactive, 0, queue, 1]
+        claimed, _, blocked = await claim(args=args)
         assert [row[0].decode() for row in claimed] == ids[90:94]
         assert blocked == 0
         # ... but not past `scan` ids: a claim is bounded however many jobs run
-        claimed, _, _, _ = await claim(args=[now_ms(), 4, 60_000, 40, 2, interactive, 0, queue, 1, *busy])
+        claimed, _, _ = await claim(args=[now_ms(), 4, 60_000, 40, 2, interactive, 0, queue, 1])
         assert claimed == []
     finally:
         await redis.flushdb()
@@ -140,7 +137,7 @@ async def test_a_batch_worker_claims_several_jobs_at_a_time_and_drains_everythin
     claims: list[int] = []
     claim = worker._claim
 
-    async def counted(limit: int) -> tuple[int, int | None, bool, int]:
+    async def counted(limit: int) -> tuple[int, int | None, bool]:
         result = await claim(limit)
         if result[0]:
             claims.append(result[0])
@@ -153,55 +150,3 @@ async def test_a_batch_worker_claims_several_jobs_at_a_time_and_drains_everythin
     assert sum(claims) >= 48 - 8  # all but what the first claim took before counting
     # a quarter of 8 slots at least, never one job per claim; only the queue's tail may be less
     assert min(claims[:-1]) >= 2, claims
-
-
-async def _most_at_once(gw: Gateway, key: str, ids: list[str]) -> int:
-    """The most of these jobs that ran at the same moment (from their start and finish times)."""
-    jobs = await jobs_by_id(gw, key, ids)
-    edges = sorted([(j["started_at"], 1) for j in jobs] + [(j["finished_at"], -1) for j in jobs])
-    running = most = 0
-    for _, step in edges:
-        running += step
-        most = max(most, running)
-    return most
-
-
-@pytest.mark.settings(SWITCHYARD_BATCH_YIELD_MS=1000)
-async def test_batch_work_yields_to_interactive_work_without_stopping(gw: Gateway, key: str) -> None:
-    from redis.asyncio import Redis
-
-    from jobs import queues
-
-    redis = Redis.from_url(gw.settings.redis_url or "")
-    try:
-        # An interactive worker's claim marks the lane busy for SWITCHYARD_BATCH_YIELD_MS (1 s here).
-        gw.start_worker("interactive")
-        response = await gw.client.post(
-            "/api/v1/chat", json=chat_body("now"), headers={"Authorization": f"Bearer {key}"}
-        )
-        assert response.status_code == 200
-        assert 0 < await redis.pttl(queues.busy_key("interactive")) <= gw.settings.batch_yield_ms
-
-        # While the lane stays busy (a steady stream of interactive work, held here for 1.5 s),
-        # a batch worker of 8 slots runs 2 jobs at a time, and still finishes them all.
-        await redis.set(queues.busy_key("batch"), "1", px=1500)
-        held = [await submit(gw, key, f"[sleep:0.05] held {i}", batch=True) for i in range(8)]
-        gw.start_worker("batch", max_jobs=8)
-        for job_id in held:
-            job = await wait_for_status(gw.client, key, job_id, "succeeded", "failed", timeout=10)
-            assert job["status"] == "succeeded"
-        assert await _most_at_once(gw, key, held) <= 2
-        # Once the lane is quiet, the batch worker runs as many as it has slots.
-        await eventually(lambda: _quiet(redis), what="the busy mark to expire")
-        free = [await submit(gw, key, f"[sleep:0.2] free {i}", batch=True) for i in range(8)]
-        for job_id in free:
-            await wait_for_status(gw.client, key, job_id, "succeeded", timeout=10)
-        assert await _most_at_once(gw, key, free) >= 6
-    finally:
-        await redis.aclose()
-
-
-async def _quiet(redis: Any) -> bool:
-    from jobs import queues
-
-    return bool(await redis.pttl(queues.busy_key("batch")) < 0)

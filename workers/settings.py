@@ -131,7 +131,6 @@ def create_worker(
         max_tries=settings.worker_max_tries,
         lease_s=settings.worker_lease_s,
         result_ttl_s=settings.result_ttl_s,
-        batch_yield_ms=settings.batch_yield_ms,
         job_completion_wait=int(settings.worker_shutdown_grace_s),
     )
     options.update(overrides)

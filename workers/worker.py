@@ -74,7 +74,6 @@ class SwitchyardWorker(Worker):
         result_ttl_s: int = 3600,
         idle_sweep_s: float = IDLE_SWEEP_S,
         persist_others_after_s: float = 30.0,
-        batch_yield_ms: int = 5,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("queue_name", queues.queue_name(serves[0]))
@@ -112,12 +111,6 @@ class SwitchyardWorker(Worker):
         # claim as soon as a slot frees.
         interactive = any(queues.priority_of(q) == queues.INTERACTIVE for q in serves)
         self._claim_min = 1 if interactive else max(1, self.max_jobs // 4)
-        # An interactive worker marks its lane busy when it claims; a batch worker then runs at
-        # most a quarter of its slots until the mark expires (jobs.scripts.CLAIM).
-        self._busy_key = queues.busy_key(serves[0])
-        self._busy_mark_ms = batch_yield_ms if interactive else 0
-        self._busy_cap = max(1, self.max_jobs // 4) if batch_yield_ms > 0 and not interactive else -1
-        self._held = False  # the last claim was held to the busy cap
         # Jobs whose handler is running (abortable), by job id. Everything else about a run
         # travels with it (`Run`): a retried job can be claimed again while the task of its
         # previous run is still finishing.
@@ -177,7 +170,7 @@ class SwitchyardWorker(Worker):
         blocked_wait = BLOCKED_WAIT_MIN_S
         while True:
             self._wake.clear()
-            claimed, next_ms, blocked, busy_ms = 0, None, False, 0
+            claimed, next_ms, blocked = 0, None, False
             asked = self.max_jobs - self.job_counter
             # With jobs known to be waiting, a batch worker claims once enough slots are free.
             if self.allow_pick_jobs and asked > 0 and not (self._full and asked < self._claim_min):
@@ -185,8 +178,7 @@ class SwitchyardWorker(Worker):
                 # slot freeing meanwhile wakes the loop (no wake-up is published for old work).
                 self._full = True
                 try:
-                    claimed, next_ms, blocked, busy_ms = await self._claim(asked)
-                    self._held = busy_ms > 0
+                    claimed, next_ms, blocked = await self._claim(asked)
                 except (RedisError, OSError) as exc:
                     log.warning("claim failed (%s); retrying", exc)
                     await asyncio.sleep(0.5)
@@ -209,8 +201,6 @@ class SwitchyardWorker(Worker):
             timeout = self.idle_sweep_s
             if next_ms is not None:
                 timeout = max(0.0, min(timeout, (next_ms - now_ms()) / 1000))
-            if busy_ms:  # held back while interactive work runs: claim again when that ends
-                timeout = min(timeout, busy_ms / 1000)
             if blocked:
                 # Higher-priority jobs wait for their own workers: look again soon, backing off
                 # while they keep waiting so a busy interactive queue is not polled in a loop.
@@ -225,13 +215,11 @@ class SwitchyardWorker(Worker):
                 await self._wake.wait()
                 timer.cancel()
 
-    async def _claim(self, limit: int) -> tuple[int, int | None, bool, int]:
+    async def _claim(self, limit: int) -> tuple[int, int | None, bool]:
         argv: list[Any] = [now_ms(), limit, self.lease_ms, 512, len(self._claim_order)]
         for name, served in self._claim_order:
             argv += [name, 1 if served else 0]
-        busy_limit = max(0, self._busy_cap - self.job_counter) if self._busy_cap >= 0 else -1
-        argv += [self._busy_key, self._busy_mark_ms, busy_limit]
-        claimed, next_ms, blocked, busy_ms = await self._claim_script(args=argv)
+        claimed, next_ms, blocked = await self._claim_script(args=argv)
         for job_id_b, queue_b, body, job_try, state_flat, aborted in claimed:
             # a state that is not UTF-8 reads with U+FFFD: one such job must not end the claim loop
             state = {
@@ -244,7 +232,7 @@ class SwitchyardWorker(Worker):
             task = self.loop.create_task(self._run_claimed(run, body or None, bool(aborted)))
             task.add_done_callback(self._job_task_done)
             self.tasks[run.key] = task
-        return len(claimed), (int(next_ms) if next_ms else None), bool(blocked), int(busy_ms or 0)
+        return len(claimed), (int(next_ms) if next_ms else None), bool(blocked)
 
     def _job_task_done(self, _: asyncio.Task[Any]) -> None:
         self._release_sem_dec_counter_on_complete()
@@ -254,8 +242,6 @@ class SwitchyardWorker(Worker):
             self._wake.set()
         elif self._full and self.max_jobs - self.job_counter >= self._claim_min:
             self._wake.set()
-        elif self._held and self.job_counter < self._busy_cap:
-            self._wake.set()  # held back by interactive work: keep the busy cap's slots running
 
     async def _listen_for_wakeups(self) -> None:
         channels = [
