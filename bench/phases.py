@@ -331,7 +331,7 @@ async def batch_submit(b: Bench) -> None:
         raise RuntimeError(f"no submission was accepted ({r.error_summary()})")
     # One sample: the 202 body has the job, and the job is visible and queued.
     sample = orjson.loads(r.bodies[0])
-    job_id = sample["data"]["job_id"]
+    job_id = sample["id"]  # the OpenAI routes' 202 is an OpenAI-style job object
     status, body = await fetch(
         b.cluster.web_port,
         "GET",
