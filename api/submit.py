@@ -84,10 +84,13 @@ def job_links(record: JobRecord) -> dict[str, str]:
     return {"self": url, "cancel": url}
 
 
-def job_view(record: JobRecord) -> dict[str, Any]:
-    error = None
+def _error_view(record: JobRecord) -> dict[str, Any] | None:
     if record.error_type or record.error_message:
-        error = {"type": record.error_type, "message": record.error_message}
+        return {"type": record.error_type, "message": record.error_message}
+    return None
+
+
+def job_view(record: JobRecord) -> dict[str, Any]:
     return {
         "id": record.id,
         "object": "job",
@@ -102,7 +105,7 @@ def job_view(record: JobRecord) -> dict[str, Any]:
         "credits_charged": record.credits_charged,
         "provider": record.provider,
         "result": result_body(record) if record.status == SUCCEEDED else None,
-        "error": error,
+        "error": _error_view(record),
         "progress": record.progress,
         "metadata": record.metadata or {},
         "links": job_links(record),
@@ -116,7 +119,6 @@ def _seconds(ms: int | None) -> int | None:
 def openai_job(record: JobRecord) -> dict[str, Any]:
     """A job as OpenAI spells its own long-running objects (batches, fine-tuning jobs): flat,
     `object` naming the type, Unix-second timestamps, `error` null until it failed."""
-    view = job_view(record)
     return {
         "id": record.id,
         "object": "job",
@@ -127,10 +129,10 @@ def openai_job(record: JobRecord) -> dict[str, Any]:
         "created_at": _seconds(record.created_ms),
         "started_at": _seconds(record.started_ms),
         "finished_at": _seconds(record.finished_ms),
-        "error": view["error"],
-        "result": view["result"],
-        "metadata": view["metadata"],
-        "url": view["links"]["self"],
+        "error": _error_view(record),
+        "result": result_body(record) if record.status == SUCCEEDED else None,
+        "metadata": record.metadata or {},
+        "url": job_links(record)["self"],
     }
 
 
