@@ -31,6 +31,7 @@ from storage.migrate import upgrade
 from switchyard.redis_server import EmbeddedRedis
 from switchyard.settings import Settings
 from switchyard.standin import StandIn
+from switchyard.standin_images import ImageStandIn
 from workers.settings import create_worker
 from workers.worker import SwitchyardWorker
 
@@ -172,6 +173,14 @@ async def standin(request: pytest.FixtureRequest) -> AsyncIterator[StandIn]:
     marker = request.node.get_closest_marker("standin")
     models = list(marker.kwargs.get("models", MODELS)) if marker else MODELS
     server = await StandIn(models=models).start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def pics() -> AsyncIterator[ImageStandIn]:
+    """The image stand-in (Pollinations- and OpenAI-shaped image APIs)."""
+    server = await ImageStandIn().start()
     yield server
     await server.stop()
 

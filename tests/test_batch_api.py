@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +31,6 @@ HIGH_LIMITS = {
     "daily_tokens": 100_000_000,
     "per_minute": {"chat": 1_000_000, "image": 1_000_000, "video": 10},
 }
-
-
-@pytest.fixture
-async def pics() -> AsyncIterator[ImageStandIn]:
-    server = await ImageStandIn().start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

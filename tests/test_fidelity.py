@@ -3,7 +3,6 @@ document's own example shows, on the prefix of that document."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -218,13 +217,6 @@ async def test_validation_echoes_a_bounded_preview_of_arrays_and_objects(gw: Gat
     detail = bad_array.json()["details"][0]
     assert detail["field"] == "stop"
     assert detail["value"] == [*stops[:5], "… (45 more)"]
-
-
-@pytest.fixture
-async def pics() -> AsyncIterator[ImageStandIn]:
-    server = await ImageStandIn().start()
-    yield server
-    await server.stop()
 
 
 async def test_apidocs_image_generate_honours_the_callers_upstream(gw: Gateway, pics: ImageStandIn) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,6 @@ from switchyard.standin import StandIn
 from switchyard.standin_images import ImageStandIn
 from tests.conftest import Gateway, get_job, wait_for_status
 from tests.test_chat import served_over_http
-
-
-@pytest.fixture
-async def pics() -> AsyncIterator[ImageStandIn]:
-    server = await ImageStandIn().start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
