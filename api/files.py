@@ -189,14 +189,25 @@ def _plan(request: Request, file: StoredFile, download: bool) -> tuple[int, dict
 
 
 async def serve_file(
-    request: Request, files: Files, file: StoredFile, *, download: bool = False
+    request: Request, files: Files, file: StoredFile, *, download: bool = False, presigned: bool = False
 ) -> Response[bytes] | Stream:
     """The file as the response, streamed from the blob store: a single `Range` gives a 206
     (416 when outside the file), `If-None-Match` with its ETag a 304, `If-Range` is honoured.
-    `download=True` asks for `Content-Disposition: attachment`."""
+    `download=True` asks for `Content-Disposition: attachment`. `presigned=True` (a download
+    route) answers a redirect to the object store instead when `SWITCHYARD_FILE_URLS=presigned`:
+    the client fetches the bytes there (ranges too), the web process never carries them."""
     status, headers, start, end = _plan(request, file, download)
     if status == 304:
         return Response(content=b"", status_code=304, headers=headers)
+    settings: Settings = request.app.state.services.settings
+    if presigned and settings.file_urls == "presigned":
+        url = await files.presigned_url(file, settings.file_url_ttl_s)
+        if url is not None:
+            return Response(
+                content=b"",
+                status_code=307,
+                headers={"Location": url, "Cache-Control": "private, no-store", "ETag": headers["ETag"]},
+            )
     return FileStream(
         content=await files.stream(file, start, end),
         status_code=status,

@@ -1,8 +1,9 @@
 """Content-addressed blob storage: the bytes of files (images, audio, video), named by their SHA-256.
 
-`BlobStore` is the interface (an S3-compatible store can implement it); `LocalBlobStore` keeps
-blobs on the filesystem under `<data dir>/blobs/ab/cd/<sha256>`. Metadata (owner, mime type,
-expiry) is not here: see `storage.files`.
+`BlobStore` is the interface; `LocalBlobStore` keeps blobs on the filesystem under
+`<data dir>/blobs/ab/cd/<sha256>`, `storage.s3blobs.S3BlobStore` in an S3-compatible bucket.
+`open_blob_store` picks one by `SWITCHYARD_BLOB_URL`; nothing outside `storage/` knows which.
+Metadata (owner, mime type, expiry) is not here: see `storage.files`.
 
 Blobs are written to a temporary file and renamed into place, so a reader never sees a partial
 blob. File I/O runs in threads, in chunks: a large file never sits in memory and never blocks
@@ -23,7 +24,13 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+from urllib.parse import unquote, urlsplit
+
+from switchyard.errors import ConfigError, ServiceUnavailable
+
+if TYPE_CHECKING:
+    from switchyard.settings import Settings
 
 CHUNK_SIZE = 256 * 1024
 _KEY = re.compile(r"^[0-9a-f]{64}$")
@@ -33,6 +40,12 @@ BlobSource = bytes | bytearray | memoryview | Path | AsyncIterable[bytes]
 
 class BlobNotFound(LookupError):
     """No blob under this key (never stored, or deleted)."""
+
+
+class BlobStoreUnavailable(ServiceUnavailable):
+    """The blob store did not answer, or answered with an error (not a missing blob)."""
+
+    error_type = "blob_store_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +96,37 @@ class BlobStore(ABC):
     async def read(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         """The bytes in memory: for small blobs only."""
         return b"".join([chunk async for chunk in self.open(key, start, end)])
+
+    async def presigned_url(self, key: str, expires_in_s: float) -> str | None:
+        """A URL that serves the blob to whoever holds it, for a while; None when this store
+        has no such URLs (files on a local disk)."""
+        return None
+
+    async def sweep_temporaries(self, older_than_s: float = 3600.0) -> int:
+        """Remove what writes cut short by a killed process left behind; the number removed."""
+        return 0
+
+    def describe(self) -> str:
+        """Where the blobs are, for an operator (no secrets)."""
+        return self.__class__.__name__
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    """The store `SWITCHYARD_BLOB_URL` names: `file:///path`, `s3://bucket/prefix`, or (unset)
+    the local directory `SWITCHYARD_BLOB_DIR` / `<data dir>/blobs`."""
+    url = settings.blob_url
+    if not url or url == "file://":
+        return LocalBlobStore(settings.blob_dir_or_default)
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return LocalBlobStore(Path(unquote(parts.netloc + parts.path)))
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise ConfigError(f"SWITCHYARD_BLOB_URL ({url}) names no bucket: s3://bucket/prefix")
+        from storage.s3blobs import S3BlobStore
+
+        return S3BlobStore.from_settings(parts.netloc, unquote(parts.path).strip("/"), settings)
+    raise ConfigError(f"SWITCHYARD_BLOB_URL ({url}) must be file:///path or s3://bucket/prefix")
 
 
 class LocalBlobStore(BlobStore):
@@ -270,6 +314,12 @@ class LocalBlobStore(BlobStore):
 
     async def delete(self, key: str, *, written_before: float | None = None) -> bool:
         return await asyncio.to_thread(self._delete, key, written_before)
+
+    async def sweep_temporaries(self, older_than_s: float = 3600.0) -> int:
+        return await asyncio.to_thread(self.remove_stale_temporaries, older_than_s)
+
+    def describe(self) -> str:
+        return f"file://{self.root.resolve()}"
 
     def remove_stale_temporaries(self, older_than_s: float = 3600.0) -> int:
         """Temporary files left by a process killed mid-write. Blocking: call in a thread."""

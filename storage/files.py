@@ -18,8 +18,8 @@ from typing import Literal
 from sqlalchemy import and_, delete, func, or_
 from sqlmodel import col, select
 
-from storage.blobs import Blob, BlobNotFound, BlobSource, BlobStore, LocalBlobStore
-from storage.bounds import bounded_call
+from storage.blobs import Blob, BlobNotFound, BlobSource, BlobStore, open_blob_store
+from storage.bounds import bounded, bounded_call
 from storage.db import Database
 from storage.keys import as_utc, utcnow
 from storage.models import StoredFile
@@ -88,7 +88,7 @@ class Files:
 
     @classmethod
     def from_settings(cls, settings: Settings, db: Database) -> Files:
-        return cls(db, LocalBlobStore(settings.blob_dir_or_default), ttl_s=settings.file_ttl_s)
+        return cls(db, open_blob_store(settings), ttl_s=settings.file_ttl_s)
 
     @bounded_call("database")
     async def store(
@@ -230,12 +230,19 @@ class Files:
         a missing blob is a `FileNotFound` here rather than an error halfway through a response."""
         chunks = self.open(file, start, end)
         try:
-            first = await anext(chunks)
+            async with bounded("blob store"):
+                first = await anext(chunks)
         except StopAsyncIteration:
             return _chained(b"", chunks)
         except BlobNotFound:
             raise FileNotFound(file.id, "is no longer available") from None
         return _chained(first, chunks)
+
+    async def presigned_url(self, file: StoredFile, expires_in_s: float) -> str | None:
+        """A URL of the object store that serves the file's bytes for a while (None: the store
+        has none, files on a local disk)."""
+        async with bounded("blob store"):
+            return await self.blobs.presigned_url(file.blob_key, expires_in_s)
 
     async def read(self, file: StoredFile) -> bytes:
         """The whole file in memory: for small files only."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,6 +72,21 @@ class Settings(BaseSettings):
     metrics_public: bool = Field(default=False, validation_alias="SWITCHYARD_METRICS_PUBLIC")
     # Files (storage/blobs.py, storage/files.py, GET /api/v1/files/{id}).
     blob_dir: Path | None = Field(default=None, validation_alias="SWITCHYARD_BLOB_DIR")  # <data dir>/blobs
+    # Where blobs live: `file:///path` (default: the blob dir above) or `s3://bucket/prefix` on any
+    # S3-compatible service (AWS S3, MinIO, R2, Ceph), with the endpoint and credentials below.
+    blob_url: str | None = Field(default=None, validation_alias="SWITCHYARD_BLOB_URL")
+    s3_endpoint_url: str | None = Field(default=None, validation_alias="SWITCHYARD_S3_ENDPOINT_URL")
+    s3_region: str = Field(default="us-east-1", min_length=1, validation_alias="SWITCHYARD_S3_REGION")
+    s3_access_key_id: str | None = Field(default=None, validation_alias="SWITCHYARD_S3_ACCESS_KEY_ID")
+    s3_secret_access_key: str | None = Field(default=None, validation_alias="SWITCHYARD_S3_SECRET_ACCESS_KEY")
+    # `proxied`: file routes stream the bytes through the web process; `presigned`: they answer a
+    # redirect to a URL of the object store, valid for `file_url_ttl_s` (S3 only).
+    file_urls: Literal["proxied", "presigned"] = Field(
+        default="proxied", validation_alias="SWITCHYARD_FILE_URLS"
+    )
+    file_url_ttl_s: int = Field(
+        default=3600, ge=1, le=7 * 86_400, validation_alias="SWITCHYARD_FILE_URL_TTL_S"
+    )
     file_ttl_s: int = Field(default=86_400, ge=1, validation_alias="SWITCHYARD_FILE_TTL_S")
     file_cleanup_interval_s: float = Field(
         default=300.0, gt=0, validation_alias="SWITCHYARD_FILE_CLEANUP_INTERVAL_S"
@@ -177,6 +193,16 @@ def settings_problems(settings: Settings) -> list[str]:
     `switchyard up`, `web` and `worker` print these and exit 2 rather than start.
     """
     problems = []
+    blob_url = settings.blob_url or "file://"
+    if not blob_url.startswith(("file://", "s3://")):
+        problems.append(f"SWITCHYARD_BLOB_URL ({blob_url}) must be file:///path or s3://bucket/prefix")
+    elif blob_url.startswith("s3://") and not blob_url.removeprefix("s3://").split("/", 1)[0]:
+        problems.append(f"SWITCHYARD_BLOB_URL ({blob_url}) names no bucket: s3://bucket/prefix")
+    if settings.file_urls == "presigned" and not blob_url.startswith("s3://"):
+        problems.append(
+            "SWITCHYARD_FILE_URLS=presigned needs an S3 blob store (SWITCHYARD_BLOB_URL=s3://...):"
+            " files on a local disk have no URL of their own"
+        )
     tries_s = settings.provider_timeout_s * settings.provider_attempts + retry_backoff_total_s(settings)
     if settings.job_timeout_s <= tries_s:
         problems.append(

@@ -15,6 +15,9 @@ import contextlib
 import os
 import secrets
 import shutil
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -236,12 +239,95 @@ def make_settings(env: dict[str, str]) -> Settings:
     return Settings(_env_file=None, **env)  # type: ignore[call-arg]
 
 
+# --- the S3 stand-in -----------------------------------------------------------------------------
+@dataclass
+class S3Server:
+    """moto's S3 server in a process of its own on a free loopback port."""
+
+    endpoint: str
+    proc: subprocess.Popen[bytes]
+
+    def reset(self) -> None:
+        httpx.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
+
+    def create_bucket(self, name: str) -> None:
+        # An anonymous PUT: moto does not check signatures
+        httpx.put(f"{self.endpoint}/{name}", timeout=10).raise_for_status()
+
+    def env(self, bucket: str, prefix: str = "blobs") -> dict[str, str]:
+        return {
+            "SWITCHYARD_BLOB_URL": f"s3://{bucket}/{prefix}",
+            "SWITCHYARD_S3_ENDPOINT_URL": self.endpoint,
+            "SWITCHYARD_S3_REGION": "us-east-1",
+            "SWITCHYARD_S3_ACCESS_KEY_ID": "testing",
+            "SWITCHYARD_S3_SECRET_ACCESS_KEY": "testing",
+        }
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    server = S3Server(f"http://127.0.0.1:{port}", proc)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{server.endpoint}/moto-api/", timeout=2)
+                break
+            except httpx.HTTPError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto's S3 server did not start") from None
+                time.sleep(0.1)
+        yield server
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server) -> dict[str, str]:
+    """Settings for a fresh, empty bucket on the S3 stand-in."""
+    s3_server.reset()
+    bucket = f"switchyard-{secrets.token_hex(4)}"
+    s3_server.create_bucket(bucket)
+    return s3_server.env(bucket)
+
+
+@pytest.fixture
+def blob_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The blob store's settings: none (the file store under the data dir), unless the test is
+    parametrized over both stores (`@BOTH_BLOB_STORES`)."""
+    return both_blob_stores(request) if hasattr(request, "param") else {}
+
+
+def both_blob_stores(request: pytest.FixtureRequest) -> dict[str, str]:
+    """For a parametrized `blob_env`: params "file" and "s3" (a fresh bucket on moto's server)."""
+    return {} if request.param == "file" else dict(request.getfixturevalue("s3_env"))
+
+
+BOTH_BLOB_STORES = pytest.mark.parametrize("blob_env", ["file", "s3"], indirect=True)
+
+
 @pytest.fixture
 def env(
-    request: pytest.FixtureRequest, redis_url: str, db_url: str, providers_file: Path, tmp_path: Path
+    request: pytest.FixtureRequest,
+    redis_url: str,
+    db_url: str,
+    providers_file: Path,
+    tmp_path: Path,
+    blob_env: dict[str, str],
 ) -> dict[str, str]:
     """The settings of this test as environment variables (what a subprocess would be given)."""
-    values = base_env(redis_url, db_url, providers_file, tmp_path / "data")
+    values = base_env(redis_url, db_url, providers_file, tmp_path / "data") | blob_env
     marker = request.node.get_closest_marker("settings")
     if marker:
         values.update({k: str(v) for k, v in marker.kwargs.items()})

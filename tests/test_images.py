@@ -16,7 +16,7 @@ from PIL import Image
 
 from switchyard.standin import StandIn
 from switchyard.standin_images import ImageStandIn
-from tests.conftest import Gateway, get_job, wait_for_status
+from tests.conftest import BOTH_BLOB_STORES, Gateway, get_job, wait_for_status
 from tests.test_chat import served_over_http
 
 
@@ -83,6 +83,7 @@ def bearer(key: str) -> dict[str, str]:
 
 
 # --- cloudgpt (001): the bytes themselves -----------------------------------------------------------
+@BOTH_BLOB_STORES
 async def test_cloud_image_answers_png_bytes_of_the_requested_size(
     gw: Gateway, key: str, pics: ImageStandIn
 ) -> None:
@@ -184,6 +185,7 @@ async def test_file_urls_never_come_from_the_host_header(
         assert "evil" not in url
 
 
+@BOTH_BLOB_STORES
 async def test_native_generate_url_and_batch(gw: Gateway, key: str) -> None:
     gw.start_worker()
     body = {"model": "flux", "prompt": "a tower", "size": "512x512", "output_format": "jpeg"}
@@ -224,6 +226,7 @@ async def test_image_models_lists_image_models_only(gw: Gateway, key: str) -> No
     assert (await gw.client.get("/api/v1/generate/models")).status_code == 401
 
 
+@BOTH_BLOB_STORES
 async def test_deterministic_model_serves_same_seed_and_prompt_from_cache(
     gw: Gateway, key: str, pics: ImageStandIn
 ) -> None:
@@ -459,6 +462,7 @@ async def test_a_fault_in_one_of_n_fails_the_attempt_and_a_retry_succeeds(
 
 
 # --- video (001) ------------------------------------------------------------------------------------------
+@BOTH_BLOB_STORES
 async def test_cloud_video_answers_an_mp4(gw: Gateway, key: str, pics: ImageStandIn) -> None:
     gw.start_worker()
     body = {"prompt": "waves", "model": "veo", "duration": 2, "width": 160, "height": 120}
@@ -483,6 +487,7 @@ async def test_cloud_video_faults(gw: Gateway, key: str) -> None:
     assert "not an MP4" in response.json()["error"]["message"]
 
 
+@BOTH_BLOB_STORES
 async def test_many_images_at_once_each_get_their_own(gw: Gateway, key: str) -> None:
     gw.start_worker()
 

@@ -13,7 +13,6 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.deadletters import DeadLetters
-from storage.blobs import LocalBlobStore
 from storage.files import Files
 from switchyard.settings import Settings
 
@@ -41,8 +40,7 @@ async def sweep_expired_files(ctx: dict[str, Any]) -> int | None:
         await dead_letters.add("file-sweeper", reason, message=blob_key.encode())
 
     removed = await files.delete_expired(on_blob_error=set_aside)
-    if isinstance(files.blobs, LocalBlobStore):  # writes cut short by a killed process
-        await asyncio.to_thread(files.blobs.remove_stale_temporaries)
+    await files.blobs.sweep_temporaries()  # writes cut short by a killed process
     return removed
 
 

@@ -204,7 +204,7 @@ async def file_content(request: Request, file_id: str) -> Response[bytes] | Stre
     svc = services(request)
     principal = await svc.keys.authenticate(request)
     file = await _owned_file(svc, principal, file_id)
-    return await serve_file(request, svc.files, file, download=True)
+    return await serve_file(request, svc.files, file, download=True, presigned=True)
 
 
 @delete(_paths("/files/{file_id:str}"), status_code=200)

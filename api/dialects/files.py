@@ -28,7 +28,9 @@ async def get_file(request: Request, file_id: str) -> Response[bytes] | Stream:
     """The file's bytes. `Range: bytes=a-b` gives a 206 with that part; `If-None-Match` with
     the ETag a 304; `?download=1` asks for `Content-Disposition: attachment`."""
     file = await _readable(request, file_id)
-    return await serve_file(request, services(request).files, file, download=_download(request))
+    return await serve_file(
+        request, services(request).files, file, download=_download(request), presigned=True
+    )
 
 
 @head("/api/v1/files/{file_id:str}")
