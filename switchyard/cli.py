@@ -1,4 +1,4 @@
-"""`switchyard`: up (everything), web, worker, status, migrate, keys."""
+"""`switchyard`: up (everything), web, worker, status, doctor, migrate, keys."""
 
 from __future__ import annotations
 
@@ -221,6 +221,15 @@ def status_table(snap: Snapshot) -> str:
     return "\n".join(lines)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Redis, clocks, database and migrations, blob store, providers: ok, warn or fail each."""
+    from switchyard import doctor
+
+    checks = asyncio.run(doctor.run_checks(get_settings(), args.timeout))
+    print(json.dumps(doctor.as_json(checks), indent=2) if args.json else doctor.table(checks))
+    return 1 if doctor.failed(checks) else 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from storage.migrate import upgrade
 
@@ -327,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="queues, workers, persister lag and dead letters (from Redis)")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(func=cmd_status)
+    doctor = sub.add_parser("doctor", help="check Redis, clocks, database, blob store and providers")
+    doctor.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    doctor.add_argument("--timeout", type=float, default=5.0, help="seconds each check may take (5)")
+    doctor.set_defaults(func=cmd_doctor)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="action", required=True)
