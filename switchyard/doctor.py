@@ -153,19 +153,21 @@ async def check_database(settings: Settings, timeout_s: float) -> list[Check]:
         script = await asyncio.to_thread(ScriptDirectory.from_config, alembic_config(url))
         heads = set(script.get_heads())
         kind = url.split("://", 1)[0]
+        head = ", ".join(sorted(heads))
         if current == heads:
+            return [Check("database", "ok", f"{kind} reachable, migrations at head ({head})")]
+        if not current:
             return [
-                Check("database", "ok", f"{kind} reachable, migrations at head ({', '.join(sorted(heads))})")
+                Check(
+                    "database", "fail", f"{kind} reachable, no migrations applied: run `switchyard migrate`"
+                )
             ]
-        at = ", ".join(sorted(current)) or "none applied"
-        return [
-            Check(
-                "database",
-                "fail",
-                f"{kind} reachable, migrations at {at}, head is {', '.join(sorted(heads))}:"
-                " run `switchyard migrate` (or this build is older than the database)",
-            )
-        ]
+        at = ", ".join(sorted(current))
+        if not current <= {r.revision for r in script.walk_revisions()}:
+            reason = f"at {at}, which this build does not know (head {head}): a newer Switchyard migrated it"
+        else:
+            reason = f"migrations at {at}, head is {head}: run `switchyard migrate`"
+        return [Check("database", "fail", f"{kind} reachable, {reason}")]
 
     return await _bounded("database", timeout_s, run)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,6 +108,14 @@ async def test_migrations_behind_fail(env: dict[str, str], tmp_path: Path) -> No
     await asyncio.to_thread(upgrade, url)
     checks = by_name(await doctor.run_checks(make_settings(env | {"DATABASE_URL": url})))
     assert checks["database"].status == "ok"
+
+    def migrated_by_a_newer_build() -> None:
+        with sqlite3.connect(behind) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+
+    await asyncio.to_thread(migrated_by_a_newer_build)
+    checks = by_name(await doctor.run_checks(make_settings(env | {"DATABASE_URL": url})))
+    assert checks["database"].status == "fail" and "does not know" in checks["database"].detail
 
 
 async def test_a_blob_store_that_cannot_be_written_fails(
