@@ -29,11 +29,13 @@ from api.dialects import (
     native,
     openai,
     status,
+    users,
 )
 from api.dialects import images as image_routes
 from api.errors import app_handlers
 from api.personas import CustomModelCache
 from api.request_log import RequestLog
+from api.sessions import Sessions
 from api.state import Services
 from api.validation import refuse_nul_params
 from jobs import durability
@@ -117,6 +119,7 @@ def create_app(
             streams=StreamHub(r, dead_letters=dead_letters),
             custom_models=CustomModelCache(database),
             dead_letters=dead_letters,
+            sessions=Sessions(r, database, settings),
         )
         try:
             yield
@@ -138,6 +141,7 @@ def create_app(
             batches.router,
             jobs.router,
             keys.router,
+            users.router,
             status.router,
             files.router,
             llm.cloudgpt_router,
