@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 from redis.asyncio import Redis
 
 from api.auth import Principal
-from jobs.accounting import CREDITS_KEY, UNLIMITED, USAGE, admit_args, hour_reset_ms
+from jobs.accounting import CREDITS_KEY, MINUTE_MS, UNLIMITED, USAGE, admit_args, hour_reset_ms
 from jobs.client import redis_call
 from jobs.records import iso_s, now_ms
 from storage.db import Database
@@ -32,11 +32,22 @@ class Plan:
     args: list[Any] | None  # `admit`'s nine arguments; None for the admin key (no limits)
     hourly_limit: int
     now: int
+    # The window the `X-RateLimit-*` headers describe: the hour for a key, the minute for an
+    # anonymous caller (whose only limits are per minute); its limit when it is the minute.
+    minute_limit: int | None = None
 
     def headers(self, hourly_remaining: int | None) -> dict[str, str]:
         if self.args is None or hourly_remaining is None:
             return {}
         return rate_headers(self.hourly_limit, hourly_remaining, hour_reset_ms(self.now))
+
+    def admitted_headers(self, verdict: list[Any], limits_remaining: dict[str, int] | None) -> dict[str, str]:
+        """The headers of an admitted request, from admission's answer."""
+        if self.minute_limit is not None:
+            if len(verdict) < 7:
+                return {}
+            return rate_headers(self.minute_limit, int(verdict[6]), (self.now // MINUTE_MS + 1) * MINUTE_MS)
+        return self.headers(limits_remaining["hourly"] if limits_remaining else None)
 
 
 def rate_headers(limit: int, remaining: int, reset_ms: int) -> dict[str, str]:
@@ -83,7 +94,8 @@ class Accounts:
         if record is None:  # the admin key: no limits
             return Plan(price, None, UNLIMITED, now)
         args = admit_args(record, now, price=price, reserve_tokens=reserve_tokens, modality=modality)
-        return Plan(price, args, _limit(record.limits.hourly), now)
+        minute = _limit(getattr(record.limits.per_minute, modality)) if principal.anonymous else None
+        return Plan(price, args, _limit(record.limits.hourly), now, minute)
 
     async def window_usage(self, key_id: str, now: int) -> tuple[int, int, int]:
         """Requests this hour, requests today and tokens today, as admission counts them."""

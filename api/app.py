@@ -29,11 +29,13 @@ from api.dialects import (
     native,
     openai,
     status,
+    users,
 )
 from api.dialects import images as image_routes
 from api.errors import app_handlers
 from api.personas import CustomModelCache
 from api.request_log import RequestLog
+from api.sessions import Sessions
 from api.state import Services
 from api.validation import refuse_nul_params
 from jobs import durability
@@ -56,8 +58,8 @@ async def rate_limit_headers(message: Message, scope: Scope) -> None:
     if message["type"] != "http.response.start" or message["status"] >= 500:
         return  # a 5xx says what is wrong (a stalled Redis would only hold it for another bound)
     principal = scope.get("state", {}).get(PRINCIPAL_STATE)
-    if principal is None or principal.record is None:
-        return
+    if principal is None or principal.record is None or principal.anonymous:
+        return  # the anonymous tier's per-minute headers come from admission alone
     headers = list(message.get("headers", ()))
     if any(name.lower() == b"x-ratelimit-limit" for name, _ in headers):
         return
@@ -109,7 +111,7 @@ def create_app(
             db=database,
             jobs=job_client,
             catalog=cat,
-            keys=KeyCache(database, settings.admin_key),
+            keys=KeyCache(database, settings.admin_key, anonymous=settings if settings.anonymous else None),
             accounts=Accounts(
                 r, database, sync_credits=settings.sync_credits, batch_credits=settings.batch_credits
             ),
@@ -117,6 +119,7 @@ def create_app(
             streams=StreamHub(r, dead_letters=dead_letters),
             custom_models=CustomModelCache(database),
             dead_letters=dead_letters,
+            sessions=Sessions(r, database, settings),
         )
         try:
             yield
@@ -138,6 +141,7 @@ def create_app(
             batches.router,
             jobs.router,
             keys.router,
+            users.router,
             status.router,
             files.router,
             llm.cloudgpt_router,

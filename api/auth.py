@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Request
 from litestar.connection import ASGIConnection
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.sessions import client_ip
 from storage.db import Database
-from storage.keys import KeyRecord, find_key, hash_key
+from storage.keys import KeyLimits, KeyRecord, PerMinute, find_key, hash_key
 from switchyard.errors import Forbidden, ServiceUnavailable, Unauthorized
+from switchyard.settings import Settings
 
 ADMIN = "admin"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PRINCIPAL_STATE = "switchyard_principal"
 
 
@@ -25,9 +30,25 @@ class Principal:
     key_id: str
     is_admin: bool = False
     record: KeyRecord | None = None  # None for the admin key: no limits, no credits
+    anonymous: bool = False  # a caller without a key (api-reference 001's anonymous tier)
 
 
 ADMIN_PRINCIPAL = Principal(ADMIN, is_admin=True)
+# api-reference 001: anonymous callers get 10 chat, 5 image and 2 video calls a minute, nothing else.
+ANONYMOUS_LIMITS = KeyLimits(
+    hourly=None, daily_requests=None, daily_tokens=None, per_minute=PerMinute(chat=10, image=5, video=2)
+)
+
+
+def anonymous_principal(ip: str) -> Principal:
+    """The caller without a key at this address: its counts and jobs are under an id made from
+    the address (hashed: no address is stored with jobs or usage)."""
+    key_id = "anon_" + hashlib.sha256(ip.encode()).hexdigest()[:24]
+    record = KeyRecord(
+        id=key_id, name="anonymous", prefix="", is_active=True, created_at=_EPOCH, expires_at=None,
+        revoked=False, limits=ANONYMOUS_LIMITS,
+    )  # fmt: skip
+    return Principal(key_id, record=record, anonymous=True)
 
 
 def presented_key(request: ASGIConnection[Any, Any, Any, Any]) -> str | None:
@@ -50,9 +71,12 @@ class KeyCache:
     A revocation made through this process takes effect at once; one made elsewhere within `ttl_s`.
     """
 
-    def __init__(self, db: Database, admin_key: str | None, ttl_s: float = 5.0) -> None:
+    def __init__(
+        self, db: Database, admin_key: str | None, ttl_s: float = 5.0, *, anonymous: Settings | None = None
+    ) -> None:
         self.db = db
         self.admin_key = admin_key
+        self.anonymous = anonymous  # the settings of the anonymous tier when it is on
         self.ttl_s = ttl_s
         self._entries: dict[str, tuple[float, KeyRecord | None]] = {}
         self._inflight: dict[str, asyncio.Future[KeyRecord | None]] = {}
@@ -86,10 +110,17 @@ class KeyCache:
     def is_admin(self, secret: str) -> bool:
         return bool(self.admin_key) and hmac.compare_digest(secret.encode(), self.admin_key.encode())  # type: ignore[union-attr]
 
-    async def authenticate(self, request: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    async def authenticate(
+        self, request: ASGIConnection[Any, Any, Any, Any], *, anonymous: bool = False
+    ) -> Principal:
         """The caller of a request or a WebSocket (`X-API-Key`, `Authorization: Bearer` or
-        `?api_key=`, which is all a browser's WebSocket can send)."""
+        `?api_key=`, which is all a browser's WebSocket can send). `anonymous`: a route of the
+        anonymous tier, where a caller without a key is its client address (when the tier is on)."""
         secret = presented_key(request)
+        if not secret and anonymous and self.anonymous is not None:
+            principal = anonymous_principal(client_ip(request, self.anonymous))
+            request.state[PRINCIPAL_STATE] = principal
+            return principal
         if not secret:
             raise Unauthorized("Missing API key: send X-API-Key, Authorization: Bearer, or ?api_key=")
         if self.is_admin(secret):

@@ -255,6 +255,7 @@ _PREFIX_DIALECTS: tuple[tuple[str, str], ...] = (
     ("/api/image", CLOUDGPT),
     ("/api/video", CLOUDGPT),
     ("/api/keys", CLOUDGPT),
+    ("/api/auth/", CLOUDGPT),
     ("/api/models", DISCOVERY),
     ("/api/providers", DISCOVERY),
     ("/api/cache", DISCOVERY),

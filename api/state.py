@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from api.accounts import Accounts
 from api.auth import KeyCache
 from api.personas import CustomModelCache
+from api.sessions import Sessions
 from jobs.catalog import Catalog
 from jobs.client import JobClient
 from jobs.deadletters import DeadLetters
@@ -32,6 +33,7 @@ class Services:
     streams: StreamHub
     custom_models: CustomModelCache
     dead_letters: DeadLetters
+    sessions: Sessions
 
 
 def services(request: Request) -> Services:

@@ -27,6 +27,7 @@ from switchyard.errors import (
     ProviderFailed,
     StillRunning,
     SwitchyardError,
+    Unauthorized,
 )
 from switchyard.settings import Settings
 
@@ -207,7 +208,7 @@ async def admit_and_enqueue(
             continue
         svc.accounts.refuse(plan, verdict)
     assert record is not None
-    return record, plan.headers(record.limits_remaining["hourly"] if record.limits_remaining else None), None
+    return record, plan.admitted_headers(verdict, record.limits_remaining), None
 
 
 async def _replay(
@@ -249,6 +250,8 @@ async def submit(
     A failed job raises its error.
     """
     batch = wants_batch(request)
+    if batch and principal.anonymous:
+        raise Unauthorized("?batch=1 needs an API key: a caller without one could not poll its job")
     record, headers, following = await admit_and_enqueue(
         svc,
         principal=principal,

@@ -26,7 +26,8 @@ REFUNDABLE_ERRORS = frozenset(
 # (admission and enqueue in one round trip).
 # Arguments: key id, now_ms, credits cost (0: not metered), tokens to reserve, modality,
 #            hourly, daily requests, daily tokens, per-minute (-1: unlimited)
-# Returns {'ok', hourly remaining, daily remaining, tokens remaining, balance or -1, tokens key}
+# Returns {'ok', hourly remaining, daily remaining, tokens remaining, balance or -1, tokens key,
+#          per-minute remaining}
 #      or {limit name, used, limit, reset_ms} when a limit is reached,
 #      or {'credits', balance, cost, hourly used} when the balance is short,
 #      or {'credits_unknown'}.
@@ -67,7 +68,8 @@ local function admit(k, now, cost, reserve, modality, hourly, daily, tokens, per
   redis.call('INCR', mk)
   redis.call('PEXPIREAT', mk, (minute + 1) * 60000 + 60000)
   local function left(limit, used) if limit < 0 then return -1 end return math.max(limit - used, 0) end
-  return {'ok', left(hourly, h + 1), left(daily, d + 1), left(tokens, t + reserve), balance, tk}
+  return {'ok', left(hourly, h + 1), left(daily, d + 1), left(tokens, t + reserve), balance, tk,
+          left(per_minute, m + 1)}
 end
 """
 

@@ -302,7 +302,7 @@ class JobClient:
                 return None, [b"replay", job_id, fingerprint]
             return None, verdict
         if len(verdict) > 1:  # what admission left: part of the job's record from now on
-            _, hourly, daily, tokens, balance, _ = verdict
+            hourly, daily, tokens, balance = verdict[1:5]
             record.limits_remaining = {
                 "hourly": int(hourly),
                 "daily_requests": int(daily),

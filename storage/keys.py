@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -15,7 +15,7 @@ from sqlmodel import col, select
 
 from storage.bounds import bounded_call
 from storage.db import Database
-from storage.models import ApiKey, Usage
+from storage.models import ApiKey, Usage, User
 
 KEY_PREFIX = "ck_"
 
@@ -91,6 +91,7 @@ class KeyRecord:
     models: tuple[str, ...] | None = None
     credits: int | None = None  # credits granted (at creation and by top-ups); None: not metered
     allow_upstream_override: bool = False  # may name its own upstream (X-OpenAI-Base-URL / -Key)
+    user_id: str | None = None  # the user who owns it; None: an admin-made key of no one's
 
     @property
     def metered(self) -> bool:
@@ -114,6 +115,7 @@ def _record(row: ApiKey) -> KeyRecord:
         models=tuple(row.models) if row.models is not None else None,
         credits=row.credits,
         allow_upstream_override=bool(row.allow_upstream_override),
+        user_id=row.user_id,
     )
 
 
@@ -127,6 +129,7 @@ async def create_key(
     models: list[str] | None = None,
     credits: int | None = None,
     allow_upstream_override: bool = False,
+    user_id: str | None = None,
 ) -> tuple[KeyRecord, str]:
     """Returns the record and the secret; the secret is never stored and never shown again."""
     secret = KEY_PREFIX + secrets.token_hex(16)
@@ -141,6 +144,7 @@ async def create_key(
         models=list(models) if models is not None else None,
         credits=credits,
         allow_upstream_override=allow_upstream_override,
+        user_id=user_id,
     )
     async with db.session() as session:
         session.add(row)
@@ -155,17 +159,24 @@ async def get_key(db: Database, key_id: str) -> KeyRecord | None:
 
 
 @bounded_call("database")
-async def list_keys(db: Database) -> list[KeyRecord]:
+async def list_keys(db: Database, user_id: str | None = None) -> list[KeyRecord]:
+    """Every key, or (with `user_id`) that user's keys, oldest first."""
+    query = select(ApiKey).order_by(col(ApiKey.created_at))
+    if user_id is not None:
+        query = query.where(col(ApiKey.user_id) == user_id)
     async with db.session() as session:
-        rows = (await session.exec(select(ApiKey).order_by(col(ApiKey.created_at)))).all()
+        rows = (await session.exec(query)).all()
     return [_record(r) for r in rows]
 
 
 @bounded_call("database")
-async def revoke_key(db: Database, key_id: str) -> KeyRecord | None:
+async def revoke_key(db: Database, key_id: str, user_id: str | None = None) -> KeyRecord | None:
+    """Revoke a live key (with `user_id`: only that user's); None when there is no such key."""
     async with db.session() as session:
         row = await session.get(ApiKey, key_id)
         if row is None or row.revoked_at is not None:
+            return None
+        if user_id is not None and row.user_id != user_id:
             return None
         row.revoked_at = utcnow()
         row.is_active = False
@@ -175,9 +186,16 @@ async def revoke_key(db: Database, key_id: str) -> KeyRecord | None:
 
 @bounded_call("database")
 async def find_key(db: Database, key_hash: str) -> KeyRecord | None:
+    """The key with this hash; a key whose user is disabled reads as inactive."""
     async with db.session() as session:
         row = (await session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash))).first()
-    return _record(row) if row else None
+        owner = await session.get(User, row.user_id) if row is not None and row.user_id else None
+    if row is None:
+        return None
+    record = _record(row)
+    if owner is not None and owner.disabled:
+        record = replace(record, is_active=False)
+    return record
 
 
 @bounded_call("database")

@@ -29,6 +29,33 @@ class ApiKey(KeyBase, table=True):
     credits: int | None = None
     # May name its own upstream for a call (X-OpenAI-Base-URL / X-OpenAI-Key, api-reference 004).
     allow_upstream_override: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    # The user who owns the key (self-service keys); None: made by the admin for no one.
+    user_id: str | None = Field(default=None, max_length=40, index=True)
+
+
+class User(SQLModel, table=True):
+    """A person who signs in (storage/users.py); their keys point here by `ApiKey.user_id`."""
+
+    __tablename__ = "users"
+
+    id: str = Field(primary_key=True, max_length=40)
+    email: str = Field(max_length=320, unique=True, index=True)  # normalized (storage.users.normalize_email)
+    password_hash: str = Field(max_length=500)
+    role: str = Field(default="user", max_length=20)  # "admin" | "user"
+    created_at: datetime
+    disabled: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+
+
+class Invite(SQLModel, table=True):
+    """A sign-up invitation an admin made (SWITCHYARD_SIGNUP=invite); good for one sign-up."""
+
+    __tablename__ = "invites"
+
+    code_hash: str = Field(primary_key=True, max_length=64)  # SHA-256 of the code: shown once
+    created_at: datetime
+    expires_at: datetime | None = None
+    used_by: str | None = Field(default=None, max_length=40)
+    used_at: datetime | None = None
 
 
 class Job(SQLModel, table=True):

@@ -1,4 +1,4 @@
-"""`switchyard`: up (everything), web, worker, status, doctor, migrate, keys."""
+"""`switchyard`: up (everything), web, worker, status, doctor, migrate, keys, users."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from switchyard import users_cli
 from switchyard.errors import ConfigError
 from switchyard.settings import get_settings, settings_problems
 
@@ -358,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke")
     revoke.add_argument("key_id")
     keys.set_defaults(func=cmd_keys)
+    users_cli.add_parser(sub)
     return parser
 
 

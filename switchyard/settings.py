@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -160,6 +161,28 @@ class Settings(BaseSettings):
     custom_base_model: str = Field(
         default="microsoft/phi-3-medium-128k-instruct", validation_alias="SWITCHYARD_CUSTOM_BASE_MODEL"
     )
+
+    # Users and sign-in (api/sessions.py, api/dialects/users.py). Sign-up is off unless asked:
+    # an install opened to the network should not take strangers' accounts by surprise.
+    signup: Literal["open", "invite", "off"] = Field(default="off", validation_alias="SWITCHYARD_SIGNUP")
+    session_ttl_s: int = Field(default=14 * 86_400, ge=60, validation_alias="SWITCHYARD_SESSION_TTL_S")
+    # Sign-in attempts per email and per client IP in a window of `signin_window_s`.
+    signin_attempts_per_email: int = Field(default=10, ge=1, validation_alias="SWITCHYARD_SIGNIN_PER_EMAIL")
+    signin_attempts_per_ip: int = Field(default=50, ge=1, validation_alias="SWITCHYARD_SIGNIN_PER_IP")
+    signin_window_s: int = Field(default=900, ge=1, validation_alias="SWITCHYARD_SIGNIN_WINDOW_S")
+    # api-reference 001's anonymous tier: calls to its routes without a key, limited per client IP.
+    anonymous: bool = Field(default=False, validation_alias="SWITCHYARD_ANONYMOUS")
+    # Proxies whose X-Forwarded-For names the client (CIDRs, comma-separated); others' is ignored.
+    trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = Field(
+        default=(), validation_alias="SWITCHYARD_TRUSTED_PROXIES"
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _cidrs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip())
+        return value
 
     @property
     def database_url_or_default(self) -> str:

@@ -321,6 +321,7 @@ async def test_hour_window_resets_on_the_hour_and_the_day_does_not(admit: Admit)
         -1,
         -1,
         f"sy:rl:k1:t:{(b - 2) // DAY_MS}",
+        -1,  # per minute: unlimited
     ]
     assert (await admit("k1", b - 1, hourly=2, daily=3))[:3] == ["ok", 0, 1]
     assert await admit("k1", b - 1, hourly=2, daily=3) == ["hourly", 2, 2, b]
@@ -350,12 +351,14 @@ async def test_day_window_resets_at_midnight_utc(admit: Admit) -> None:
         40,
         -1,
         f"sy:rl:k2:t:{d // DAY_MS}",
+        -1,
     ]
 
 
 async def test_minute_window_resets_on_the_minute(admit: Admit) -> None:
     m = future_boundary(MINUTE_MS, not_multiple_of=HOUR_MS)
-    assert (await admit("k3", m - 1, minute=1))[0] == "ok"
+    first = await admit("k3", m - 1, minute=1)
+    assert first[0] == "ok" and first[6] == 0  # what the minute has left
     assert await admit("k3", m - 1, minute=1) == ["per_minute", 1, 1, m]
     assert (await admit("k3", m, minute=1))[0] == "ok"
     assert await admit("k3", m + MINUTE_MS - 1, minute=1) == ["per_minute", 1, 1, m + MINUTE_MS]

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 
+from api.errors import CLOUDGPT
 from api.personas import resolve_custom_model
 from api.responses import json_response
 from api.results import chat_body
@@ -47,7 +48,7 @@ async def chat_route(
     overridable: bool = False,
 ) -> Response[bytes]:
     svc = services(request)
-    principal = await svc.keys.authenticate(request)
+    principal = await svc.keys.authenticate(request, anonymous=dialect == CLOUDGPT)  # 001's tier
     req, upstream = parse_chat(
         await request.body(), max_tokens_cap=max_tokens_cap, default_model=default_model
     )

@@ -162,7 +162,7 @@ async def _submit(
     request: Request, dialect: str, kind: str, payload: dict[str, Any], modality: str
 ) -> tuple[JobRecord | Response[bytes], dict[str, str]]:
     svc = services(request)
-    principal = await svc.keys.authenticate(request)
+    principal = await svc.keys.authenticate(request, anonymous=dialect == CLOUDGPT)  # 001's tier
     if "base_url" not in (payload.get("upstream") or {}):  # a caller's own upstream knows its models
         await svc.catalog.require(payload["model"], modality)
     svc.accounts.check_request(principal, model=payload["model"], max_tokens=None)
@@ -188,9 +188,9 @@ async def _image_json(request: Request, dialect: str, payload: ImagePayload) -> 
     return json_response(image_body(outcome), headers={"x-job-id": outcome.id, **headers})
 
 
-async def _body(request: Request) -> dict[str, Any]:
+async def _body(request: Request, *, anonymous: bool = False) -> dict[str, Any]:
     # Authenticate before reading the body: a caller without a key learns nothing of validation.
-    await services(request).keys.authenticate(request)
+    await services(request).keys.authenticate(request, anonymous=anonymous)
     return decode_object(await request.body())
 
 
@@ -243,7 +243,7 @@ async def image_models(request: Request) -> Response[bytes]:
 @post("/api/image", status_code=200)
 async def cloud_image(request: Request) -> Response[bytes] | Stream:
     """Image generation (001): the image's bytes with its Content-Type."""
-    req = convert(await _body(request), CloudImageRequest)
+    req = convert(await _body(request, anonymous=True), CloudImageRequest)
     payload = image_payload(
         model=req.model, prompt=req.prompt, width=req.width, height=req.height,
         output_format=req.output_format, output_compression=req.output_compression, seed=req.seed,
@@ -259,7 +259,7 @@ async def cloud_image(request: Request) -> Response[bytes] | Stream:
 async def _stored(request: Request, file_id: str, headers: dict[str, str]) -> Response[bytes] | Stream:
     """The stored file itself as the response (streamed from the blob store)."""
     svc = services(request)
-    principal = await svc.keys.authenticate(request)
+    principal = await svc.keys.authenticate(request, anonymous=True)  # only 001's routes answer so
     file = await svc.files.get_for(file_id, principal.key_id, is_admin=principal.is_admin)
     response = await serve_file(request, svc.files, file)
     response.headers.update(headers)
@@ -271,7 +271,7 @@ async def _stored(request: Request, file_id: str, headers: dict[str, str]) -> Re
 async def cloud_video(request: Request) -> Response[bytes] | Stream:
     """Video generation (001): the MP4's bytes. The duration is bounded by the model's maximum
     (`max_duration_s` in the providers file, else SWITCHYARD_VIDEO_MAX_DURATION_S)."""
-    req = convert(await _body(request), CloudVideoRequest)
+    req = convert(await _body(request, anonymous=True), CloudVideoRequest)
     svc = services(request)
     _prompt(req.prompt)
     await svc.catalog.require(req.model, "video")

@@ -1,7 +1,10 @@
-"""API key management (api-reference 001 and 002): the admin manages keys; a key sees itself."""
+"""API key management (api-reference 001 and 002): the admin manages every key; a signed-in
+user (session cookie, CSRF token on changes) or a key of that user manages that user's keys
+(another user's key id is a 404); a key of no user sees only itself."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -9,6 +12,7 @@ import msgspec
 from litestar import Request, Response, Router, delete, get, post
 from msgspec import Meta
 
+from api.auth import Principal, presented_key
 from api.errors import CLOUDGPT, handlers_for
 from api.responses import json_response
 from api.state import Services, services
@@ -29,7 +33,7 @@ from storage.keys import (
     list_keys,
     revoke_key,
 )
-from switchyard.errors import InvalidRequest, NotFound
+from switchyard.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 
 
 class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -39,6 +43,48 @@ class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
     expires_at: datetime | None = None
     models: Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(min_length=1)] | None = None
     allow_upstream_override: bool = False
+
+
+class OwnKeyCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """What a user may ask of a key of their own: a name and an end (limits and credits are the
+    admin's to give)."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCaller:
+    """Who manages keys in this request: the admin (every key), a user (their keys), or a key of
+    no user (itself, read-only)."""
+
+    admin: bool
+    user_id: str | None = None
+    principal: Principal | None = None
+
+
+async def key_caller(request: Request, svc: Services) -> KeyCaller:
+    if presented_key(request):  # an API key: exempt from CSRF (a browser never adds one itself)
+        try:
+            principal = await svc.keys.authenticate(request)
+        except Unauthorized:
+            if svc.keys.admin_key:
+                raise
+            raise Forbidden(
+                "no admin key may manage keys: SWITCHYARD_ADMIN_KEY is not set (signed-in users and"
+                " their keys manage their own)"
+            ) from None
+        if principal.is_admin:
+            return KeyCaller(admin=True, principal=principal)
+        user_id = principal.record.user_id if principal.record else None
+        return KeyCaller(admin=False, user_id=user_id, principal=principal)
+    session = await svc.sessions.require(request)  # 401 without one; CSRF on changes
+    return KeyCaller(admin=session.user.is_admin, user_id=session.user.id)
+
+
+def _managing(caller: KeyCaller) -> None:
+    if not caller.admin and caller.user_id is None:
+        raise Forbidden("only the admin key may manage keys")
 
 
 class CreditTopUp(msgspec.Struct, forbid_unknown_fields=False):
@@ -62,7 +108,7 @@ def _state(record: KeyRecord) -> str:
     return "revoked" if record.revoked else ("expired" if record.expired else "active")
 
 
-async def _view(svc: Services, records: list[KeyRecord]) -> list[dict[str, object]]:
+async def key_views(svc: Services, records: list[KeyRecord]) -> list[dict[str, object]]:
     ids = [r.id for r in records]
     used: list[bytes | None] = []
     live: list[bytes | None] = []
@@ -93,10 +139,18 @@ async def _view(svc: Services, records: list[KeyRecord]) -> list[dict[str, objec
 
 @post("/api/keys", status_code=201)
 async def create(request: Request) -> Response[bytes]:
-    """Make a key (admin only). The secret is in this response and nowhere else, ever."""
+    """Make a key: the admin with any settings (a signed-in admin's key is theirs), a user for
+    themselves (name and expiry only).
+    The secret is in this response and nowhere else, ever."""
     svc = services(request)
-    await svc.keys.require_admin(request)
-    body = convert(decode_object(await request.body(), stored=True), KeyCreate)
+    caller = await key_caller(request, svc)
+    _managing(caller)
+    raw = decode_object(await request.body(), stored=True)
+    if caller.admin:
+        body = convert(raw, KeyCreate)
+    else:
+        own = convert(raw, OwnKeyCreate)
+        body = KeyCreate(name=own.name, expires_at=own.expires_at)
     over = body.limits.over_maximum() if body.limits else None
     if over is not None:
         raise InvalidRequest.field(over, f"must be at most {MAX_LIMIT}")
@@ -121,30 +175,35 @@ async def create(request: Request) -> Response[bytes]:
         models=body.models,
         credits=body.credits,
         allow_upstream_override=body.allow_upstream_override,
+        user_id=caller.user_id,
     )
     if record.credits is not None:
         await redis_call(lambda: svc.redis.hset(CREDITS_KEY, record.id, record.credits))  # type: ignore[arg-type]
-    view = (await _view(svc, [record]))[0]
+    view = (await key_views(svc, [record]))[0]
     return json_response({**view, "key": secret}, 201)
 
 
 @get("/api/keys")
 async def list_(request: Request) -> Response[bytes]:
-    """Every key for the admin; a key sees only itself. Never the secret."""
+    """Every key for the admin, a user's own keys for that user; a key of no user sees only
+    itself. Never the secret."""
     svc = services(request)
-    principal = await svc.keys.authenticate(request)
-    if principal.is_admin:
+    caller = await key_caller(request, svc)
+    if caller.admin:
         records = await list_keys(svc.db)
+    elif caller.user_id is not None:
+        records = await list_keys(svc.db, caller.user_id)
     else:
-        records = [principal.record] if principal.record else []
-    return json_response({"data": await _view(svc, records)})
+        records = [caller.principal.record] if caller.principal and caller.principal.record else []
+    return json_response({"data": await key_views(svc, records)})
 
 
 @delete("/api/keys/{key_id:str}", status_code=200)
 async def revoke(request: Request, key_id: str) -> Response[bytes]:
     svc = services(request)
-    await svc.keys.require_admin(request)
-    record = await revoke_key(svc.db, key_id)
+    caller = await key_caller(request, svc)
+    _managing(caller)
+    record = await revoke_key(svc.db, key_id, None if caller.admin else caller.user_id)
     if record is None:
         raise NotFound(f"API key '{key_id}' not found")
     svc.keys.invalidate()

@@ -138,9 +138,9 @@ native_router = Router(
 def _cloudgpt_route(kind: str) -> Any:
     @get(f"/api/models/{kind}", name=f"cloudgpt-models-{kind}")
     async def handler(request: Request) -> Response[bytes]:
-        """One modality's models (api-reference 001, List Models)."""
+        """One modality's models (api-reference 001, List Models); open to the anonymous tier."""
         svc = services(request)
-        principal = await svc.keys.authenticate(request)
+        principal = await svc.keys.authenticate(request, anonymous=True)
         Query(request, ())
         entries = allowed_for(principal, await fresh_entries(svc))
         return json_response(
