@@ -29,6 +29,7 @@ from api.dialects import (
     native,
     openai,
     status,
+    webhooks,
 )
 from api.dialects import images as image_routes
 from api.errors import app_handlers
@@ -137,6 +138,7 @@ def create_app(
             openai.router,
             batches.router,
             jobs.router,
+            webhooks.router,
             keys.router,
             status.router,
             files.router,

@@ -29,6 +29,10 @@ class ApiKey(KeyBase, table=True):
     credits: int | None = None
     # May name its own upstream for a call (X-OpenAI-Base-URL / X-OpenAI-Key, api-reference 004).
     allow_upstream_override: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    # Webhooks (jobs/webhooks.py): the URL a job of this key is reported to when it names none,
+    # and the Standard Webhooks secret (`whsec_...`) its deliveries are signed with, shown once.
+    webhook_url: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    webhook_secret: str | None = Field(default=None, max_length=100, repr=False)
 
 
 class Job(SQLModel, table=True):
