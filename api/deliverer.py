@@ -17,9 +17,11 @@ import msgspec
 from redis.asyncio import Redis
 
 from api.auth import ADMIN
+from api.dialects.batches import batch_object
 from api.submit import job_view
 from jobs.records import JobRecord
 from storage import bounds
+from storage.batches import get_batch
 from storage.db import Database
 from storage.keys import webhook_secret
 from switchyard.settings import Settings
@@ -28,10 +30,22 @@ from workers.webhooks import Deliverer
 log = logging.getLogger("switchyard.webhooks")
 
 
-async def render_job(record: dict[str, str]) -> dict[str, Any]:
-    """A delivery's payload: the job as `GET /api/v1/jobs/{id}` shows it."""
-    snapshot = msgspec.json.decode(record["snapshot"])
-    return job_view(JobRecord.from_hash(snapshot, job_id=record.get("job_id")))
+class Renderer:
+    """A delivery's payload: a job as `GET /api/v1/jobs/{id}` shows it (from the state it
+    finished with), a batch as `GET /v1/batches/{id}` does (read from the database)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def __call__(self, record: dict[str, str]) -> dict[str, Any]:
+        if record.get("subject") == "batch":
+            batch_id = record.get("batch_id", "")
+            row = await get_batch(self.db, batch_id)
+            if row is None:
+                raise LookupError(f"batch {batch_id} is gone")
+            return batch_object(row, None)
+        snapshot = msgspec.json.decode(record["snapshot"])
+        return job_view(JobRecord.from_hash(snapshot, job_id=record.get("job_id")))
 
 
 class Secrets:
@@ -68,7 +82,7 @@ def make_deliverer(settings: Settings, redis: Redis, db: Database, http: httpx.A
     return Deliverer(
         redis,
         http,
-        render=render_job,
+        render=Renderer(db),
         secret=Secrets(db, settings).get,
         delays_s=settings.webhook_retry_delays_s,
         timeout_s=settings.webhook_timeout_s,

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import orjson
 import pytest
 from redis.asyncio import Redis
@@ -23,7 +27,7 @@ from standardwebhooks import Webhook
 from api.deliverer import make_deliverer
 from storage.db import Database
 from switchyard.standin import LoopbackServer, StandIn
-from tests.conftest import Gateway, admin_headers, chat_body, eventually, wait_for_status
+from tests.conftest import Gateway, admin_headers, chat_body, eventually, process_env, wait_for_status
 from tests.llm_support import write_llm_providers
 
 pytestmark = pytest.mark.settings(SWITCHYARD_WEBHOOK_RETRY_SCHEDULE="0.2,0.2,0.2")
@@ -52,6 +56,7 @@ class Receiver(LoopbackServer):
     port: int = 0
     answers: list[int] = field(default_factory=list)
     slow_paths: dict[str, float] = field(default_factory=dict)
+    slow_once: dict[str, float] = field(default_factory=dict)
     got: list[Received] = field(default_factory=list)
     calls: int = 0
     _server: Any = None
@@ -75,6 +80,8 @@ class Receiver(LoopbackServer):
                 self.calls += 1
                 if path in self.slow_paths:
                     await asyncio.sleep(self.slow_paths[path])
+                elif path in self.slow_once:
+                    await asyncio.sleep(self.slow_once.pop(path))
                 status = self.answers.pop(0) if self.answers else 200
                 self.got.append(Received(path, headers, body))
                 writer.write(b"HTTP/1.1 %d X\r\ncontent-length: 2\r\n\r\nok" % status)
@@ -363,3 +370,101 @@ async def test_deliveries_are_seen_by_their_key_only(gw: Gateway, receiver: Rece
         "/api/v1/webhooks/deliveries", params={"status": "lost"}, headers={"X-API-Key": alice}
     )
     assert bad.status_code == 400 and "status" in bad.text
+
+
+async def test_batch_completion_and_failure_are_delivered(
+    gw: Gateway, receiver: Receiver, deliverer: Any
+) -> None:
+    gw.start_worker()
+    key, secret, _ = await new_key(gw)
+    client = openai.AsyncOpenAI(
+        base_url="http://testserver.local/v1", api_key=key, http_client=gw.client, max_retries=0
+    )
+    lines = [
+        {
+            "custom_id": f"c{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": chat_body(f"line {i}"),
+        }
+        for i in range(2)
+    ]
+    good = await client.files.create(
+        file=("requests.jsonl", io.BytesIO(b"".join(orjson.dumps(x) + b"\n" for x in lines))), purpose="batch"
+    )
+    batch = await client.batches.create(
+        input_file_id=good.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        extra_body={"webhook": receiver.url("/batch")},
+    )
+    bad = await client.files.create(file=("bad.jsonl", io.BytesIO(b"{not json\n")), purpose="batch")
+    failed = await client.batches.create(
+        input_file_id=bad.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        extra_headers={"X-Webhook-URL": receiver.url("/failed")},
+    )
+    await eventually(
+        lambda: _ready(receiver.on("/batch") and receiver.on("/failed")),
+        what="both batch webhooks",
+        timeout=20,
+    )
+    done = verified(secret, receiver.on("/batch")[0])
+    assert done["type"] == "batch.completed"
+    assert done["data"]["id"] == batch.id and done["data"]["status"] == "completed"
+    assert done["data"]["request_counts"] == {"total": 2, "completed": 2, "failed": 0}
+    assert (
+        done["data"]
+        == (await client.batches.retrieve(batch.id)).model_dump(exclude_unset=True) | done["data"]
+    )
+    gone = verified(secret, receiver.on("/failed")[0])
+    assert gone["data"]["id"] == failed.id and gone["data"]["status"] == "failed"
+    [d] = await deliveries(gw, key, batch_id=batch.id)
+    assert d["batch_id"] == batch.id and d["job_id"] is None
+
+
+def start_deliverer_process(env: dict[str, str], tmp_path: Path, n: int) -> subprocess.Popen[bytes]:
+    log = open(tmp_path / f"webhooks-{n}.log", "wb")  # noqa: SIM115 (closed with the process)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "switchyard.cli", "webhooks"],
+        env=process_env(env),
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    return proc
+
+
+@pytest.mark.settings(SWITCHYARD_WEBHOOK_TIMEOUT_S="2", SWITCHYARD_WEBHOOK_RETRY_SCHEDULE="0.2,0.2,0.2")
+async def test_a_deliverer_killed_mid_delivery_leaves_it_to_another(
+    gw: Gateway, receiver: Receiver, env: dict[str, str], tmp_path: Path
+) -> None:
+    gw.start_worker()
+    key, secret, _ = await new_key(gw)
+    receiver.slow_once["/kill"] = 30.0
+    first = start_deliverer_process(env, tmp_path, 1)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        response = await gw.client.post(
+            "/api/v1/completion",
+            json=chat_body("kill", webhook=receiver.url("/kill")),
+            headers={"X-API-Key": key},
+        )
+        job_id = response.headers["x-job-id"]
+        await eventually(lambda: _ready(receiver.calls >= 1), what="the first attempt", timeout=20)
+        first.kill()  # SIGKILL: no attempt is recorded, the delivery stays leased
+        first.wait(10)
+        [d] = await deliveries(gw, key, job_id=job_id)
+        assert d["status"] == "pending" and d["attempts"] == []
+        second = start_deliverer_process(env, tmp_path, 2)
+        [d] = await eventually(lambda: _delivered(gw, key, job_id), what="the other deliverer", timeout=30)
+        assert [a["status_code"] for a in d["attempts"]] == [200]
+        assert len(receiver.on("/kill")) == 1  # the killed attempt never got its answer
+        verified(secret, receiver.on("/kill")[0])
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)

@@ -63,8 +63,9 @@ class Deliverer:
         self.allow_private = allow_private
         self.concurrency = concurrency
         self.idle_s = idle_s
-        # a lease outlasts an attempt, so only a deliverer that died gives its delivery back
-        self.lease_ms = int((timeout_s + 30) * 1000)
+        # a lease outlasts an attempt (and the wait for room to make it), so only a deliverer
+        # that died gives its delivery back
+        self.lease_ms = int((2 * timeout_s + 5) * 1000)
         self._take = redis.register_script(webhooks.TAKE)
         self._busy: set[asyncio.Task[None]] = set()
         self._room = asyncio.Semaphore(concurrency)
