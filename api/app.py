@@ -30,6 +30,7 @@ from api.dialects import (
     openai,
     status,
     users,
+    webhooks,
 )
 from api.dialects import images as image_routes
 from api.errors import app_handlers
@@ -140,6 +141,7 @@ def create_app(
             openai.router,
             batches.router,
             jobs.router,
+            webhooks.router,
             keys.router,
             users.router,
             status.router,

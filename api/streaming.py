@@ -31,6 +31,7 @@ from api.idempotency import idempotency
 from api.metadata import request_metadata
 from api.state import Services
 from api.submit import accepted, admit_and_enqueue, job_error, sync_wait, wants_batch
+from api.webhooks import request_webhook
 from jobs.kinds import CHAT_COMPLETION
 from jobs.records import SUCCEEDED, JobRecord
 from jobs.streams import CHUNK, END, ERROR, Entry, Finished, Subscription
@@ -81,6 +82,7 @@ async def stream_chat(
         batch=False,
         metadata=await request_metadata(request),
         once=await idempotency(request, principal.key_id, svc.settings.idempotency_ttl_s),
+        webhook=await request_webhook(request, principal, svc.settings),
     )
     headers = {"x-job-id": record.id, **headers}
     if record.done:  # a replay (Idempotency-Key) of a streamed job that is over

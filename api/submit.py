@@ -15,9 +15,11 @@ from api.metadata import request_metadata
 from api.responses import json_response
 from api.results import result_body
 from api.state import Services
+from api.webhooks import request_webhook
 from jobs.client import Once
 from jobs.queues import BATCH, DEFAULT_LANE, INTERACTIVE
 from jobs.records import SUCCEEDED, JobRecord, iso
+from jobs.webhooks import WEBHOOK_FIELD
 from switchyard.errors import (
     IdempotencyKeyReused,
     InvalidRequest,
@@ -175,6 +177,7 @@ async def admit_and_enqueue(
     lane: str = DEFAULT_LANE,
     metadata: dict[str, str] | None = None,
     once: Once | None = None,
+    webhook: str | None = None,
 ) -> tuple[JobRecord, dict[str, str], asyncio.Future[JobRecord | None] | None]:
     """Admit against the key's limits and credits and enqueue (a caller that does not submit
     with `?batch=1` is notified when the job finishes); the job and its rate-limit headers.
@@ -198,6 +201,7 @@ async def admit_and_enqueue(
             lane=lane,
             metadata=metadata,
             once=once,
+            extra={WEBHOOK_FIELD: webhook} if webhook else None,
         )
         if record is not None:
             break
@@ -265,6 +269,7 @@ async def submit(
         lane=lane,
         metadata=await request_metadata(request),
         once=await idempotency(request, principal.key_id, svc.settings.idempotency_ttl_s),
+        webhook=await request_webhook(request, principal, svc.settings),
     )
     if batch:
         return accepted(record, headers), headers

@@ -274,7 +274,10 @@ def parse_chat(
         raise InvalidRequest.field("max_tokens", f"must be at most {max_tokens_cap}", req.max_tokens)
     if req.stream_options is not None and not req.stream:
         raise InvalidRequest.field("stream_options", "is only allowed when stream is true")
-    # `metadata` is the job's own (api/metadata.py), never the provider's
-    ours = ("thinking_enabled", "thinking_model", "stream", "stream_options", "metadata")
+    # `metadata` and the webhook are the job's own (api/metadata.py, api/webhooks.py), never the provider's
+    ours = (
+        "thinking_enabled", "thinking_model", "stream", "stream_options", "metadata",
+        "webhook", "webhook_events_filter",
+    )  # fmt: skip
     upstream = {k: v for k, v in raw.items() if k not in ours}
     return req, upstream

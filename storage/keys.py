@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 from dataclasses import dataclass, field, replace
@@ -92,6 +93,7 @@ class KeyRecord:
     credits: int | None = None  # credits granted (at creation and by top-ups); None: not metered
     allow_upstream_override: bool = False  # may name its own upstream (X-OpenAI-Base-URL / -Key)
     user_id: str | None = None  # the user who owns it; None: an admin-made key of no one's
+    webhook_url: str | None = None  # where its jobs' webhooks go when a job names no URL
 
     @property
     def metered(self) -> bool:
@@ -116,6 +118,7 @@ def _record(row: ApiKey) -> KeyRecord:
         credits=row.credits,
         allow_upstream_override=bool(row.allow_upstream_override),
         user_id=row.user_id,
+        webhook_url=row.webhook_url,
     )
 
 
@@ -130,9 +133,13 @@ async def create_key(
     credits: int | None = None,
     allow_upstream_override: bool = False,
     user_id: str | None = None,
+    webhook_url: str | None = None,
 ) -> tuple[KeyRecord, str]:
-    """Returns the record and the secret; the secret is never stored and never shown again."""
+    """Returns the record and the secret; the secret is never stored and never shown again.
+    The key's webhook signing secret is made here too (`webhook_secret` reads it, for the
+    creator to show once: it signs, so it is stored, and never listed)."""
     secret = KEY_PREFIX + secrets.token_hex(16)
+    signing = new_webhook_secret()
     row = ApiKey(
         id="key_" + secrets.token_hex(8),
         name=name,
@@ -145,10 +152,47 @@ async def create_key(
         credits=credits,
         allow_upstream_override=allow_upstream_override,
         user_id=user_id,
+        webhook_url=webhook_url,
+        webhook_secret=signing,
     )
     async with db.session() as session:
         session.add(row)
     return _record(row), secret
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` and 32 random bytes in base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@bounded_call("database")
+async def webhook_secret(db: Database, key_id: str) -> str | None:
+    async with db.session() as session:
+        row = await session.get(ApiKey, key_id)
+    return row.webhook_secret if row else None
+
+
+@bounded_call("database")
+async def rotate_webhook_secret(db: Database, key_id: str) -> str | None:
+    """A new signing secret for the key (the old one signs nothing more); None: no such key."""
+    async with db.session() as session:
+        row = await session.get(ApiKey, key_id)
+        if row is None or row.revoked_at is not None:
+            return None
+        row.webhook_secret = new_webhook_secret()
+        session.add(row)
+        return row.webhook_secret
+
+
+@bounded_call("database")
+async def set_webhook_url(db: Database, key_id: str, url: str | None) -> KeyRecord | None:
+    async with db.session() as session:
+        row = await session.get(ApiKey, key_id)
+        if row is None or row.revoked_at is not None:
+            return None
+        row.webhook_url = url
+        session.add(row)
+    return _record(row)
 
 
 @bounded_call("database")

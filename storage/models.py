@@ -32,6 +32,11 @@ class ApiKey(KeyBase, table=True):
     # The user who owns the key (self-service keys); None: made by the admin for no one.
     user_id: str | None = Field(default=None, max_length=40, index=True)
 
+    # Webhooks (jobs/webhooks.py): the URL a job of this key is reported to when it names none,
+    # and the Standard Webhooks secret (`whsec_...`) its deliveries are signed with, shown once.
+    webhook_url: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    webhook_secret: str | None = Field(default=None, max_length=100, repr=False)
+
 
 class User(SQLModel, table=True):
     """A person who signs in (storage/users.py); their keys point here by `ApiKey.user_id`."""

@@ -1,4 +1,4 @@
-"""`switchyard`: up (everything), web, worker, status, doctor, migrate, keys, users."""
+"""`switchyard`: up (everything), web, worker, status, doctor, migrate, keys, users, webhooks."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ DEFAULT_PROCESSES = {
     "worker": "switchyard worker --queue interactive",
     "batch": "switchyard worker --queue batch",
     "media": "switchyard worker --queue media,media-batch",
+    "webhooks": "switchyard webhooks",
 }
 
 
@@ -150,6 +151,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    from api.deliverer import run_deliverer
+
+    asyncio.run(run_deliverer(get_settings()))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Queues, workers, persister lag and dead letters, read from Redis (`switchyard.metrics`)."""
     from redis.asyncio import Redis
@@ -244,8 +252,18 @@ def cmd_keys(args: argparse.Namespace) -> int:
     import msgspec
 
     from storage.db import Database
-    from storage.keys import MAX_CREDITS, MAX_LIMIT, KeyLimits, create_key, list_keys, revoke_key
+    from storage.keys import (
+        MAX_CREDITS,
+        MAX_LIMIT,
+        KeyLimits,
+        create_key,
+        list_keys,
+        revoke_key,
+        webhook_secret,
+    )
     from storage.migrate import upgrade
+    from switchyard.errors import InvalidRequest
+    from switchyard.urls import check_url
 
     settings = get_settings()
     upgrade(settings.database_url_or_default)
@@ -277,6 +295,14 @@ def cmd_keys(args: argparse.Namespace) -> int:
                     print(f"switchyard: --{over}: must be at most {MAX_LIMIT}", file=sys.stderr)
                     return 2
                 models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+                if args.webhook_url:
+                    try:
+                        check_url(
+                            args.webhook_url, allow_private=settings.allow_private_urls, field="webhook_url"
+                        )
+                    except InvalidRequest as exc:
+                        print(f"switchyard: --webhook-url: {exc.message}", file=sys.stderr)
+                        return 2
                 record, secret = await create_key(
                     db,
                     args.name,
@@ -285,8 +311,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
                     models=models,
                     credits=args.credits,
                     allow_upstream_override=args.allow_upstream_override,
+                    webhook_url=args.webhook_url,
                 )
                 print(f"{record.id}  {record.name}\n{secret}\n(the key is shown once: store it now)")
+                signing = await webhook_secret(db, record.id)
+                rotate = f"POST /api/keys/{record.id}/webhook-secret"
+                print(f"webhook signing secret: {signing}\n(shown once; {rotate} makes a new one)")
             elif args.action == "list":
                 for r in await list_keys(db):
                     state = "revoked" if r.revoked else ("expired" if r.expired else "active")
@@ -341,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print JSON instead of a table")
     doctor.add_argument("--timeout", type=float, default=5.0, help="seconds each check may take (5)")
     doctor.set_defaults(func=cmd_doctor)
+    sub.add_parser("webhooks", help="the webhook deliverer (its own queue, apart from jobs)").set_defaults(
+        func=cmd_webhooks
+    )
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="action", required=True)
@@ -355,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the key may name its own upstream per call (X-OpenAI-Base-URL / X-OpenAI-Key)",
     )
+    create.add_argument(
+        "--webhook-url", help="where this key's jobs report when they finish, unless they name a URL"
+    )
     keys_sub.add_parser("list")
     revoke = keys_sub.add_parser("revoke")
     revoke.add_argument("key_id")
@@ -365,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("up", "web", "worker"):  # long-running processes: structured logs
+    if args.command in ("up", "web", "worker", "webhooks"):  # long-running processes: structured logs
         from switchyard import logs
 
         logs.configure_from_env()
@@ -376,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for noisy in ("httpx", "httpcore", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    if args.command in ("up", "web", "worker"):
+    if args.command in ("up", "web", "worker", "webhooks"):
         problems = settings_problems(get_settings())
         for problem in problems:
             print(f"switchyard: {problem}", file=sys.stderr)

@@ -47,6 +47,7 @@ PERSIST_LAG_AGE = "switchyard_persist_lag_oldest_age_seconds"  # gauge {set}
 DEAD_LETTERS = "switchyard_dead_letters"  # gauge
 PROVIDER_COOLDOWN = "switchyard_provider_cooldown"  # gauge {provider}: 1 while cooling down
 WORKERS = "switchyard_workers"  # gauge {queues}: worker processes seen within WORKER_SEEN_S
+WEBHOOK_DELIVERIES = "switchyard_webhook_deliveries"  # counter {outcome}: delivery attempts
 
 # --- where they live in Redis -------------------------------------------------------------------
 KEY_PREFIX = "sy:metrics:"
@@ -57,6 +58,7 @@ CREDITS_KEY = KEY_PREFIX + "credits"  # "kind|priority"
 PROVIDER_ERRORS_KEY = KEY_PREFIX + "provider-errors"  # "provider"
 WAIT_KEY = KEY_PREFIX + "wait"  # "kind|priority|<bucket index>|" ("sum" for the bucket: the sum, ms)
 RUN_KEY = KEY_PREFIX + "run"  # "kind|priority|<bucket index>|provider"
+WEBHOOKS_KEY = KEY_PREFIX + "webhooks"  # "outcome": delivered, retrying, failed, gone, refused
 WORKERS_KEY = "sy:workers"  # zset: worker id -> last heartbeat (ms)
 WORKER_INFO_KEY = "sy:workers:info"  # hash: worker id -> JSON (host, pid, queues, jobs, started)
 WORKER_HEARTBEAT_S = 10.0
@@ -182,6 +184,7 @@ async def scrape(redis: Any, *, counters: bool = True, scan: int = 1000) -> Snap
     persist_sets = [queues.persist_set(p) for p in queues.PRIORITIES]
     gauges = await redis.eval(QUEUE_GAUGES, 0, scan, *(queues.queue_name(q) for q in names))
     hash_keys = [CREATED_KEY, REFUSED_KEY, FINISHED_KEY, CREDITS_KEY, PROVIDER_ERRORS_KEY, WAIT_KEY, RUN_KEY]
+    hash_keys.append(WEBHOOKS_KEY)
     async with redis.pipeline(transaction=False) as pipe:
         for s in persist_sets:
             pipe.zcard(s)
@@ -278,6 +281,14 @@ def families(snap: Snapshot) -> Iterable[Any]:
     for fld, n in sorted(h.get(PROVIDER_ERRORS_KEY, {}).items()):
         errors.add_metric([fld], n)
     yield errors
+    webhooks = CounterMetricFamily(
+        WEBHOOK_DELIVERIES,
+        "Webhook delivery attempts by outcome (delivered, retrying, failed, gone: a 410 stopped it).",
+        labels=["outcome"],
+    )
+    for fld, n in sorted(h.get(WEBHOOKS_KEY, {}).items()):
+        webhooks.add_metric([fld], n)
+    yield webhooks
     yield _histogram(JOB_WAIT, "Time from a job's creation to its first start.", h.get(WAIT_KEY, {}), False)
     yield _histogram(
         JOB_RUN,

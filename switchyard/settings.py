@@ -69,6 +69,18 @@ class Settings(BaseSettings):
     dead_letter_retention_s: int = Field(
         default=30 * 86_400, ge=60, validation_alias="SWITCHYARD_DEAD_LETTER_RETENTION_S"
     )
+    # Webhooks (jobs/webhooks.py, workers/webhooks.py): one attempt's bound, and the waits
+    # between attempts (Standard Webhooks' schedule, ~24 h; tests shorten it), seconds, commas.
+    webhook_timeout_s: float = Field(default=10.0, gt=0, validation_alias="SWITCHYARD_WEBHOOK_TIMEOUT_S")
+    webhook_retry_schedule: str = Field(
+        default="5,300,1800,7200,18000,36000,36000", validation_alias="SWITCHYARD_WEBHOOK_RETRY_SCHEDULE"
+    )
+    webhook_concurrency: int = Field(default=32, ge=1, validation_alias="SWITCHYARD_WEBHOOK_CONCURRENCY")
+
+    @property
+    def webhook_retry_delays_s(self) -> list[float]:
+        return [float(part) for part in self.webhook_retry_schedule.split(",") if part.strip()]
+
     # GET /metrics without the admin key (for a Prometheus that reaches it over a private network).
     metrics_public: bool = Field(default=False, validation_alias="SWITCHYARD_METRICS_PUBLIC")
     # Files (storage/blobs.py, storage/files.py, GET /api/v1/files/{id}).

@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
 from jobs import batches as b
-from jobs import queues
+from jobs import queues, webhooks
 from jobs.accounting import CREDITS_KEY, admit_args
 from jobs.batching import ScriptBatcher
 from jobs.client import JobClient
@@ -388,12 +388,32 @@ async def _fail(ctx: WorkerCtx, batch_id: str, errors: list[b.LineError]) -> Non
     now = now_ms()
     data = [e.as_dict() for e in errors]
     await update_batch(ctx["db"], batch_id, status=b.FAILED, errors=data, failed_at=ms_to_datetime(now))
+    live = _text(await redis.hgetall(b.batch_key(batch_id)))
     async with redis.pipeline(transaction=True) as tr:
         tr.hset(b.batch_key(batch_id), mapping={"status": b.FAILED, "failed_at": now})
+        _queue_webhook(tr, batch_id, live, now)
         # lines already dispatched still finish and are counted: their lists go in time
         for key in (b.batch_key, b.done_key, b.jobs_key, b.ahead_key, b.lost_key):
             tr.expire(key(batch_id), KEEP_HASH_S)
         await tr.execute()
+
+
+def _queue_webhook(tr: Any, batch_id: str, state: dict[str, str], now: int) -> None:
+    """The batch's `completed` delivery (`jobs.webhooks`), in the transaction that ends it, when
+    it named a webhook; the payload is the batch object read when it is sent."""
+    hook = webhooks.read_webhook(state.get(webhooks.WEBHOOK_FIELD))
+    if hook is None or not webhooks.wants(hook, "completed"):
+        return
+    webhooks.add_delivery(
+        tr,
+        subject="batch",
+        subject_id=batch_id,
+        event="completed",
+        owner=state.get("owner", ""),
+        url=hook["url"],
+        snapshot={"batch_id": batch_id},
+        now_ms=now,
+    )
 
 
 class _LineCheck:
@@ -472,6 +492,7 @@ async def _finalize(ctx: WorkerCtx, batch_id: str) -> None:
     )
     async with redis.pipeline(transaction=True) as tr:
         tr.hset(key, mapping={"status": final, at_field: now, "completed": completed, "failed": failed})
+        _queue_webhook(tr, batch_id, state, now)
         tr.expire(key, KEEP_HASH_S)
         tr.delete(b.done_key(batch_id), b.jobs_key(batch_id), b.ahead_key(batch_id), b.lost_key(batch_id))
         await tr.execute()

@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from jobs import queues
+from jobs import queues, webhooks
 from jobs.deadletters import DeadLetters
 from jobs.records import JobRecord, now_ms
 from jobs.scripts import TAKE_FOR_PERSIST
@@ -183,6 +183,8 @@ class Persister:
                     for owner, job_id in owners:
                         pipe.zrem(queues.OWNER_KEY + owner, job_id)
                     counted.queue(pipe)
+                    for row in ok:  # in the same transaction: a finished job's webhook is never lost
+                        _queue_webhook(pipe, row)
                     await pipe.execute()
             written += len(ok)
             self.rows_written += len(ok)
@@ -270,6 +272,25 @@ def _row(member: bytes, state: dict[bytes, bytes], bad: list[_Bad]) -> _Row | No
     except Exception as exc:  # noqa: BLE001 (a value no row can hold, e.g. a date past year 9999)
         bad.append(_Bad(member, job_id, state, "persister:row", _reason(exc), owner_id))
         return None
+
+
+def _queue_webhook(pipe: Any, row: _Row) -> None:
+    """Add the finished job's `completed` delivery, when it asked for one (`jobs.webhooks`)."""
+    hook = webhooks.read_webhook(row.state.get(webhooks.WEBHOOK_FIELD.encode()))
+    if hook is None or not webhooks.wants(hook, "completed"):
+        return
+    r = row.record
+    snapshot = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in row.state.items()}
+    webhooks.add_delivery(
+        pipe,
+        subject="job",
+        subject_id=r.id,
+        event="completed",
+        owner=r.owner,
+        url=hook["url"],
+        snapshot=snapshot,
+        now_ms=now_ms(),
+    )
 
 
 def _reason(exc: BaseException) -> str:

@@ -31,10 +31,10 @@ from arq.jobs import deserialize_job_raw
 from arq.worker import Function, RetryJob, Worker
 from redis.exceptions import RedisError
 
-from jobs import pubsub, queues
+from jobs import pubsub, queues, webhooks
 from jobs.accounting import REFUNDABLE_ERRORS
 from jobs.batching import ScriptBatcher
-from jobs.records import CANCELED, FAILED, QUEUED, SUCCEEDED, now_ms
+from jobs.records import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, now_ms
 from jobs.scripts import CLAIM, FINISH, FINISH_BATCH
 from jobs.tasks import supervise
 from switchyard import metrics
@@ -321,6 +321,8 @@ class SwitchyardWorker(Worker):
             if aborted:
                 await self._finish(run, CANCELED, error=("canceled", "canceled by the client", 409))
                 return
+            if state and webhooks.WEBHOOK_FIELD in state:
+                await self._announce_start(run)
             ctx = {**self.ctx, "job_id": job_id, "job_try": job_try, "job": state}
             timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
             # The job runs inline in this task (no task per job); an abort cancels this task.
@@ -360,6 +362,25 @@ class SwitchyardWorker(Worker):
         else:
             self.jobs_complete += 1
             await self._finish(run, SUCCEEDED, outcome=outcome)
+
+    async def _announce_start(self, run: Run) -> None:
+        """The job's `start` webhook, when it asked for one (once: a retried start adds nothing)."""
+        hook = webhooks.read_webhook(run.state.get(webhooks.WEBHOOK_FIELD))
+        if hook is None or not webhooks.wants(hook, "start"):
+            return
+        try:
+            await webhooks.add_delivery(
+                self.pool,
+                subject="job",
+                subject_id=run.job_id,
+                event="start",
+                owner=run.state.get("owner", ""),
+                url=hook["url"],
+                snapshot={**run.state, "status": RUNNING},
+                now_ms=now_ms(),
+            )
+        except (RedisError, OSError) as exc:  # the job runs all the same
+            log.warning("job %s: its start webhook could not be queued (%s)", run.job_id, exc)
 
     async def _requeue(self, run: Run, defer_ms: int | None) -> None:
         job_id, queue = run.job_id, run.queue

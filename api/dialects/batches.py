@@ -24,7 +24,9 @@ from api.files import serve_file
 from api.responses import json_response
 from api.state import Services, services
 from api.validation import convert, decode_object
+from api.webhooks import request_webhook
 from jobs import batches as b
+from jobs import webhooks
 from jobs.client import redis_call
 from jobs.records import now_ms
 from storage.batches import get_batch, insert_batch, list_batches, update_batch
@@ -318,7 +320,9 @@ async def create_batch(request: Request) -> Response[bytes]:
         created_at=created,
         expires_at=created + timedelta(milliseconds=expires_ms - now),
     )
+    hook = await request_webhook(request, principal, svc.settings)
     state: dict[str, Any] = {
+        **({webhooks.WEBHOOK_FIELD: hook} if hook else {}),
         "owner": principal.key_id,
         "status": b.VALIDATING,
         "expires_at": expires_ms,

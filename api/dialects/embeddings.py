@@ -94,7 +94,8 @@ async def embedding_route(
     upstream: dict[str, Any] = (
         {**raw, "model": model} if not text_only else {"model": model, "input": req.input}
     )
-    upstream.pop("metadata", None)  # the job's own (api/metadata.py), never the provider's
+    for ours in ("metadata", "webhook", "webhook_events_filter"):  # the job's own, never the provider's
+        upstream.pop(ours, None)
     if req.encoding_format is not None:
         upstream["encoding_format"] = req.encoding_format
     payload: EmbeddingPayload = {"model": model, "request": upstream}

@@ -17,6 +17,7 @@ from api.errors import CLOUDGPT, handlers_for
 from api.responses import json_response
 from api.state import Services, services
 from api.validation import convert, decode_object
+from api.webhooks import check_webhook_url
 from jobs.accounting import CREDITS_KEY
 from jobs.client import redis_call
 from jobs.queues import LAST_USED_KEY
@@ -32,6 +33,9 @@ from storage.keys import (
     grant_credits,
     list_keys,
     revoke_key,
+    rotate_webhook_secret,
+    set_webhook_url,
+    webhook_secret,
 )
 from switchyard.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 
@@ -43,6 +47,11 @@ class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
     expires_at: datetime | None = None
     models: Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(min_length=1)] | None = None
     allow_upstream_override: bool = False
+    webhook_url: str | None = None
+
+
+class KeyWebhook(msgspec.Struct, forbid_unknown_fields=True):
+    url: str | None
 
 
 class OwnKeyCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -132,6 +141,7 @@ async def key_views(svc: Services, records: list[KeyRecord]) -> list[dict[str, o
             "credits": (int(c) if c is not None else derived.get(r.id)) if r.metered else None,
             "models": list(r.models) if r.models is not None else None,
             "allow_upstream_override": r.allow_upstream_override,
+            "webhook_url": r.webhook_url,
         }
         for r, u, c in zip(records, used or [None] * len(records), live, strict=True)
     ]
@@ -167,6 +177,9 @@ async def create(request: Request) -> Response[bytes]:
                     {"field": f"models[{i}]", "message": "no provider serves this model", "value": model}
                 ],
             )
+    hook = (
+        await check_webhook_url(body.webhook_url, "webhook_url", svc.settings) if body.webhook_url else None
+    )
     record, secret = await create_key(
         svc.db,
         body.name.strip(),
@@ -176,11 +189,13 @@ async def create(request: Request) -> Response[bytes]:
         credits=body.credits,
         allow_upstream_override=body.allow_upstream_override,
         user_id=caller.user_id,
+        webhook_url=hook,
     )
     if record.credits is not None:
         await redis_call(lambda: svc.redis.hset(CREDITS_KEY, record.id, record.credits))  # type: ignore[arg-type]
     view = (await key_views(svc, [record]))[0]
-    return json_response({**view, "key": secret}, 201)
+    signing = await webhook_secret(svc.db, record.id)
+    return json_response({**view, "key": secret, "webhook_secret": signing}, 201)
 
 
 @get("/api/keys")
@@ -239,6 +254,34 @@ async def top_up(request: Request, key_id: str) -> Response[bytes]:
     return json_response({"id": key_id, "added": body.amount, "credits": balance})
 
 
+@post("/api/keys/{key_id:str}/webhook-secret", status_code=200)
+async def rotate_secret(request: Request, key_id: str) -> Response[bytes]:
+    """A new webhook signing secret for the key (admin only), shown in this response only;
+    deliveries are signed with it from at most a minute later."""
+    svc = services(request)
+    await svc.keys.require_admin(request)
+    signing = await rotate_webhook_secret(svc.db, key_id)
+    if signing is None:
+        raise NotFound(f"API key '{key_id}' not found")
+    return json_response({"id": key_id, "webhook_secret": signing})
+
+
+@post("/api/keys/{key_id:str}/webhook", status_code=200)
+async def set_webhook(request: Request, key_id: str) -> Response[bytes]:
+    """Set (or with `{"url": null}` clear) the key's default webhook URL (admin only)."""
+    svc = services(request)
+    await svc.keys.require_admin(request)
+    body = convert(decode_object(await request.body()), KeyWebhook)
+    url = await check_webhook_url(body.url, "url", svc.settings) if body.url is not None else None
+    record = await set_webhook_url(svc.db, key_id, url)
+    if record is None:
+        raise NotFound(f"API key '{key_id}' not found")
+    svc.keys.invalidate()
+    return json_response((await key_views(svc, [record]))[0])
+
+
 router = Router(
-    path="/", route_handlers=[create, list_, revoke, top_up], exception_handlers=handlers_for(CLOUDGPT)
+    path="/",
+    route_handlers=[create, list_, revoke, top_up, rotate_secret, set_webhook],
+    exception_handlers=handlers_for(CLOUDGPT),
 )
