@@ -21,6 +21,7 @@ from multipart import MultipartError, MultipartSegment, PushMultipartParser, par
 from api.auth import Principal
 from api.errors import OPENAI, handlers_for
 from api.files import serve_file
+from api.openapi import docs
 from api.responses import json_response
 from api.state import Services, services
 from api.validation import convert, decode_object
@@ -286,7 +287,7 @@ async def _owned_batch(svc: Services, principal: Principal, batch_id: str) -> Ba
     return row
 
 
-@post(_paths("/batches"), status_code=200)
+@post(_paths("/batches"), status_code=200, opt=docs(body=CreateBatch))
 async def create_batch(request: Request) -> Response[bytes]:
     """A batch of the requests in an uploaded file (`purpose=batch`): answered at once as
     `validating`; a batch worker validates the file and dispatches its lines."""

@@ -27,6 +27,7 @@ from api.model_views import (
     run_refresh,
     search_rank,
 )
+from api.openapi import docs
 from api.responses import json_response
 from api.state import Services, services
 from api.submit import wait_bound, wants_batch
@@ -392,7 +393,7 @@ def _memory_mb() -> float:
         return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-@get("/health")
+@get("/health", opt=docs(public=True))
 async def health(request: Request) -> Response[bytes]:
     """healthy, degraded (200: a warning, such as a Redis without persistence, a provider down
     or dead letters set aside) or unhealthy (503: Redis or the database out of reach, or no
