@@ -159,7 +159,17 @@ async def upload_file(request: Request) -> Response[bytes]:
     return json_response(file_object(file))
 
 
-@get(_paths("/files"))
+@get(
+    _paths("/files"),
+    opt=docs(
+        query={
+            "purpose": "batch or batch_output",
+            "order": "asc or desc",
+            "limit": "1 to 10000",
+            "after": "a file id",
+        }
+    ),
+)
 async def list_files(request: Request) -> Response[bytes]:
     """The key's batch files (OpenAI's list: `purpose`, `limit`, `order`, `after`)."""
     svc = services(request)
@@ -365,7 +375,7 @@ async def retrieve_batch(request: Request, batch_id: str) -> Response[bytes]:
     return json_response(batch_object(row, live))
 
 
-@get(_paths("/batches"))
+@get(_paths("/batches"), opt=docs(query={"limit": "1 to 100 (20)", "after": "a batch id"}))
 async def list_batches_route(request: Request) -> Response[bytes]:
     """The key's batches, newest first, with OpenAI's `after` / `limit` cursor."""
     svc = services(request)

@@ -102,14 +102,17 @@ async def _movies(
     return await _run(request, svc, MOVIES, dict(payload))
 
 
-@get("/api/v1/filmes")
+@get("/api/v1/filmes", opt=docs(query={"page": "from 1", "language": "e.g. pt-BR"}))
 async def list_movies(request: Request) -> Response[bytes]:
     """Popular movies (`page`, `language`), from the cache when they were asked for lately."""
     await services(request).keys.authenticate(request)
     return await _movies(request, "list")
 
 
-@get("/api/v1/filmes/buscar")
+@get(
+    "/api/v1/filmes/buscar",
+    opt=docs(query={"nome": "the movie's name (required)", "page": "from 1", "language": "e.g. pt-BR"}),
+)
 async def search_movies(request: Request) -> Response[bytes]:
     """Movies whose title matches `nome`."""
     await services(request).keys.authenticate(request)

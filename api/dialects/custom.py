@@ -159,7 +159,7 @@ async def create(request: Request) -> Response[bytes]:
     )
 
 
-@get("/api/v1/custom")
+@get("/api/v1/custom", opt=docs(query={"page": "from 1", "limit": "per page"}))
 async def list_models(request: Request) -> Response[bytes]:
     """The key's personas, oldest first, `page`/`limit` paginated, each with its use count."""
     svc = services(request)
@@ -176,7 +176,7 @@ async def list_models(request: Request) -> Response[bytes]:
     return json_response({"success": True, "data": data})
 
 
-@get("/api/v1/custom/suggestions")
+@get("/api/v1/custom/suggestions", opt=docs(query={"category": "a category of suggestions"}))
 async def get_suggestions(request: Request) -> Response[bytes]:
     """Example personalities to start from; `category` narrows them."""
     svc = services(request)
@@ -209,7 +209,7 @@ async def preview_prompt(request: Request) -> Response[bytes]:
     return json_response({"success": True, "data": data})
 
 
-@get("/api/v1/custom/stats")
+@get("/api/v1/custom/stats", opt=docs(query={"days": "1 to 365 (30)"}))
 async def stats(request: Request) -> Response[bytes]:
     """Use of each of the key's personas over the last `days` days (default 30), from the usage
     recorded for the jobs called through `@org/name`, most used first."""

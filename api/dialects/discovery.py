@@ -177,7 +177,7 @@ async def search_models(request: Request) -> Response[bytes]:
     return json_response(body)
 
 
-@post("/api/models/refresh", status_code=200)
+@post("/api/models/refresh", status_code=200, opt=docs(work=True))
 async def refresh_models(request: Request) -> Response[bytes]:
     """Have a worker list every provider's models now (or those named) and wait for it;
     202 when no worker finished within the wait (the refresh still happens)."""
