@@ -28,10 +28,10 @@ from litestar.openapi.spec import (
     Operation,
     SecurityScheme,
 )
+from litestar.response import File
 from litestar.routes import HTTPRoute
-from litestar.static_files import create_static_files_router
 
-from switchyard.errors import SwitchyardError
+from switchyard.errors import NotFound, SwitchyardError
 
 SCHEMA_PATH = "/schema"  # the document itself is at /schema/openapi.json
 DOCS_PATH = "/docs"
@@ -265,5 +265,25 @@ async def docs_page(request: Request) -> Response[bytes]:
     return Response(page, media_type="text/html")
 
 
-assets = create_static_files_router(path=ASSETS_PATH, directories=[ASSETS_DIR], name="docs-assets")
-router = Router(path="/", route_handlers=[docs_page, assets])
+# The only files the page loads: a fixed list, never a path from the request.
+ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui-standalone-preset.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+}
+
+
+@get(f"{ASSETS_PATH}/{{name:str}}", include_in_schema=False)
+async def docs_asset(name: str) -> File:
+    media_type = ASSETS.get(name)
+    if media_type is None:
+        raise NotFound("no such file among the API docs' assets")
+    return File(
+        ASSETS_DIR / name,
+        media_type=media_type,
+        content_disposition_type="inline",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
+
+
+router = Router(path="/", route_handlers=[docs_page, docs_asset])

@@ -27,6 +27,9 @@ async def test_docs_page_uses_only_same_origin_assets_and_each_answers(gw: Gatew
         assert len(asset.content) > 1000, url
     assert "https://" not in re.sub(r"(?s)spec: \{.*\},\s*dom_id", "", html)  # nothing fetched from outside
     assert "validatorUrl: null" in html  # no badge fetched from swagger.io
+    for name in ("index.html", "..%2Fapi.py", "x" * 600):  # only the page's own assets, by name
+        missing = await gw.client.get(f"/docs/assets/{name}")
+        assert missing.status_code == 404 and missing.json()["success"] is False, name
 
 
 async def _schema(gw: Gateway) -> dict[str, Any]:
