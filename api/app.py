@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
-from litestar.openapi import OpenAPIConfig
 from litestar.types import Message, Scope
 from redis.asyncio import Redis
 
@@ -34,6 +33,8 @@ from api.dialects import (
 )
 from api.dialects import images as image_routes
 from api.errors import app_handlers
+from api.openapi import describe_routes, openapi_config
+from api.openapi import router as docs_router
 from api.personas import CustomModelCache
 from api.request_log import RequestLog
 from api.sessions import Sessions
@@ -157,15 +158,17 @@ def create_app(
             discovery.router,  # 003, and /health
             admin.router,
             metrics.router,
+            docs_router,
         ],
         lifespan=[lifespan],
         before_send=[rate_limit_headers],
         before_request=refuse_nul_params,
         exception_handlers=app_handlers(),
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="Switchyard", version="0.1.0", path="/schema"),
+        openapi_config=openapi_config(),
         debug=False,
         logging_config=None,
     )
+    describe_routes(app)
     app.asgi_handler = RequestLog(app.asgi_handler)
     return app

@@ -298,6 +298,8 @@ def handlers_for(dialect: str) -> ExceptionHandlersMap:
     def domain(_: Request, exc: SwitchyardError) -> Response[bytes]:
         return render(dialect, exc)
 
+    domain.dialect = dialect  # type: ignore[attr-defined]  # the schema's error shape (api/openapi.py)
+
     def http(request: Request, exc: HTTPException) -> Response[bytes]:
         err = _from_http(exc)
         if err.status_code == 413:

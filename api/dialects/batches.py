@@ -21,6 +21,7 @@ from multipart import MultipartError, MultipartSegment, PushMultipartParser, par
 from api.auth import Principal
 from api.errors import OPENAI, handlers_for
 from api.files import serve_file
+from api.openapi import docs
 from api.responses import json_response
 from api.state import Services, services
 from api.validation import convert, decode_object
@@ -160,7 +161,17 @@ async def upload_file(request: Request) -> Response[bytes]:
     return json_response(file_object(file))
 
 
-@get(_paths("/files"))
+@get(
+    _paths("/files"),
+    opt=docs(
+        query={
+            "purpose": "batch or batch_output",
+            "order": "asc or desc",
+            "limit": "1 to 10000",
+            "after": "a file id",
+        }
+    ),
+)
 async def list_files(request: Request) -> Response[bytes]:
     """The key's batch files (OpenAI's list: `purpose`, `limit`, `order`, `after`)."""
     svc = services(request)
@@ -288,7 +299,7 @@ async def _owned_batch(svc: Services, principal: Principal, batch_id: str) -> Ba
     return row
 
 
-@post(_paths("/batches"), status_code=200)
+@post(_paths("/batches"), status_code=200, opt=docs(body=CreateBatch))
 async def create_batch(request: Request) -> Response[bytes]:
     """A batch of the requests in an uploaded file (`purpose=batch`): answered at once as
     `validating`; a batch worker validates the file and dispatches its lines."""
@@ -368,7 +379,7 @@ async def retrieve_batch(request: Request, batch_id: str) -> Response[bytes]:
     return json_response(batch_object(row, live))
 
 
-@get(_paths("/batches"))
+@get(_paths("/batches"), opt=docs(query={"limit": "1 to 100 (20)", "after": "a batch id"}))
 async def list_batches_route(request: Request) -> Response[bytes]:
     """The key's batches, newest first, with OpenAI's `after` / `limit` cursor."""
     svc = services(request)

@@ -15,6 +15,7 @@ from msgspec import Meta
 
 from api.errors import NATIVE, handlers_for
 from api.media_results import content_body
+from api.openapi import docs
 from api.responses import json_response
 from api.state import Services, services
 from api.submit import submit
@@ -56,7 +57,7 @@ async def _run(request: Request, svc: Services, kind: str, payload: dict[str, An
     return json_response(content_body(outcome), headers={"x-job-id": outcome.id, **headers})
 
 
-@post("/api/v1/lyrics/search", status_code=200)
+@post("/api/v1/lyrics/search", status_code=200, opt=docs(body=LyricsBody, work=True))
 async def lyrics_search(request: Request) -> Response[bytes]:
     """A song's lyrics from words of its title and artist."""
     svc = services(request)
@@ -101,14 +102,17 @@ async def _movies(
     return await _run(request, svc, MOVIES, dict(payload))
 
 
-@get("/api/v1/filmes")
+@get("/api/v1/filmes", opt=docs(query={"page": "from 1", "language": "e.g. pt-BR"}))
 async def list_movies(request: Request) -> Response[bytes]:
     """Popular movies (`page`, `language`), from the cache when they were asked for lately."""
     await services(request).keys.authenticate(request)
     return await _movies(request, "list")
 
 
-@get("/api/v1/filmes/buscar")
+@get(
+    "/api/v1/filmes/buscar",
+    opt=docs(query={"nome": "the movie's name (required)", "page": "from 1", "language": "e.g. pt-BR"}),
+)
 async def search_movies(request: Request) -> Response[bytes]:
     """Movies whose title matches `nome`."""
     await services(request).keys.authenticate(request)

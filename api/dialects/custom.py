@@ -15,6 +15,7 @@ from msgspec import UNSET
 
 from api.auth import Principal
 from api.errors import NATIVE, handlers_for
+from api.openapi import docs
 from api.personas import (
     CustomCreate,
     CustomUpdate,
@@ -117,7 +118,7 @@ async def _default_base(svc: Services, principal: Principal) -> str:
     raise InvalidRequest.field("base_model", "is required: this gateway serves no chat model to default to")
 
 
-@post("/api/v1/custom", status_code=201)
+@post("/api/v1/custom", status_code=201, opt=docs(body=CustomCreate))
 async def create(request: Request) -> Response[bytes]:
     """Make a persona; its system prompt comes from the template unless one is given."""
     svc = services(request)
@@ -158,7 +159,7 @@ async def create(request: Request) -> Response[bytes]:
     )
 
 
-@get("/api/v1/custom")
+@get("/api/v1/custom", opt=docs(query={"page": "from 1", "limit": "per page"}))
 async def list_models(request: Request) -> Response[bytes]:
     """The key's personas, oldest first, `page`/`limit` paginated, each with its use count."""
     svc = services(request)
@@ -175,7 +176,7 @@ async def list_models(request: Request) -> Response[bytes]:
     return json_response({"success": True, "data": data})
 
 
-@get("/api/v1/custom/suggestions")
+@get("/api/v1/custom/suggestions", opt=docs(query={"category": "a category of suggestions"}))
 async def get_suggestions(request: Request) -> Response[bytes]:
     """Example personalities to start from; `category` narrows them."""
     svc = services(request)
@@ -190,7 +191,7 @@ async def get_suggestions(request: Request) -> Response[bytes]:
     )
 
 
-@post("/api/v1/custom/preview-prompt", status_code=200)
+@post("/api/v1/custom/preview-prompt", status_code=200, opt=docs(body=PromptPreview))
 async def preview_prompt(request: Request) -> Response[bytes]:
     """The system prompt a persona with these fields would get; nothing is stored."""
     svc = services(request)
@@ -208,7 +209,7 @@ async def preview_prompt(request: Request) -> Response[bytes]:
     return json_response({"success": True, "data": data})
 
 
-@get("/api/v1/custom/stats")
+@get("/api/v1/custom/stats", opt=docs(query={"days": "1 to 365 (30)"}))
 async def stats(request: Request) -> Response[bytes]:
     """Use of each of the key's personas over the last `days` days (default 30), from the usage
     recorded for the jobs called through `@org/name`, most used first."""
@@ -264,7 +265,7 @@ async def get_model(request: Request, model_id: str) -> Response[bytes]:
     return json_response({"success": True, "data": _view(svc, record, usage.get(record.id))})
 
 
-@put("/api/v1/custom/{model_id:str}", status_code=200)
+@put("/api/v1/custom/{model_id:str}", status_code=200, opt=docs(body=CustomUpdate))
 async def update_model(request: Request, model_id: str) -> Response[bytes]:
     """Change what is sent. The system prompt is made again from the (new) fields only with
     `regenerate_prompt: true`; otherwise the stored one, generated or the caller's, is kept

@@ -27,6 +27,7 @@ from api.model_views import (
     run_refresh,
     search_rank,
 )
+from api.openapi import docs
 from api.responses import json_response
 from api.state import Services, services
 from api.submit import wait_bound, wants_batch
@@ -176,7 +177,7 @@ async def search_models(request: Request) -> Response[bytes]:
     return json_response(body)
 
 
-@post("/api/models/refresh", status_code=200)
+@post("/api/models/refresh", status_code=200, opt=docs(work=True))
 async def refresh_models(request: Request) -> Response[bytes]:
     """Have a worker list every provider's models now (or those named) and wait for it;
     202 when no worker finished within the wait (the refresh still happens)."""
@@ -392,7 +393,7 @@ def _memory_mb() -> float:
         return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-@get("/health")
+@get("/health", opt=docs(public=True))
 async def health(request: Request) -> Response[bytes]:
     """healthy, degraded (200: a warning, such as a Redis without persistence, a provider down
     or dead letters set aside) or unhealthy (503: Redis or the database out of reach, or no

@@ -6,6 +6,7 @@ from litestar import Request, Response, Router, delete, get
 
 from api.errors import NATIVE, handlers_for
 from api.metadata import metadata_filter
+from api.openapi import docs
 from api.responses import json_response
 from api.state import services
 from api.submit import job_view
@@ -30,7 +31,16 @@ async def get_job(request: Request, job_id: str) -> Response[bytes]:
     return json_response({"success": True, "data": job_view(record)})
 
 
-@get("/api/v1/jobs")
+@get(
+    "/api/v1/jobs",
+    opt=docs(
+        query={
+            "status": "queued, running, succeeded, failed or canceled",
+            "limit": "1 to 100 (20)",
+            "cursor": "`next_cursor` of the page before",
+        }
+    ),
+)
 async def list_jobs(request: Request) -> Response[bytes]:
     """The caller's jobs, newest first; `status` and `metadata[key]=value` (every pair) filter,
     `cursor` pages (`next_cursor`)."""

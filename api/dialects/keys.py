@@ -14,6 +14,7 @@ from msgspec import Meta
 
 from api.auth import Principal, presented_key
 from api.errors import CLOUDGPT, handlers_for
+from api.openapi import docs
 from api.responses import json_response
 from api.state import Services, services
 from api.validation import convert, decode_object
@@ -147,7 +148,7 @@ async def key_views(svc: Services, records: list[KeyRecord]) -> list[dict[str, o
     ]
 
 
-@post("/api/keys", status_code=201)
+@post("/api/keys", status_code=201, opt=docs(body=KeyCreate))
 async def create(request: Request) -> Response[bytes]:
     """Make a key: the admin with any settings (a signed-in admin's key is theirs), a user for
     themselves (name and expiry only).
@@ -225,7 +226,7 @@ async def revoke(request: Request, key_id: str) -> Response[bytes]:
     return json_response({"deleted": True, "id": key_id})
 
 
-@post("/api/keys/{key_id:str}/credits", status_code=200)
+@post("/api/keys/{key_id:str}/credits", status_code=200, opt=docs(body=CreditTopUp))
 async def top_up(request: Request, key_id: str) -> Response[bytes]:
     """Add credits to a key (admin only); a key without credits becomes credit-metered."""
     svc = services(request)

@@ -17,6 +17,7 @@ from msgspec import Meta
 from api.errors import NATIVE, handlers_for
 from api.files import file_fields, serve_file, wants_raw
 from api.media_results import content_body
+from api.openapi import docs
 from api.responses import json_response
 from api.state import Services, services
 from api.submit import submit
@@ -139,19 +140,19 @@ async def _download(request: Request, fmt: str) -> Response[bytes] | Stream:
     return await _run(request, svc, MEDIA_DOWNLOAD, dict(payload), "video", direct=body.direct)
 
 
-@post("/api/v1/youtube/mp3", status_code=200)
+@post("/api/v1/youtube/mp3", status_code=200, opt=docs(body=DownloadBody, work=True))
 async def youtube_mp3(request: Request) -> Response[bytes] | Stream:
     """A video's audio as MP3 (`quality`: mp3 (192 kbit/s), 128k, 192k, 256k, 320k)."""
     return await _download(request, MP3)
 
 
-@post("/api/v1/youtube/mp4", status_code=200)
+@post("/api/v1/youtube/mp4", status_code=200, opt=docs(body=DownloadBody, work=True))
 async def youtube_mp4(request: Request) -> Response[bytes] | Stream:
     """A video as MP4, at most `quality` (360p, 720p, 1080p) tall."""
     return await _download(request, MP4)
 
 
-@post("/api/v1/youtube/search", status_code=200)
+@post("/api/v1/youtube/search", status_code=200, opt=docs(body=SearchBody, work=True))
 async def youtube_search(request: Request) -> Response[bytes] | Stream:
     svc = services(request)
     await svc.keys.authenticate(request)
@@ -190,19 +191,19 @@ async def _post_info(request: Request, service: str) -> Response[bytes] | Stream
     return await _run(request, svc, MEDIA_INFO, dict(payload), "video")
 
 
-@post("/api/v1/tiktok/download", status_code=200)
+@post("/api/v1/tiktok/download", status_code=200, opt=docs(body=UrlBody, work=True))
 async def tiktok_download(request: Request) -> Response[bytes] | Stream:
     """A TikTok video's details and media links (no watermark where the site offers one)."""
     return await _post_info(request, TIKTOK)
 
 
-@post("/api/v1/instagram/download", status_code=200)
+@post("/api/v1/instagram/download", status_code=200, opt=docs(body=UrlBody, work=True))
 async def instagram_download(request: Request) -> Response[bytes] | Stream:
     """A post's, reel's or story's media; a carousel gives several."""
     return await _post_info(request, INSTAGRAM)
 
 
-@post("/api/v1/pinterest/download", status_code=200)
+@post("/api/v1/pinterest/download", status_code=200, opt=docs(body=UrlBody, work=True))
 async def pinterest_download(request: Request) -> Response[bytes] | Stream:
     """A pin's image or video links, largest first."""
     return await _post_info(request, PINTEREST)
@@ -230,12 +231,12 @@ async def _no_search(request: Request, service: str) -> Response[bytes]:
     return json_response({"success": True, "data": data, "cached": False, "timestamp": iso_s(now_ms())})
 
 
-@post("/api/v1/tiktok/search", status_code=200)
+@post("/api/v1/tiktok/search", status_code=200, opt=docs(body=SearchBody, work=True))
 async def tiktok_search(request: Request) -> Response[bytes]:
     return await _no_search(request, TIKTOK)
 
 
-@post("/api/v1/pinterest/search", status_code=200)
+@post("/api/v1/pinterest/search", status_code=200, opt=docs(body=SearchBody, work=True))
 async def pinterest_search(request: Request) -> Response[bytes]:
     return await _no_search(request, PINTEREST)
 

@@ -7,14 +7,20 @@ from typing import Any
 from litestar import Request, Response, Router, get, post
 
 from api.dialects.chat import chat_route
-from api.dialects.embeddings import embedding_route
+from api.dialects.embeddings import EmbeddingRequest, embedding_route
 from api.errors import OPENAI, handlers_for
+from api.openapi import docs
 from api.responses import json_response
 from api.state import services
+from api.validation import ChatRequest
 from switchyard.errors import ModelNotFound
 
 
-@post(["/v1/chat/completions", "/openai/v1/chat/completions"], status_code=200)
+@post(
+    ["/v1/chat/completions", "/openai/v1/chat/completions"],
+    status_code=200,
+    opt=docs(body=ChatRequest, work=True),
+)
 async def chat_completions(request: Request) -> Response[bytes]:
     """OpenAI chat completions, answered in OpenAI's exact shape."""
     return await chat_route(request, OPENAI)
@@ -51,7 +57,9 @@ async def retrieve_model(request: Request, model_id: str) -> Response[bytes]:
     return json_response(_model(model_id, svc.catalog.providers_for(model_id)[0].name))
 
 
-@post(["/v1/embeddings", "/openai/v1/embeddings"], status_code=200)
+@post(
+    ["/v1/embeddings", "/openai/v1/embeddings"], status_code=200, opt=docs(body=EmbeddingRequest, work=True)
+)
 async def embeddings(request: Request) -> Response[bytes]:
     """OpenAI embeddings: `input` a string, strings, a token array or token arrays; `model`
     must be an embedding model."""

@@ -1,0 +1,138 @@
+"""schemathesis against the app's own OpenAPI schema, over real HTTP: the app (real Redis,
+SQLite, a worker and stand-in providers, as tests/test_fuzz.py sets up) served by uvicorn on a
+loopback port, every operation the schema lists (so routes added later are fuzzed too) with
+valid and invalid data drawn from its declared parameters and body. No answer is a 5xx (501
+where no provider of the kind is configured is allowed), and each answer conforms to the status
+codes, content types and schemas declared for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import requests
+import schemathesis
+import uvicorn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from litestar.routes import HTTPRoute
+from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.conftest import ADMIN_KEY
+from tests.test_fuzz import Fuzzed, fuzzed  # noqa: F401 (the fixture, shared)
+
+EXAMPLES_PER_OPERATION = 5  # ~100 operations, valid and invalid data: about a minute on a loaded machine
+ADMIN_PREFIXES = ("/api/keys", "/api/admin", "/api/cache")
+
+
+class Served:
+    def __init__(self, f: Fuzzed, server: uvicorn.Server, task: asyncio.Task[None], port: int) -> None:
+        self.f, self.server, self.task = f, server, task
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.own: dict[str, str] = {}
+
+
+async def _serve(f: Fuzzed) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    # The app's lifespan already runs (the fixture holds it): uvicorn only serves HTTP.
+    config = uvicorn.Config(f.app, lifespan="off", log_config=None, access_log=False)
+    config.load()
+    server = uvicorn.Server(config)
+    server.lifespan = config.lifespan_class(config)
+    await server.startup(sockets=[sock])  # listening once this returns
+    return server, asyncio.get_running_loop().create_task(server.main_loop()), port
+
+
+@pytest.fixture
+def served(fuzzed: Fuzzed) -> Iterator[Served]:  # noqa: F811
+    server, task, port = fuzzed.loop.run(_serve(fuzzed))
+    try:
+        yield Served(fuzzed, server, task, port)
+    finally:
+        server.should_exit = True
+        fuzzed.loop.run(asyncio.wait_for(task, 10))
+        fuzzed.loop.run(server.shutdown())
+
+
+def _headers(f: Fuzzed, path: str) -> dict[str, str]:
+    key = ADMIN_KEY if path.startswith(ADMIN_PREFIXES) else f.key
+    # A short wait bound: a job the stand-ins are slow on answers 202 instead of holding the run.
+    return {"Authorization": f"Bearer {key}", "X-API-Key": key, "Prefer": "wait=0.5"}
+
+
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
+@pytest.mark.timeout(150)
+def test_schemathesis_finds_no_5xx_and_answers_match_the_schema(served: Served) -> None:
+    document = httpx.get(f"{served.base_url}/schema/openapi.json", timeout=30).json()
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    keys = httpx.get(f"{served.base_url}/api/keys", headers=admin, timeout=30).json()["data"]
+    model = "mock/echo"
+    served.own = {"job_id": served.f.job_id, "model_id": served.f.custom_id, "model": model,
+                  "selector": model, "name": "standin", "key_id": keys[0]["id"]}  # fmt: skip
+    schema = schemathesis.openapi.from_dict(document)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    listed = {(op.method.upper(), op.path) for op in operations}
+    # Every route of the app is in the schema, so every route is fuzzed (the docs pages aside).
+    for route in served.f.app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            hidden = handler.include_in_schema is False or route.path.startswith(("/docs", "/schema"))
+            if hidden or not isinstance(route, HTTPRoute):
+                continue  # the docs pages and their assets, /metrics (Prometheus' text)
+            for method in handler.http_methods - {"HEAD", "OPTIONS"}:
+                assert (method, route.path_format) in listed, f"{method} {route.path} is not in the schema"
+    session = requests.Session()
+    failures: list[str] = []
+    for op in operations:
+        try:
+            fuzz(served, op, session)
+        except (Exception, BaseExceptionGroup) as exc:  # every operation is tried, failures listed together
+            failures.append(f"{op.method.upper()} {op.path}: {str(exc)[:1500]}")
+    assert not failures, "\n\n".join(failures)
+    assert served.f.services.jobs.waiting == 0
+
+
+def fuzz(served: Served, op: Any, session: requests.Session) -> None:
+    """`op` with valid and invalid data: never a 5xx, and the answer as the schema declares it."""
+    strategies = [
+        op.as_strategy(generation_mode=GenerationMode.POSITIVE),
+        op.as_strategy(generation_mode=GenerationMode.NEGATIVE),
+    ]
+    # Ids that exist, so that valid data gets past the lookup to the code behind it.
+    names = {p.name for p in op.path_parameters}
+    own = {name: value for name, value in served.own.items() if name in names}
+    if own and names <= set(own) and not (op.method.upper() == "DELETE" and "key_id" in own):
+        strategies.append(op.as_strategy(generation_mode=GenerationMode.POSITIVE, path_parameters=own))
+    strategy = st.one_of(*strategies)
+    headers = _headers(served.f, op.path)
+    checks = [status_code_conformance, content_type_conformance, response_schema_conformance]
+
+    @settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=strategy)
+    def run(case: Any) -> None:
+        response = case.call(base_url=served.base_url, session=session, headers=headers, timeout=30)
+        status = response.status_code
+        assert status < 500 or status == 501, (
+            f"{case.method} {case.formatted_path} -> {status} {response.text[:300]}"
+        )
+        case.validate_response(response, checks=checks)
+
+    run()
