@@ -359,6 +359,8 @@ def cmd_batch_results(api: Api, args: argparse.Namespace) -> int:
     _write_file(api, batch.get("output_file_id"), args.output, "output")
     if args.errors:
         _write_file(api, batch.get("error_file_id"), args.errors, "errors")
+    elif batch.get("error_file_id"):
+        _say(f"failed lines: {batch['error_file_id']} (add --errors F to write them)")
     return 0
 
 

@@ -95,6 +95,9 @@ async def test_submit_wait_writes_results_and_errors_with_a_progress_bar(
     status = await server.run("batch", "status", batch_id, "--json")
     assert status.code == 0 and status.json()["metadata"] == {"team": "cli"}
     assert status.json()["status"] == "completed"
+    results = await server.run("batch", "results", batch_id)
+    assert results.code == 0 and set(parse_jsonl(results.out.encode())) == {"a", "c"}
+    assert f"failed lines: {status.json()['error_file_id']}" in results.err
 
 
 async def test_submit_without_wait_prints_the_id_then_status_list_and_results(server: Server) -> None:
