@@ -77,6 +77,11 @@ def default_figures() -> list[Figure]:
             "interactive p95 while a batch worker drains",
             "≤ 1.5 × empty-queue p95",
         ),
+        Figure(
+            "batch_api",
+            "a 20,000-line Batch API file, end to end",
+            "≥ 90 % of the ?batch=1 drain, interactive p95 ≤ 1.5 × empty, flat memory",
+        ),
         Figure("redis_idle", "Redis commands/s with idle workers", "≤ 10 per worker"),
         Figure(
             "stream_ttft",

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bench.batch_api import batch_api
 from bench.cluster import Cluster
 from bench.phases import (
     Bench,
@@ -44,6 +45,7 @@ PHASES = [
     ("?batch=1 submissions (64 clients, no batch worker)", ("batch_submit",), batch_submit),
     ("interactive p95 while batch jobs wait", ("interactive_p95_waiting",), p95_waiting),
     ("drain by 1 batch worker (+ interactive p95)", ("batch_drain", "interactive_p95_draining"), batch_drain),
+    ("a Batch API file on that batch worker (+ interactive p95, peak RSS)", ("batch_api",), batch_api),
     ("Redis commands with idle workers", ("redis_idle",), redis_idle),
 ]
 
@@ -53,6 +55,7 @@ NEEDS = {
     "interactive_p95_waiting": ("interactive_p95_empty", "batch_submit"),
     "batch_drain": ("interactive_p95_empty", "batch_submit"),
     "interactive_p95_draining": ("interactive_p95_empty", "batch_submit"),
+    "batch_api": ("interactive_p95_empty", "batch_submit", "batch_drain"),  # its rate beside the drain's
 }
 
 

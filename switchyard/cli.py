@@ -1,4 +1,5 @@
-"""`switchyard`: up (everything), web, worker, status, doctor, migrate, keys, users, webhooks."""
+"""`switchyard`: up (everything), web, worker, status, doctor, migrate, keys, users, webhooks;
+batch and jobs (a client of a running server, `switchyard.client_cli`)."""
 
 from __future__ import annotations
 
@@ -396,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     keys.set_defaults(func=cmd_keys)
     users_cli.add_parser(sub)
+    from switchyard.client_cli import add_client_commands
+
+    add_client_commands(sub)
     return parser
 
 

@@ -7,7 +7,9 @@ is a 404, as a missing one); the admin key sees every key's.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -21,6 +23,7 @@ from multipart import MultipartError, MultipartSegment, PushMultipartParser, par
 from api.auth import Principal
 from api.errors import OPENAI, handlers_for
 from api.files import serve_file
+from api.idempotency import REPLAYED, claim, fingerprint, idempotency, idempotency_header, once_for, release
 from api.openapi import docs
 from api.responses import json_response
 from api.state import Services, services
@@ -34,11 +37,22 @@ from storage.batches import get_batch, insert_batch, list_batches, update_batch
 from storage.files import FileNotFound
 from storage.keys import utcnow
 from storage.models import BatchRow, StoredFile
-from switchyard.errors import BatchNotFound, Conflict, InvalidRequest, PayloadTooLarge, ServiceUnavailable
+from switchyard.errors import (
+    BatchNotFound,
+    Conflict,
+    IdempotencyKeyReused,
+    InvalidRequest,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
 
 PREFIXES = ("/v1", "/openai/v1")
 PURPOSES = {"batch": "batch", "batch_output": "batch_output"}  # file kind -> OpenAI purpose
 MAX_FIELD_BYTES = 1024  # a form field other than the file (`purpose`)
+# How long a replay waits for the record of the request that bound its `Idempotency-Key` (a
+# concurrent duplicate arrives between the binding and the insert).
+REPLAY_WAIT_S = 2.0
+REPLAY_POLL_S = 0.02
 
 
 def _paths(path: str) -> list[str]:
@@ -95,6 +109,7 @@ class _Upload:
         self.fields: dict[str, str] = {}
         self.filename: str | None = None
         self.size = 0
+        self.digest = hashlib.sha256()  # of the file's bytes: an idempotent upload's fingerprint
 
     async def file_chunks(self) -> AsyncIterator[bytes]:
         parser = PushMultipartParser(self.boundary, max_segment_count=16)
@@ -117,6 +132,7 @@ class _Upload:
                         self.size += len(event)
                         if self.size > self.max_bytes:
                             raise PayloadTooLarge(f"file: larger than the limit of {self.max_bytes} bytes")
+                        self.digest.update(event)
                         yield bytes(event)
                     elif current is not None:
                         value += event
@@ -131,9 +147,11 @@ class _Upload:
 @post(_paths("/files"), status_code=200, request_max_body_size=None)
 async def upload_file(request: Request) -> Response[bytes]:
     """A JSONL file for a batch (`purpose=batch`), streamed to the blob store, at most
-    `SWITCHYARD_BATCH_MAX_BYTES`."""
+    `SWITCHYARD_BATCH_MAX_BYTES`. With an `Idempotency-Key`, the same upload again (same
+    purpose, file name and bytes) is the first file, and the bytes sent again are dropped."""
     svc = services(request)
     principal = await svc.keys.authenticate(request)
+    key = idempotency_header(request)
     upload = _Upload(request, svc.settings.batch_max_bytes)
     blob = await svc.files.blobs.put(upload.file_chunks())
     purpose = upload.fields.get("purpose")
@@ -149,7 +167,7 @@ async def upload_file(request: Request) -> Response[bytes]:
     if problem is not None:
         await svc.files.discard_blob(blob.key)
         raise problem
-    assert upload.filename is not None
+    assert upload.filename is not None and purpose is not None
     file = await svc.files.record(
         blob,
         mime="application/jsonl",
@@ -158,7 +176,27 @@ async def upload_file(request: Request) -> Response[bytes]:
         kind="batch",
         expires_in_s=svc.settings.batch_file_ttl_s,
     )
-    return json_response(file_object(file))
+    if key is None:
+        return json_response(file_object(file))
+    # Bound after the record is made (its id is the record's): a duplicate that lost the race
+    # drops its own copy and answers the first.
+    form = [purpose.encode(), b"\x00", upload.filename.encode("utf-8", "surrogatepass"), b"\x00"]
+    same = fingerprint(request, [*form, upload.digest.digest()])
+    once = once_for(principal.key_id, key, same, svc.settings.idempotency_ttl_s, scope="file:")
+    try:
+        held = await claim(svc.redis, once, file.id)
+    except BaseException:
+        await svc.files.delete(file.id)
+        raise
+    if held is None:
+        return json_response(file_object(file))
+    await svc.files.delete(file.id)
+    try:
+        original = await _owned_file(svc, principal, held)
+    except FileNotFound:
+        reason = f"its file {held} is no longer kept; send a new key"
+        raise IdempotencyKeyReused(reason, status_code=409) from None
+    return json_response(file_object(original), headers=dict(REPLAYED))
 
 
 @get(
@@ -299,12 +337,33 @@ async def _owned_batch(svc: Services, principal: Principal, batch_id: str) -> Ba
     return row
 
 
+async def _replayed_batch(svc: Services, principal: Principal, batch_id: str) -> Response[bytes]:
+    """The batch an `Idempotency-Key` is bound to, once the request that bound it has recorded
+    it (a concurrent duplicate may ask first)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + REPLAY_WAIT_S
+    while True:
+        row = await get_batch(svc.db, batch_id)
+        if row is not None or loop.time() >= deadline:
+            break
+        await asyncio.sleep(REPLAY_POLL_S)
+    if row is None or row.owner_key_id != principal.key_id:
+        raise IdempotencyKeyReused(
+            f"its batch {batch_id} is not (or no longer) kept; send a new key", status_code=409
+        )
+    live = None if row.status in b.TERMINAL else (await _live(svc, [row.id]))[0]
+    return json_response(batch_object(row, live), headers=dict(REPLAYED))
+
+
 @post(_paths("/batches"), status_code=200, opt=docs(body=CreateBatch))
 async def create_batch(request: Request) -> Response[bytes]:
     """A batch of the requests in an uploaded file (`purpose=batch`): answered at once as
-    `validating`; a batch worker validates the file and dispatches its lines."""
+    `validating`; a batch worker validates the file and dispatches its lines. With an
+    `Idempotency-Key`, the same request again within its lifetime is the first batch, and
+    concurrent duplicates make one batch."""
     svc = services(request)
     principal = await svc.keys.authenticate(request)
+    once = await idempotency(request, principal.key_id, svc.settings.idempotency_ttl_s, scope="batch:")
     req = convert(decode_object(await request.body()), CreateBatch)
     if req.endpoint not in b.ENDPOINTS:
         raise InvalidRequest.field("endpoint", f"must be one of {', '.join(b.ENDPOINTS)}", req.endpoint[:100])
@@ -332,6 +391,10 @@ async def create_batch(request: Request) -> Response[bytes]:
         expires_at=created + timedelta(milliseconds=expires_ms - now),
     )
     hook = await request_webhook(request, principal, svc.settings)
+    if once is not None:
+        held = await claim(svc.redis, once, row.id)
+        if held is not None:
+            return await _replayed_batch(svc, principal, held)
     state: dict[str, Any] = {
         **({webhooks.WEBHOOK_FIELD: hook} if hook else {}),
         "owner": principal.key_id,
@@ -352,10 +415,19 @@ async def create_batch(request: Request) -> Response[bytes]:
                 b.add_control(tr, b.BATCH_DISPATCH, row.id, at, now)
             await tr.execute()
 
-    await insert_batch(svc.db, row)
+    try:
+        await insert_batch(svc.db, row)
+    except BaseException:
+        if once is not None:
+            with contextlib.suppress(Exception):
+                await release(svc.redis, once, row.id)
+        raise
     try:
         await redis_call(start)
     except ServiceUnavailable:
+        if once is not None:  # the batch failed at once: a retry with the key may make a new one
+            with contextlib.suppress(Exception):
+                await release(svc.redis, once, row.id)
         with contextlib.suppress(Exception):
             errors = [
                 {
