@@ -190,6 +190,7 @@ async def test_a_poison_record_is_set_aside_and_the_next_jobs_are_written(
     entry = await eventually(lambda: dead.get("poison-1"), what="the poison record set aside")
     assert entry.where == "persister:read" and "'created'" in entry.reason
     assert entry.raw == {k: str(v) for k, v in poison.items()}  # kept as it was
+
     # ...and takes it out of the set right after (the same loop turn, not the same command)
     async def out_of_the_set() -> bool:
         return await redis.zscore(queues.PERSIST_SET, "poison-1") is None
