@@ -20,7 +20,7 @@ run: $(STAMP)  ## install, migrate, start embedded Redis (if REDIS_URL unset), w
 	$(BIN)/switchyard up
 
 test: $(STAMP)  ## install and run the whole test suite
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 bench: $(STAMP)  ## run the benchmarks and print their figures beside DESIGN.md's targets
 	$(BIN)/python -m bench

@@ -226,6 +226,9 @@ def base_env(redis_url: str, database_url: str, providers: Path, data_dir: Path)
         "SWITCHYARD_RETRY_BACKOFF_S": "0.01",
         "SWITCHYARD_SHUTDOWN_GRACE_S": "5",
         "SWITCHYARD_ALLOW_PRIVATE_URLS": "true",
+        # A loaded CI machine can take over 2 s (the default) for a SQLite write; the bound
+        # itself is tested with its default in test_bounded_waits.py.
+        "SWITCHYARD_DEPENDENCY_TIMEOUT_S": "10",
     }
 
 

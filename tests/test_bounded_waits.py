@@ -58,7 +58,10 @@ async def test_a_stalled_redis_is_a_503_within_the_bound_in_every_dialect_and_re
     redis_relay: Relay, sqlite_url: str, providers_file: Path, tmp_path: Path
 ) -> None:
     url = f"redis://127.0.0.1:{redis_relay.port}/0"
-    settings = make_settings(base_env(url, sqlite_url, providers_file, tmp_path / "data"))
+    settings = make_settings(
+        base_env(url, sqlite_url, providers_file, tmp_path / "data")
+        | {"SWITCHYARD_DEPENDENCY_TIMEOUT_S": "2"}
+    )
     async with running_gateway(settings) as gw:
         gw.start_worker()
         key = await gw.create_key()
@@ -106,7 +109,10 @@ async def test_a_stalled_redis_is_a_503_within_the_bound_in_every_dialect_and_re
 async def test_a_locked_sqlite_is_a_503_within_the_bound_and_recovers(
     sqlite_url: str, redis_url: str, providers_file: Path, tmp_path: Path
 ) -> None:
-    settings = make_settings(base_env(redis_url, sqlite_url, providers_file, tmp_path / "data"))
+    settings = make_settings(
+        base_env(redis_url, sqlite_url, providers_file, tmp_path / "data")
+        | {"SWITCHYARD_DEPENDENCY_TIMEOUT_S": "2"}
+    )
     path = sqlite_url.split("///", 1)[1]
     async with running_gateway(settings) as gw:
         gw.start_worker()
@@ -156,7 +162,9 @@ async def test_a_stalled_postgresql_is_a_503_within_the_bound_and_recovers(
     pg_relay: tuple[Relay, str], redis_url: str, providers_file: Path, tmp_path: Path
 ) -> None:
     relay, url = pg_relay
-    settings = make_settings(base_env(redis_url, url, providers_file, tmp_path / "data"))
+    settings = make_settings(
+        base_env(redis_url, url, providers_file, tmp_path / "data") | {"SWITCHYARD_DEPENDENCY_TIMEOUT_S": "2"}
+    )
     async with running_gateway(settings) as gw:
         gw.start_worker()
         known = await gw.create_key("known")
