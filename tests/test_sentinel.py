@@ -22,6 +22,7 @@ from switchyard.errors import ConfigError
 from switchyard.redis_server import EmbeddedRedis, free_port, redis_server_binary
 from switchyard.settings import Settings, settings_problems
 from tests.conftest import (
+    Gateway,
     base_env,
     chat_body,
     eventually,
@@ -160,6 +161,8 @@ async def test_failover_to_the_replica(
         done = await wait_for_status(gw.client, key, queued.json()["id"], "succeeded")
         assert done["result"]["choices"][0]["message"]["content"].endswith("queued")
 
+        await streamed(gw, headers, "streamed before")
+
         master = await sentinel_check(settings)
         assert master.status == "ok", master
         assert f"at 127.0.0.1:{sentinels.master.port}" in master.detail
@@ -205,7 +208,19 @@ async def test_failover_to_the_replica(
 
         master = await sentinel_check(settings)
         assert f"at 127.0.0.1:{sentinels.replica.port}" in master.detail
-        assert master.status == "warn", master  # no replica left: the next failover has nowhere to go
+        # The dead old master is listed as a replica of the new one until the Sentinel finds it
+        # down too; then no replica is left and the next failover would have nowhere to go.
+
+        async def no_replica_left() -> bool:
+            return (await sentinel_check(settings)).status == "warn"
+
+        await eventually(no_replica_left, timeout=5, interval=0.2, what="doctor to warn: no replica")
+
+
+async def streamed(gw: Gateway, headers: dict[str, str], text: str) -> None:
+    r = await gw.client.post(CHAT, json=chat_body(text, stream=True), headers=headers)
+    assert r.status_code == 200, r.text
+    assert text.split()[-1] in r.text and r.text.rstrip().endswith("data: [DONE]"), r.text
 
 
 async def sentinel_check(settings: Settings) -> doctor.Check:
