@@ -48,7 +48,7 @@ from jobs.streams import StreamHub
 from storage import bounds
 from storage.db import Database
 from storage.files import Files
-from switchyard import logs
+from switchyard import logs, redis_client
 from switchyard.errors import ServiceUnavailable
 from switchyard.providers import load_providers
 from switchyard.settings import Settings, get_settings
@@ -93,7 +93,7 @@ def create_app(
         # No `socket_timeout`: redis-py would wrap every send in `wait_for` (~22 us a command);
         # the request path bounds its Redis calls with `asyncio.timeout` instead (`redis_call`),
         # and the pub/sub listeners keep blocking reads with no timeout, as they must.
-        r = redis or Redis.from_url(
+        r = redis or redis_client.connect(
             settings.redis_url,  # type: ignore[arg-type]
             socket_keepalive=True,
             socket_connect_timeout=settings.dependency_timeout_s,

@@ -24,6 +24,7 @@ from storage import bounds
 from storage.batches import get_batch
 from storage.db import Database
 from storage.keys import webhook_secret
+from switchyard import redis_client
 from switchyard.settings import Settings
 from workers.webhooks import Deliverer
 
@@ -96,7 +97,7 @@ async def run_deliverer(settings: Settings) -> None:
     if not settings.redis_url:
         raise SystemExit("REDIS_URL is not set: `switchyard up` starts an embedded Redis and sets it")
     bounds.configure(settings.dependency_timeout_s)
-    redis = Redis.from_url(settings.redis_url, socket_keepalive=True, health_check_interval=30)
+    redis = redis_client.connect(settings.redis_url, socket_keepalive=True, health_check_interval=30)
     db = Database(settings.database_url_or_default, timeout_s=settings.dependency_timeout_s)
     # no redirects: a receiver must not steer a signed delivery to an address never checked
     http = httpx.AsyncClient(follow_redirects=False, timeout=settings.webhook_timeout_s)

@@ -157,12 +157,12 @@ class Cluster:
                 raise StartupError(f"redis-server did not start on port {self.redis.port}:\n{proc.tail()}")
             await asyncio.sleep(0.02)
 
-    def spawn(self, name: str, argv: list[str]) -> Proc:
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
         log = self.tmp / f"{name}.log"
         with open(log, "wb") as out:
             popen = subprocess.Popen(
                 argv,
-                env=self.env or None,
+                env=env or self.env or None,
                 cwd=self.tmp,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -175,6 +175,17 @@ class Cluster:
 
     def start_batch_worker(self) -> Proc:
         return self.spawn("batch", [str(self.bin / "switchyard"), "worker", "--queue", "batch"])
+
+    def start_interactive_worker(self, name: str) -> Proc:
+        return self.spawn(name, [str(self.bin / "switchyard"), "worker", "--queue", "interactive"])
+
+    async def restart_web(self, processes: int) -> None:
+        """The web process again, as `processes` uvicorn workers sharing its port
+        (`SWITCHYARD_WEB_WORKERS`: one supervisor process and that many children)."""
+        self.stop_process("web")
+        env = dict(self.env, SWITCHYARD_WEB_WORKERS=str(processes))
+        self.spawn("web", [str(self.bin / "switchyard"), "web"], env=env)
+        await self.wait_http("web", self.web_port, "/health")
 
     async def wait_http(self, name: str, port: int, path: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -221,6 +232,22 @@ class Cluster:
                 snap[name] = cpu
         return snap
 
+    def tree_cpu_snapshot(self) -> dict[str, float]:
+        """Like `cpu_snapshot`, each child with its descendants (the web's uvicorn workers)."""
+        children = _children_by_parent()
+        snap = {}
+        for name, pid in self.pids().items():
+            cpu = cpu_seconds(pid)
+            if cpu is None:
+                continue
+            stack = list(children.get(pid, ()))
+            while stack:
+                child = stack.pop()
+                cpu += cpu_seconds(child) or 0.0
+                stack += children.get(child, ())
+            snap[name] = cpu
+        return snap
+
     def dead(self) -> list[str]:
         return [f"{p.name} (exit {p.popen.returncode})" for p in self.procs.values() if not p.alive]
 
@@ -261,6 +288,22 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
+
+
+def _children_by_parent() -> dict[int, list[int]]:
+    """Every process' children, from /proc/<pid>/stat (field 4 is the parent)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    return children
 
 
 def system_busy_seconds() -> float:

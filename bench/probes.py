@@ -18,6 +18,7 @@ INTERACTIVE_QUEUE = "switchyard:queue:interactive"
 BATCH_HEALTH_KEY = BATCH_QUEUE + ":health-check"  # ARQ's, set by a worker once it runs
 PERSIST_SETS = ("sy:persist", "sy:persist:batch")  # finished jobs not yet in the database, by priority
 STATE_PREFIX = "sy:job:"
+WORKERS_KEY = "sy:workers"  # switchyard.metrics.WORKERS_KEY
 
 
 class Probe:
@@ -45,6 +46,11 @@ class Probe:
                 return True
             await asyncio.sleep(0.1)
         return False
+
+    async def workers_seen(self, within_s: float = 30.0) -> int:
+        """Worker processes whose heartbeat (`sy:workers`, ms) is this recent (a stopped one
+        takes its own out)."""
+        return int(await self.redis.zcount(WORKERS_KEY, int((time.time() - within_s) * 1000), "+inf"))
 
     async def commands_processed(self) -> int:
         """`total_commands_processed` from INFO stats (which counts this INFO only afterwards)."""

@@ -84,6 +84,11 @@ def default_figures() -> list[Figure]:
         ),
         Figure("redis_idle", "Redis commands/s with idle workers", "≤ 10 per worker"),
         Figure(
+            "scaling",
+            "sync chat throughput, 64 clients, by processes (1/2/4 workers; 2 web + 2)",
+            "2 workers ≥ 1.7 × 1 worker (with the cores for it)",
+        ),
+        Figure(
             "stream_ttft",
             "time to first streamed token added, 1 client",
             "a few ms (p50 ≤ 3 ms, p99 ≤ 10 ms added)",
@@ -159,6 +164,31 @@ class Report:
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def scaling_table(self) -> str:
+        """The scaling figure's rows: req/s, p50 and each process group's share of one core."""
+        data = self.figures["scaling"].data
+        rows_in = data.get("rows") or []
+        if not rows_in:
+            return ""
+        groups = list(rows_in[0]["cpu_pct"])
+        rows = [["processes", "req/s", "p50 ms", "errors", *[f"{g} %" for g in groups], "machine %"]]
+        for r in rows_in:
+            rows.append(
+                [
+                    f"{r['web']} web + {r['workers']} worker{'s' if r['workers'] > 1 else ''}",
+                    f"{r['requests_per_s']:,.0f}",
+                    f"{r['p50_ms']:.2f}",
+                    str(r["errors"]),
+                    *[f"{r['cpu_pct'][g]:.0f}" for g in groups],
+                    f"{r['machine_pct']:.0f}",
+                ]
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.append(f"conclusion ({data.get('cpus')} cores): {data.get('conclusion', '')}")
         return "\n".join(lines)
 
     def redis_lines(self) -> str:

@@ -32,6 +32,7 @@ from bench.phases import (
 )
 from bench.probes import Probe
 from bench.report import Report
+from bench.scaling import scaling
 from bench.ttft import stream_ttft
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -47,6 +48,8 @@ PHASES = [
     ("drain by 1 batch worker (+ interactive p95)", ("batch_drain", "interactive_p95_draining"), batch_drain),
     ("a Batch API file on that batch worker (+ interactive p95, peak RSS)", ("batch_api",), batch_api),
     ("Redis commands with idle workers", ("redis_idle",), redis_idle),
+    # last: it stops the batch worker and restarts the web process
+    ("scaling: 1, 2, 4 workers and 2 web processes (64 clients)", ("scaling",), scaling),
 ]
 
 
@@ -165,6 +168,10 @@ def print_report(report: Report) -> None:
     if cpu:
         print("\nCPU per unit of work by process (ms), and share of one core during the phase:\n")
         print(cpu)
+    scale = report.scaling_table()
+    if scale:
+        print("\nScaling: sync chat at 64 clients; CPU of each process group in % of one core:\n")
+        print(scale)
     redis = report.redis_lines()
     if redis:
         print("\n" + redis)

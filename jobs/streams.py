@@ -21,16 +21,16 @@ import logging
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from jobs.client import redis_call
 from jobs.deadletters import DeadLetters
 from jobs.records import JobRecord
 from jobs.tasks import supervise
+from switchyard import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +137,8 @@ class StreamHub:
     ) -> None:
         self.redis = redis  # the shared pool: control entries and catch-up reads
         self.dead_letters = dead_letters or DeadLetters(redis)
-        kwargs: dict[str, Any] = dict(redis.connection_pool.connection_kwargs)
-        kwargs["socket_timeout"] = None  # the read blocks for up to `block_ms` by design
-        self._pool = ConnectionPool(
-            connection_class=redis.connection_pool.connection_class, max_connections=1, **kwargs
-        )
-        self._reader = Redis(connection_pool=self._pool)
+        # the read blocks for up to `block_ms` by design: no socket timeout on its connection
+        self._reader = redis_client.dedicated(redis, max_connections=1, socket_timeout=None)
         self.block_ms = block_ms
         self.count = count
         self.control = (CONTROL_KEY + uuid.uuid4().hex).encode()
@@ -257,5 +253,4 @@ class StreamHub:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         await self.dead_letters.drain()
-        await self._reader.aclose()
-        await self._pool.disconnect()
+        await self._reader.aclose()  # and its pool (`dedicated` made it the client's own)

@@ -56,13 +56,12 @@ def _warn_durability(url: str | None) -> None:
         return
     import asyncio
 
-    from redis.asyncio import Redis
-
     from jobs.durability import check
+    from switchyard import redis_client
 
     async def run() -> None:
         try:
-            async with Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as redis:
+            async with redis_client.connect(url, socket_connect_timeout=2, socket_timeout=2) as redis:
                 warnings = (await check(redis)).warnings
         except Exception as exc:  # noqa: BLE001 (start goes on; the processes report Redis' state)
             warnings = [f"could not check Redis persistence ({exc.__class__.__name__})"]
@@ -161,9 +160,7 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Queues, workers, persister lag and dead letters, read from Redis (`switchyard.metrics`)."""
-    from redis.asyncio import Redis
-
-    from switchyard import metrics
+    from switchyard import metrics, redis_client
 
     settings = get_settings()
     if not settings.redis_url:
@@ -171,7 +168,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 2
 
     async def read() -> Snapshot:
-        async with Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=5) as redis:  # type: ignore[arg-type]
+        url = settings.redis_url or ""
+        async with redis_client.connect(url, socket_connect_timeout=3, socket_timeout=5) as redis:
             return await metrics.scrape(redis, counters=False)
 
     try:

@@ -60,19 +60,19 @@ async def check_redis(settings: Settings, timeout_s: float) -> list[Check]:
                 " set REDIS_URL to the URL it printed (or your Redis) to check it",
             )
         ]
-    from redis.asyncio import Redis
-
     from jobs.durability import check as durability
+    from switchyard import redis_client
 
     async def run() -> list[Check]:
-        async with Redis.from_url(
+        async with redis_client.connect(
             settings.redis_url,  # type: ignore[arg-type]
             socket_connect_timeout=timeout_s,
             socket_timeout=timeout_s,
         ) as redis:
+            checks = await _sentinel(redis, settings.redis_url or "")
             await redis.ping()
             persistence = await durability(redis)
-            checks = [
+            checks += [
                 Check("redis", "warn", " ".join(persistence.warnings))
                 if persistence.warnings
                 else Check("redis", "ok", "reachable, appendonly yes")
@@ -81,6 +81,21 @@ async def check_redis(settings: Settings, timeout_s: float) -> list[Check]:
             return checks
 
     return await _bounded("redis", timeout_s, run)
+
+
+async def _sentinel(redis: Any, url: str) -> list[Check]:
+    """For a `redis+sentinel://` URL: the master the Sentinels name now, and its replicas."""
+    from switchyard import redis_client
+
+    if not redis_client.is_sentinel(url):
+        return []
+    target = redis_client.parse_sentinel_url(url)
+    host, port = await redis_client.master_address(redis) or ("?", 0)
+    found = await redis_client.replicas(redis)
+    seen = ", ".join(f"{h}:{p}" for h, p in found) if found else "none"
+    detail = f"master '{target.service}' at {host}:{port} (replicas up: {seen}; asked {target})"
+    # No replica: a failover has nowhere to go, so the Redis does not outlive its machine.
+    return [Check("redis sentinel", "ok" if found else "warn", detail)]
 
 
 async def _clocks(redis: Any) -> list[Check]:

@@ -227,7 +227,12 @@ def settings_problems(settings: Settings) -> list[str]:
 
     `switchyard up`, `web` and `worker` print these and exit 2 rather than start.
     """
+    from switchyard.redis_client import url_problem
+
     problems = []
+    redis_problem = url_problem(settings.redis_url)
+    if redis_problem:
+        problems.append(redis_problem)
     blob_url = settings.blob_url or "file://"
     if not blob_url.startswith(("file://", "s3://")):
         problems.append(f"SWITCHYARD_BLOB_URL ({blob_url}) must be file:///path or s3://bucket/prefix")

@@ -9,7 +9,6 @@ from functools import partial
 from typing import Any, cast
 
 from arq import func
-from arq.connections import RedisSettings
 
 from jobs import durability, queues
 from jobs.batches import BATCH_DISPATCH, BATCH_FINALIZE
@@ -122,7 +121,8 @@ def create_worker(
     options: dict[str, Any] = dict(
         functions=job_functions(settings),
         serves=serves,
-        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        redis_url=settings.redis_url,
+        redis_options={"socket_connect_timeout": settings.dependency_timeout_s, "socket_keepalive": True},
         on_startup=startup,
         on_shutdown=shutdown,
         ctx={"settings": settings, **(ctx or {})},

@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 from arq import Retry
+from arq.connections import ArqRedis
 from arq.jobs import deserialize_job_raw
 from arq.worker import Function, RetryJob, Worker
 from redis.exceptions import RedisError
@@ -37,7 +38,7 @@ from jobs.batching import ScriptBatcher
 from jobs.records import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, now_ms
 from jobs.scripts import CLAIM, FINISH, FINISH_BATCH
 from jobs.tasks import supervise
-from switchyard import metrics
+from switchyard import metrics, redis_client
 from switchyard.errors import JobTimedOut, SwitchyardError
 from switchyard.logs import JOBS, REQUEST_ID, REQUEST_ID_FIELD
 from switchyard.logs import jobs as job_lines
@@ -47,6 +48,7 @@ log = logging.getLogger("switchyard.worker")
 
 IDLE_SWEEP_S = 5.0  # an idle worker still looks at its queues this often (deferred or orphaned jobs)
 BLOCKED_WAIT_MIN_S, BLOCKED_WAIT_MAX_S = 0.01, 0.2  # a batch worker held back by interactive work
+CONNECT_TRIES = 5  # at start, a second apart (ARQ's own `create_pool` default)
 MAX_DELIBERATE_RETRIES = 100  # a backstop: handlers bound their own retries well below this
 
 
@@ -74,6 +76,8 @@ class SwitchyardWorker(Worker):
         result_ttl_s: int = 3600,
         idle_sweep_s: float = IDLE_SWEEP_S,
         persist_others_after_s: float = 30.0,
+        redis_url: str | None = None,
+        redis_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("queue_name", queues.queue_name(serves[0]))
@@ -85,6 +89,8 @@ class SwitchyardWorker(Worker):
         kwargs.setdefault("job_deserializer", orjson.loads)
         kwargs.setdefault("log_results", False)
         super().__init__(*args, **kwargs)
+        self.redis_url = redis_url
+        self.redis_options = redis_options or {}
         self.serves = serves
         self.lease_ms = int(lease_s * 1000)
         self.result_ttl_s = result_ttl_s
@@ -129,15 +135,7 @@ class SwitchyardWorker(Worker):
     # --- main loop ---------------------------------------------------------------------------
     async def main(self) -> None:
         if self._pool is None:
-            from arq.connections import create_pool
-
-            self._pool = await create_pool(
-                self.redis_settings,
-                job_deserializer=self.job_deserializer,
-                job_serializer=self.job_serializer,
-                default_queue_name=self.queue_name,
-                expires_extra_ms=self.expires_extra_ms,
-            )
+            self._pool = await self._connect()
         self.ctx["redis"] = self.pool
         if self.on_startup:
             await self.on_startup(self.ctx)
@@ -165,6 +163,36 @@ class SwitchyardWorker(Worker):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+    async def _connect(self) -> ArqRedis:
+        """ARQ's pool, made by `switchyard.redis_client` (a plain or a Sentinel URL), once Redis
+        answers: tried `CONNECT_TRIES` times a second apart, as ARQ's `create_pool` does."""
+        if self.redis_url is None:
+            from arq.connections import create_pool
+
+            return await create_pool(
+                self.redis_settings,
+                job_deserializer=self.job_deserializer,
+                job_serializer=self.job_serializer,
+                default_queue_name=self.queue_name,
+                expires_extra_ms=self.expires_extra_ms,
+            )
+        for attempt in range(1, CONNECT_TRIES + 1):
+            pool = redis_client.connect(self.redis_url, redis_class=ArqRedis, **self.redis_options)
+            pool.job_serializer = self.job_serializer
+            pool.job_deserializer = self.job_deserializer
+            pool.default_queue_name = self.queue_name
+            pool.expires_extra_ms = self.expires_extra_ms
+            try:
+                await pool.ping()
+                return pool
+            except (RedisError, OSError) as exc:
+                await pool.aclose()
+                if attempt == CONNECT_TRIES:
+                    raise
+                log.warning("Redis does not answer (%s); trying again in 1 s", exc)
+                await asyncio.sleep(1)
+        raise AssertionError("unreachable")
 
     async def _loop(self) -> None:
         blocked_wait = BLOCKED_WAIT_MIN_S
