@@ -38,9 +38,10 @@ for i = 0, n - 1 do
       for _, id in ipairs(ids) do
         if served and claimed >= limit then stop = true break end
         local held = redis.call('PTTL', 'arq:in-progress:' .. id)
-        if held > 0 and served then
-          -- running: if its worker dies, the job is ready when this lease lapses
-          if (not next_ms) or now + held < next_ms then next_ms = now + held end
+        if held >= 0 and served then
+          -- running: if its worker dies, the job is ready when this lease lapses (0: within 1 ms)
+          local lapse = now + math.max(held, 1)
+          if (not next_ms) or lapse < next_ms then next_ms = lapse end
         end
         if held == -2 then
           if served and claimed < limit then
