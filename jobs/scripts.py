@@ -9,8 +9,10 @@ from jobs.accounting import ADMIT_FUNCTION
 # waiting (not already running): that is what makes interactive work run before batch work.
 # ARGV: now_ms, limit, lease_ms, scan, n, then n pairs (queue, served 0/1)
 # Returns {claimed, next_ms, blocked}; claimed is a list of 6-tuples (job id, queue,
-# arq job body, try, state hash as flat list, aborted 0/1); blocked is 1 when a queue this
-# worker does not serve held the lower ones back.
+# arq job body, try, state hash as flat list, aborted 0/1); next_ms is when the next job may be
+# ready (a deferred job's time, or the end of a running job's lease: an idle worker looks again
+# then, so a dead worker's jobs run again one lease after its last renewal, not at the next idle
+# sweep); blocked is 1 when a queue this worker does not serve held the lower ones back.
 CLAIM = r"""
 local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
@@ -35,7 +37,13 @@ for i = 0, n - 1 do
       local ids = redis.call('ZRANGEBYSCORE', q, '-inf', now, 'LIMIT', offset, count)
       for _, id in ipairs(ids) do
         if served and claimed >= limit then stop = true break end
-        if redis.call('EXISTS', 'arq:in-progress:' .. id) == 0 then
+        local held = redis.call('PTTL', 'arq:in-progress:' .. id)
+        if held >= 0 and served then
+          -- running: if its worker dies, the job is ready when this lease lapses (0: within 1 ms)
+          local lapse = now + math.max(held, 1)
+          if (not next_ms) or lapse < next_ms then next_ms = lapse end
+        end
+        if held == -2 then
           if served and claimed < limit then
             local body = redis.call('GET', 'arq:job:' .. id)
             redis.call('PSETEX', 'arq:in-progress:' .. id, lease, '1')

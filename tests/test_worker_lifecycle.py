@@ -4,10 +4,12 @@ job was doing at that moment."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from redis.asyncio import Redis
 
+from jobs import queues
 from switchyard.standin import StandIn
 from tests.conftest import Gateway, chat_body, eventually, get_job, wait_for_status
 
@@ -77,3 +79,24 @@ async def test_closing_mid_job_gives_the_job_back(gw: Gateway, key: str, standin
     job = await wait_for_status(gw.client, key, job_id, "succeeded", "failed", timeout=10)
     assert job["status"] == "succeeded"
     assert job["attempts"] == 2
+
+
+@pytest.mark.settings(SWITCHYARD_WORKER_LEASE_S="1")
+async def test_an_idle_worker_takes_a_dead_workers_job_when_its_lease_lapses(
+    gw: Gateway, key: str, standin: StandIn
+) -> None:
+    """A job whose worker died holding it (its lease set, nobody renewing it) is run by an idle
+    worker as its lease lapses, not at that worker's next idle sweep (5 s)."""
+    submitted = await gw.client.post(
+        "/api/v1/completion?batch=1", json=chat_body("orphaned"), headers={"X-API-Key": key}
+    )
+    job_id = submitted.json()["data"]["job_id"]
+    async with Redis.from_url(gw.settings.redis_url) as r:  # type: ignore[arg-type]
+        await r.psetex(queues.IN_PROGRESS_KEY + job_id, 1000, b"1")  # what a dead worker's claim leaves
+    started = time.monotonic()
+    gw.start_worker()
+    job = await wait_for_status(gw.client, key, job_id, "succeeded", "failed", timeout=10)
+    elapsed = time.monotonic() - started
+    assert job["status"] == "succeeded", job
+    assert 0.5 < elapsed < 4, elapsed  # an idle sweep would make it 6 s
+    assert standin.chat_calls == 1
