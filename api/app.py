@@ -35,6 +35,8 @@ from api.dialects import images as image_routes
 from api.errors import app_handlers
 from api.openapi import describe_routes, openapi_config
 from api.openapi import router as docs_router
+from api.pages import router as pages_router
+from api.pages import template_config
 from api.personas import CustomModelCache
 from api.request_log import RequestLog
 from api.sessions import Sessions
@@ -159,6 +161,7 @@ def create_app(
             admin.router,
             metrics.router,
             docs_router,
+            pages_router,
         ],
         lifespan=[lifespan],
         before_send=[rate_limit_headers],
@@ -166,6 +169,7 @@ def create_app(
         exception_handlers=app_handlers(),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=openapi_config(),
+        template_config=template_config(),
         debug=False,
         logging_config=None,
     )

@@ -49,9 +49,15 @@ def _totals(row: Any) -> Totals:
     return Totals(int(row.requests), int(row.successful), int(row.tokens), float(row.cost), int(row.latency))
 
 
-def _scoped(query: Any, key_id: str | None, since: datetime, model: str | None = None) -> Any:
+# Whose usage: one key's, several keys' (a user's), or None for everyone's.
+Scope = str | list[str] | None
+
+
+def _scoped(query: Any, key_id: Scope, since: datetime, model: str | None = None) -> Any:
     query = query.where(Usage.created_at >= since)
-    if key_id is not None:
+    if isinstance(key_id, list):
+        query = query.where(col(Usage.key_id).in_(key_id))
+    elif key_id is not None:
         query = query.where(Usage.key_id == key_id)
     if model is not None:
         query = query.where(Usage.model == model)
@@ -59,14 +65,14 @@ def _scoped(query: Any, key_id: str | None, since: datetime, model: str | None =
 
 
 @bounded_call("database")
-async def totals(db: Database, key_id: str | None, since: datetime, model: str | None = None) -> Totals:
+async def totals(db: Database, key_id: Scope, since: datetime, model: str | None = None) -> Totals:
     async with db.connect() as conn:
         row = (await conn.execute(_scoped(select(*_columns()), key_id, since, model))).one()
     return _totals(row)
 
 
 @bounded_call("database")
-async def per_model(db: Database, key_id: str | None, since: datetime) -> list[tuple[str, Totals]]:
+async def per_model(db: Database, key_id: Scope, since: datetime) -> list[tuple[str, Totals]]:
     query = _scoped(select(col(Usage.model), *_columns()), key_id, since).group_by(col(Usage.model))
     async with db.connect() as conn:
         rows = (await conn.execute(query)).all()
@@ -77,7 +83,7 @@ async def per_model(db: Database, key_id: str | None, since: datetime) -> list[t
 
 @bounded_call("database")
 async def daily(
-    db: Database, key_id: str | None, days: int, today: date, model: str | None = None
+    db: Database, key_id: Scope, days: int, today: date, model: str | None = None
 ) -> list[tuple[date, Totals]]:
     """One entry per UTC day, oldest first, zeros included."""
     first = today - timedelta(days=days - 1)

@@ -18,7 +18,7 @@ from jobs.client import redis_call
 from jobs.records import dt_ms, iso_s, now_ms
 from storage import usage
 from storage.bounds import bounded
-from storage.keys import as_utc, credit_balances
+from storage.keys import KeyRecord, as_utc, credit_balances
 from switchyard.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 
 
@@ -76,8 +76,8 @@ def _scope(principal: Principal) -> str | None:
     return None if principal.is_admin else principal.key_id
 
 
-async def _limits(svc: Services, principal: Principal) -> tuple[dict[str, Any] | None, str]:
-    record = principal.record
+async def key_limits(svc: Services, record: KeyRecord | None) -> tuple[dict[str, Any] | None, str]:
+    """A key's limits with what each window has used and has left, and its usage state."""
     if record is None:
         return None, "healthy"
     now = now_ms()
@@ -133,7 +133,7 @@ async def status(request: Request) -> Response[bytes]:
     today = await usage.totals(svc.db, scope, midnight)
     week = await usage.totals(svc.db, scope, midnight - timedelta(days=6))
     month = await usage.totals(svc.db, scope, midnight - timedelta(days=29))
-    limits, usage_state = await _limits(svc, principal)
+    limits, usage_state = await key_limits(svc, principal.record)
     record = principal.record
     if record is not None:
         expires = as_utc(record.expires_at) if record.expires_at else None

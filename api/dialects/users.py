@@ -126,17 +126,16 @@ async def _end_old_session(request: Request, svc: Services) -> None:
         await svc.sessions.destroy(old.id)
 
 
-@post("/api/auth/signup", status_code=201)
-async def signup(request: Request) -> Response[bytes]:
-    """Make an account (when SWITCHYARD_SIGNUP allows) and sign it in."""
-    svc = services(request)
+def signup_off() -> Forbidden:
+    return Forbidden("sign-up is off on this gateway (SWITCHYARD_SIGNUP=off): ask its admin for an account")
+
+
+async def sign_up(request: Request, svc: Services, raw: dict[str, Any]) -> Session:
+    """Make an account from the fields `email`, `password` and (invite mode) `invite`, as
+    SWITCHYARD_SIGNUP allows, and sign it in (the JSON route and the /signup page share this)."""
     mode = svc.settings.signup
     if mode == "off":
-        raise Forbidden(
-            "sign-up is off on this gateway (SWITCHYARD_SIGNUP=off): ask its admin for an account"
-        )
-    raw = await _fields(request, ("email", "password", "invite", "next"))
-    next_path = _next_path(raw)
+        raise signup_off()
     email = _email(raw)
     password = _password(raw, new=True)
     invite = _text(raw, "invite", required=mode == "invite")
@@ -145,15 +144,11 @@ async def signup(request: Request) -> Response[bytes]:
     password_hash = await asyncio.to_thread(hash_password, password)
     user = await create_user(svc.db, email, password_hash, invite=invite if mode == "invite" else None)
     await _end_old_session(request, svc)
-    return _signed_in(svc, await svc.sessions.create(user), 201, next_path)
+    return await svc.sessions.create(user)
 
 
-@post("/api/auth/signin", status_code=200)
-async def signin(request: Request) -> Response[bytes]:
-    """Check the email and password and start a session (a new one, always)."""
-    svc = services(request)
-    raw = await _fields(request, ("email", "password", "next"))
-    next_path = _next_path(raw)
+async def sign_in(request: Request, svc: Services, raw: dict[str, Any]) -> Session:
+    """Check `email` and `password` (attempts limited) and start a session (a new one, always)."""
     email = _email(raw)
     password = _password(raw, new=False)
     now = time.time()
@@ -166,7 +161,27 @@ async def signin(request: Request) -> Response[bytes]:
         raise Forbidden("this account is disabled")
     await forget_attempts(svc.redis, svc.settings, email=email, now_s=now)
     await _end_old_session(request, svc)
-    return _signed_in(svc, await svc.sessions.create(user), 200, next_path)
+    return await svc.sessions.create(user)
+
+
+@post("/api/auth/signup", status_code=201)
+async def signup(request: Request) -> Response[bytes]:
+    """Make an account (when SWITCHYARD_SIGNUP allows) and sign it in."""
+    svc = services(request)
+    if svc.settings.signup == "off":
+        raise signup_off()  # before the body is read
+    raw = await _fields(request, ("email", "password", "invite", "next"))
+    next_path = _next_path(raw)
+    return _signed_in(svc, await sign_up(request, svc, raw), 201, next_path)
+
+
+@post("/api/auth/signin", status_code=200)
+async def signin(request: Request) -> Response[bytes]:
+    """Check the email and password and start a session (a new one, always)."""
+    svc = services(request)
+    raw = await _fields(request, ("email", "password", "next"))
+    next_path = _next_path(raw)
+    return _signed_in(svc, await sign_in(request, svc, raw), 200, next_path)
 
 
 @post("/api/auth/signout", status_code=200)
@@ -209,22 +224,35 @@ async def caller_user(request: Request, svc: Services) -> tuple[UserRecord, Sess
     return session.user, session
 
 
-@get("/api/auth/me")
-async def me(request: Request) -> Response[bytes]:
-    """The signed-in user, the session's CSRF token, and what their keys add up to: credits
-    left (the sum of their credit-metered keys' balances; null when none is metered) and usage
-    (requests, tokens and credits charged over every key they own, revoked ones included)."""
-    svc = services(request)
-    user, session = await caller_user(request, svc)
+async def user_summary(svc: Services, user: UserRecord) -> dict[str, Any]:
+    """What a user's keys add up to: active keys, credits left (the sum of their credit-metered
+    keys' balances; null when none is metered) and usage (requests, tokens and credits charged
+    over every key they own, revoked ones included), with the key views it was made from."""
     keys = await list_keys(svc.db, user.id)
     views = await key_views(svc, keys)
     balances = [v["credits"] for v in views if v["status"] == "active" and v["credits"] is not None]
-    body = {
-        "user": user_view(user),
-        "csrf_token": session.csrf if session else None,
+    return {
         "keys": sum(1 for v in views if v["status"] == "active"),
         "credits": sum(balances) if balances else None,  # type: ignore[arg-type]
         "usage": await _usage(svc.db, [k.id for k in keys]),
+        "key_records": keys,
+        "key_views": views,
+    }
+
+
+@get("/api/auth/me")
+async def me(request: Request) -> Response[bytes]:
+    """The signed-in user, the session's CSRF token, and what their keys add up to
+    (`user_summary`)."""
+    svc = services(request)
+    user, session = await caller_user(request, svc)
+    summary = await user_summary(svc, user)
+    body = {
+        "user": user_view(user),
+        "csrf_token": session.csrf if session else None,
+        "keys": summary["keys"],
+        "credits": summary["credits"],
+        "usage": summary["usage"],
     }
     return json_response(body)
 

@@ -1,0 +1,19 @@
+"""The dashboard: server-rendered HTML pages for a signed-in user (Jinja2 templates in
+api/templates, the project's own CSS/JS in api/static). Every page answers errors with a page;
+none is in the OpenAPI schema."""
+
+from __future__ import annotations
+
+from litestar import Router
+
+from api.pages import auth, dashboard, keys
+from api.pages.common import page_handlers, static_asset, template_config
+
+__all__ = ["router", "template_config"]
+
+router = Router(
+    path="/",
+    route_handlers=[*auth.handlers, *dashboard.handlers, *keys.handlers, static_asset],
+    exception_handlers=page_handlers(),
+    include_in_schema=False,
+)
