@@ -381,10 +381,12 @@ class JobClient:
             fut.cancel()
 
     # --- read --------------------------------------------------------------------------------
-    async def get(self, job_id: str, owner: str) -> JobRecord:
+    async def get(self, job_id: str, owner: str | frozenset[str] | None) -> JobRecord:
+        """The job if `owner` owns it: one key, any of several (a user's keys), or None (anyone's:
+        the dashboard's admin); another's job is not found, as a missing one."""
         state = await redis_call(lambda: self.redis.hgetall(queues.STATE_KEY + job_id))
         record = JobRecord.from_hash(state, job_id=job_id) if state else await self._get_from_db(job_id)
-        if record is None or record.owner != owner:
+        if record is None or not _owned(record, owner):
             raise JobNotFound(job_id)
         return record
 
@@ -436,7 +438,7 @@ class JobClient:
         ]
         records.sort(key=lambda r: (r.created_ms, r.id), reverse=True)
         page = records[:limit]
-        next_cursor = _encode_cursor(page[-1]) if len(records) > limit and page else None
+        next_cursor = encode_cursor(page[-1]) if len(records) > limit and page else None
         return page, next_cursor
 
     def _metadata_holds(self, i: int, name: str, value: str) -> Any:
@@ -501,7 +503,7 @@ class JobClient:
         return live
 
     # --- cancel ------------------------------------------------------------------------------
-    async def cancel(self, job_id: str, owner: str) -> JobRecord:
+    async def cancel(self, job_id: str, owner: str | frozenset[str] | None) -> JobRecord:
         record = await self.get(job_id, owner)
         if record.status in TERMINAL:
             return record
@@ -511,6 +513,12 @@ class JobClient:
             lambda: self._cancel_script(args=[job_id, now_ms(), queues.PERSIST_SET, queues.CANCEL_CHANNEL])
         )
         return await self.get(job_id, owner)
+
+
+def _owned(record: JobRecord, owner: str | frozenset[str] | None) -> bool:
+    if owner is None:
+        return True
+    return record.owner == owner if isinstance(owner, str) else record.owner in owner
 
 
 _TERMINAL_BYTES = frozenset(s.encode() for s in TERMINAL)
@@ -538,7 +546,7 @@ def _expire(fut: asyncio.Future[JobRecord | None]) -> None:
         fut.set_result(None)
 
 
-def _encode_cursor(record: JobRecord) -> str:
+def encode_cursor(record: JobRecord) -> str:
     return base64.urlsafe_b64encode(f"{record.created_ms}:{record.id}".encode()).decode().rstrip("=")
 
 

@@ -50,10 +50,15 @@ async def update_batch(db: Database, batch_id: str, **fields: Any) -> None:
 
 
 @bounded_call("database")
-async def list_batches(db: Database, owner: str | None, *, after: str | None, limit: int) -> list[BatchRow]:
-    """Newest first (ids are time-ordered); `owner` None: every key's (the admin)."""
+async def list_batches(
+    db: Database, owner: str | list[str] | None, *, after: str | None, limit: int
+) -> list[BatchRow]:
+    """Newest first (ids are time-ordered); `owner`: one key's, several keys' (a user's), or
+    None: every key's (the admin)."""
     query = select(BatchRow)
-    if owner is not None:
+    if isinstance(owner, list):
+        query = query.where(col(BatchRow.owner_key_id).in_(owner))
+    elif owner is not None:
         query = query.where(BatchRow.owner_key_id == owner)
     if after is not None:
         query = query.where(col(BatchRow.id) < after)

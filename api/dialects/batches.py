@@ -447,8 +447,7 @@ async def retrieve_batch(request: Request, batch_id: str) -> Response[bytes]:
     svc = services(request)
     principal = await svc.keys.authenticate(request)
     row = await _owned_batch(svc, principal, batch_id)
-    live = None if row.status in b.TERMINAL else (await _live(svc, [row.id]))[0]
-    return json_response(batch_object(row, live))
+    return json_response(await batch_view(svc, row))
 
 
 @get(_paths("/batches"), opt=docs(query={"limit": "1 to 100 (20)", "after": "a batch id"}))
@@ -485,6 +484,12 @@ async def cancel_batch(request: Request, batch_id: str) -> Response[bytes]:
     svc = services(request)
     principal = await svc.keys.authenticate(request)
     row = await _owned_batch(svc, principal, batch_id)
+    return json_response(await cancel_owned_batch(svc, row))
+
+
+async def cancel_owned_batch(svc: Services, row: BatchRow) -> dict[str, Any]:
+    """Cancel a batch its caller owns (the route above, and the dashboard's batch page); its
+    Batch object after."""
     if row.status in b.TERMINAL:
         raise Conflict(f"cannot cancel a batch that is {row.status}", code="batch_not_cancellable")
     key = b.batch_key(row.id)
@@ -501,9 +506,15 @@ async def cancel_batch(request: Request, batch_id: str) -> Response[bytes]:
     if not finalizing:
         await update_batch(svc.db, row.id, status=b.CANCELLING, cancelling_at=utcnow())
         await redis_call(lambda: b.enqueue_control(svc.redis, b.BATCH_DISPATCH, row.id, now))
-    row = await _owned_batch(svc, principal, batch_id)
+    fresh = await get_batch(svc.db, row.id)
+    assert fresh is not None
+    return await batch_view(svc, fresh)
+
+
+async def batch_view(svc: Services, row: BatchRow) -> dict[str, Any]:
+    """The Batch object of one row, with its live counters while it runs."""
     live = None if row.status in b.TERMINAL else (await _live(svc, [row.id]))[0]
-    return json_response(batch_object(row, live))
+    return batch_object(row, live)
 
 
 router = Router(

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from litestar import Router
 
-from api.pages import auth, dashboard, keys
+from api.pages import auth, dashboard, jobs, keys
 from api.pages.common import page_handlers, static_asset, template_config
 
 __all__ = ["router", "template_config"]
 
 router = Router(
     path="/",
-    route_handlers=[*auth.handlers, *dashboard.handlers, *keys.handlers, static_asset],
+    route_handlers=[*auth.handlers, *dashboard.handlers, *keys.handlers, *jobs.handlers, static_asset],
     exception_handlers=page_handlers(),
     include_in_schema=False,
 )

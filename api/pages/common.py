@@ -3,11 +3,13 @@ HTML error pages, and the project's own CSS and JS (served from a fixed list, no
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 from litestar import MediaType, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -17,6 +19,7 @@ from litestar.types import ExceptionHandlersMap
 
 from api.sessions import CSRF_FIELD, Session
 from api.state import services
+from jobs.client import redis_call
 from switchyard.errors import NotFound, SwitchyardError
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -58,6 +61,26 @@ async def signed_in(request: Request) -> Session:
     if session is None:
         raise SignInRequired(request.url.path)
     return await sessions.require(request)
+
+
+FLASH_TTL_S = 120  # a shown-once value waits this long for the page the form redirects to
+
+
+def _flash_key(session: Session) -> str:
+    return "sy:flash:" + hashlib.sha256(session.id.encode()).hexdigest()
+
+
+async def flash(request: Request, session: Session, value: dict[str, Any]) -> None:
+    """Keep a value for the session's next page only (a new key's secret: a POST answers with a
+    303, and a reload of the page it leads to never shows the value again)."""
+    redis = services(request).redis
+    await redis_call(lambda: redis.set(_flash_key(session), orjson.dumps(value), ex=FLASH_TTL_S))
+
+
+async def take_flash(request: Request, session: Session) -> dict[str, Any] | None:
+    redis = services(request).redis
+    raw = await redis_call(lambda: redis.getdel(_flash_key(session)))
+    return orjson.loads(raw) if raw else None
 
 
 def page(request: Request, name: str, session: Session | None, status: int = 200, **context: Any) -> Template:

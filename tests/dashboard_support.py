@@ -1,0 +1,85 @@
+"""The dashboard served for a browser: the app (real Redis, a real database, a worker in the
+same loop, the stand-in provider) behind uvicorn on a loopback port, and Debian's chromium
+driven by Playwright (never a downloaded browser). Used by tests/test_dashboard.py and
+tests/screenshots.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from playwright.async_api import Browser, Page, async_playwright
+
+from api.app import create_app
+from switchyard.settings import Settings
+from tests.conftest import app_lifespan
+from workers.settings import create_worker
+
+CHROMIUM = Path("/usr/bin/chromium")
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Site:
+    base_url: str
+    browser: Browser
+
+
+@contextlib.asynccontextmanager
+async def served_site(settings: Settings) -> AsyncIterator[Site]:
+    """The app on a loopback port with one worker, and a headless chromium."""
+    app = create_app(settings)
+    async with app_lifespan(app):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False)
+        config.load()
+        server = uvicorn.Server(config)
+        server.lifespan = config.lifespan_class(config)
+        await server.startup(sockets=[sock])
+        serving = asyncio.get_running_loop().create_task(server.main_loop())
+        worker = create_worker(("interactive", "batch"), settings, handle_signals=False)
+        working = asyncio.create_task(worker.async_run())
+        try:
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(
+                    executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+                )
+                try:
+                    yield Site(f"http://127.0.0.1:{port}", browser)
+                finally:
+                    await browser.close()
+        finally:
+            working.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await working
+            await worker.close()
+            server.should_exit = True
+            await asyncio.wait_for(serving, 10)
+            await server.shutdown()
+            sock.close()
+
+
+async def sign_up(page: Page, base_url: str, email: str) -> None:
+    await page.goto(f"{base_url}/signup")
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Create account").click()
+    await page.wait_for_url(f"{base_url}/dashboard")
+
+
+async def create_key(page: Page, base_url: str, name: str) -> str:
+    """Create a key on /keys; its secret, read from the page (shown this once)."""
+    await page.goto(f"{base_url}/keys")
+    await page.get_by_label("Name").fill(name)
+    await page.get_by_role("button", name="Create key").click()
+    secret = (await page.locator("#new-key").text_content() or "").strip()
+    assert re.fullmatch(r"[A-Za-z0-9_\-]{20,}", secret), secret
+    return secret

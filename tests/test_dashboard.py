@@ -1,0 +1,151 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright against the app
+served over loopback HTTP (real Redis, SQLite, a worker, the stand-in provider). Sign up, see
+the dashboard, create a key and read it once, call the API with it, find the job in /jobs and
+its detail, see the dashboard's count move, revoke the key, sign out; a bad sign-in shows the
+API's message; keyboard-only sign-in; no page scrolls sideways at 375 px; another user's job is
+a 404 page. Skipped only where /usr/bin/chromium is absent."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from playwright.async_api import Page, expect
+
+from switchyard.settings import Settings
+from tests.conftest import chat_body
+from tests.dashboard_support import CHROMIUM, PASSWORD, create_key, served_site, sign_up
+
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)"),
+    pytest.mark.parametrize("db_url", ["sqlite"], indirect=True),
+    pytest.mark.settings(SWITCHYARD_SIGNUP="open"),
+    pytest.mark.timeout(60),
+]
+NARROW = {"width": 375, "height": 740}
+
+
+async def no_sideways_scroll(page: Page) -> None:
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= NARROW["width"], f"{page.url} is {width} px wide at 375 px"
+
+
+async def period_requests(page: Page, base_url: str) -> int:
+    await page.goto(f"{base_url}/dashboard?range=today")
+    return int(await page.locator("#period-requests").text_content() or "0")
+
+
+async def test_sign_up_to_first_call_and_back_out(settings: Settings) -> None:
+    async with served_site(settings) as site:
+        context = await site.browser.new_context(viewport=NARROW)
+        page = await context.new_page()
+        base = site.base_url
+        await page.goto(f"{base}/keys")  # not signed in: sent to sign in, and back after
+        assert page.url.startswith(f"{base}/signin")
+        await sign_up(page, base, "ada@example.com")
+        await expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+        before = await period_requests(page, base)
+
+        secret = await create_key(page, base, "laptop")
+        await no_sideways_scroll(page)
+        await page.reload()  # shown once: a reload is a GET that never shows it again
+        assert await page.locator("#new-key").count() == 0
+        assert secret not in await page.content()
+
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            answer = await client.post(
+                "/v1/chat/completions", json=chat_body("hi from the browser test"),
+                headers={"Authorization": f"Bearer {secret}"},
+            )  # fmt: skip
+        assert answer.status_code == 200, answer.text
+
+        await page.goto(f"{base}/jobs")
+        await no_sideways_scroll(page)
+        link = page.locator("#jobs a").first
+        job_id = (await link.text_content() or "").strip()
+        await link.click()
+        await expect(page.locator("#job-status")).to_have_text("succeeded")
+        assert "hi from the browser test" in (await page.locator("#job-result").text_content() or "")
+        await no_sideways_scroll(page)
+
+        for _ in range(50):  # the worker records usage just after the job: the count moves soon
+            if await period_requests(page, base) > before:
+                break
+            await page.wait_for_timeout(100)
+        assert await period_requests(page, base) == before + 1
+        assert await page.locator(".chart svg rect").count() > 0
+        await no_sideways_scroll(page)
+        for path in ("/batches", "/keys"):
+            await page.goto(base + path)
+            await no_sideways_scroll(page)
+
+        await page.get_by_role("button", name="Revoke key laptop").click()
+        await expect(page.locator("#keys .badge").first).to_have_text("revoked")
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            refused = await client.get("/api/v1/status", headers={"Authorization": f"Bearer {secret}"})
+        assert refused.status_code == 401
+
+        # Another user's job is a 404 page, as a job that does not exist.
+        other = await site.browser.new_context(viewport=NARROW)
+        stranger = await other.new_page()
+        await sign_up(stranger, base, "bob@example.com")
+        response = await stranger.goto(f"{base}/jobs/{job_id}")
+        assert response is not None and response.status == 404
+        await expect(stranger.get_by_role("heading", name="Not found")).to_be_visible()
+        await no_sideways_scroll(stranger)
+        await other.close()
+
+        await page.get_by_role("button", name="Sign out").click()
+        await page.wait_for_url(re.compile(r".*/signin"))
+        await page.goto(f"{base}/dashboard")
+        assert page.url.startswith(f"{base}/signin")
+        await no_sideways_scroll(page)
+        await context.close()
+
+
+async def test_bad_sign_in_says_why_and_the_keyboard_signs_in(settings: Settings) -> None:
+    async with served_site(settings) as site:
+        base = site.base_url
+        context = await site.browser.new_context(viewport=NARROW)
+        page = await context.new_page()
+        await sign_up(page, base, "kay@example.com")
+        await context.clear_cookies()
+
+        await page.goto(f"{base}/signin")
+        await page.get_by_label("Email").fill("kay@example.com")
+        await page.get_by_label("Password").fill("not the password")
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.locator("#form-error")).to_have_text("Invalid email or password")
+        await no_sideways_scroll(page)
+
+        await page.goto(f"{base}/signin")  # only the keyboard from here
+        await page.keyboard.press("Tab")  # the skip link comes first
+        await page.keyboard.press("Tab")
+        for _ in range(10):  # past the header's links to the email field
+            if await page.evaluate("document.activeElement.id") == "email":
+                break
+            await page.keyboard.press("Tab")
+        assert await page.evaluate("document.activeElement.id") == "email"
+        await page.keyboard.type("kay@example.com")
+        await page.keyboard.press("Tab")
+        assert await page.evaluate("document.activeElement.id") == "password"
+        await page.keyboard.type(PASSWORD)
+        await page.keyboard.press("Enter")
+        await page.wait_for_url(f"{base}/dashboard")
+        outline = await page.evaluate(
+            "(() => { const a = document.querySelector('nav a'); a.focus();"
+            " return getComputedStyle(a).outlineStyle; })()"
+        )
+        assert outline != "none"  # focus is visible
+        await context.close()
+
+
+async def test_signup_form_shows_the_apis_message(settings: Settings) -> None:
+    async with served_site(settings) as site:
+        page = await (await site.browser.new_context(viewport=NARROW)).new_page()
+        await page.goto(f"{site.base_url}/signup")
+        await page.get_by_label("Email").fill("short@example.com")
+        await page.get_by_label("Password").fill("short")
+        await page.get_by_role("button", name="Create account").click()
+        await expect(page.locator("#form-error")).to_have_text("password: must be at least 8 characters")
