@@ -163,10 +163,25 @@ class Fuzzed:
         assert isinstance(transport, httpx.ASGITransport)
         self.app: Litestar = transport.app  # type: ignore[assignment]
         self.services: Services = self.app.state.services
-        self.shapes = {(m, p): shape_of(self.app, m, p) for m, p, _ in routes(self.app) if m != "HEAD"}
+        self.shapes = {
+            (m, p): shape_of(self.app, m, p)
+            for m, p, _ in routes(self.app)
+            if m != "HEAD" and not is_page(self.app, m, p)
+        }
 
 
 NATIVE_SHAPE = frozenset({"success", "error", "message", "details"})
+
+
+def is_page(app: Litestar, method: str, path: str) -> bool:
+    """A dashboard page (api/pages): it answers errors with an HTML page, not a dialect's JSON."""
+    return any(
+        route.path == path
+        and isinstance(route, HTTPRoute)
+        and route.route_handler_map[method][0].opt.get("page")
+        for route in app.routes
+        if method in getattr(route, "route_handler_map", {})
+    )
 
 
 def shape_of(app: Litestar, method: str, path: str) -> frozenset[str]:
@@ -287,11 +302,14 @@ def check(
         f"{method} {url} {body!r:.300} -> {response.status_code} {response.text:.500}"
     )
     # Litestar's own OpenAPI pages (/schema/...) answer in HTML: no dialect of ours
-    if response.status_code >= 400 and method != "HEAD" and not template.startswith("/schema"):
+    page = (method, template) not in f.shapes and method != "HEAD"
+    if response.status_code >= 400 and page and response.headers["content-type"].startswith("text/html"):
+        pass  # a dashboard page's own error page
+    elif response.status_code >= 400 and method != "HEAD" and not template.startswith("/schema"):
         assert response.headers["content-type"].startswith("application/json"), response.text[:300]
         got = orjson.loads(response.content)
-        shapes = [f.shapes[(method, template)]]
-        if response.status_code in (404, 405):  # a URL no route matched: the app's own (native) shape
+        shapes = [] if page else [f.shapes[(method, template)]]
+        if response.status_code in (404, 405) or page:  # a URL no route matched: the app's own (native) shape
             shapes.append(NATIVE_SHAPE)
         assert isinstance(got, dict) and any(shape <= set(got) for shape in shapes), (
             f"{method} {url}: {got} is not in the shape {set(shapes[0])}"

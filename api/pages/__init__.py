@@ -16,4 +16,5 @@ router = Router(
     route_handlers=[*auth.handlers, *dashboard.handlers, *keys.handlers, *jobs.handlers, static_asset],
     exception_handlers=page_handlers(),
     include_in_schema=False,
+    opt={"page": True},  # errors are HTML pages (tests/test_fuzz.py tells them from the dialects')
 )

@@ -18,7 +18,7 @@ from api.state import services
 from storage import usage
 
 RANGES = {"today": 1, "7d": 7, "30d": 30}
-CHART_W, CHART_H, LABEL_H = 600, 160, 28
+CHART_W, CHART_H, LABEL_H = 420, 200, 34
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +38,10 @@ def bars(points: list[tuple[str, int]]) -> list[Bar]:
         return []
     top = max(v for _, v in points) or 1
     slot = CHART_W / len(points)
-    every = max(1, round(len(points) / 8))
+    every = max(1, round(len(points) / 6))
     out = []
     for i, (label, value) in enumerate(points):
-        h = (CHART_H - LABEL_H) * value / top
+        h = (CHART_H - LABEL_H - 16) * value / top  # 16: room for the value above the tallest bar
         out.append(
             Bar(
                 x=round(i * slot + slot * 0.15, 1),
