@@ -59,11 +59,14 @@ async def _pages(base: str, browser: object) -> list[Path]:
         for i, model in enumerate(["mock/echo"] * 5 + ["mock/other"] * 3):
             body = {"model": model, "messages": [{"role": "user", "content": f"hello {i}"}]}
             (await client.post("/v1/chat/completions", json=body)).raise_for_status()
-        lines = b"\n".join(
-            orjson.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
-                          "body": {"model": "mock/echo", "messages": [{"role": "user", "content": f"line {i}"}]}})
-            for i in range(6)
-        )  # fmt: skip
+
+        def line(i: int) -> bytes:
+            body = {"model": "mock/echo", "messages": [{"role": "user", "content": f"line {i}"}]}
+            return orjson.dumps(
+                {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+            )
+
+        lines = b"\n".join(line(i) for i in range(6))
         upload = await client.post(
             "/v1/files", files={"file": ("in.jsonl", lines)}, data={"purpose": "batch"}
         )
