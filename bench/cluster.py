@@ -113,7 +113,9 @@ class Cluster:
         self.env = {k: v for k, v in os.environ.items() if not (k.startswith("SWITCHYARD_") or k in _OUR_ENV)}
         self.env.update(
             REDIS_URL=self.redis_url,
-            DATABASE_URL=f"sqlite+aiosqlite:///{self.tmp / 'bench.db'}",
+            # BENCH_DATABASE_URL: another database than the run's own SQLite file (e.g. PostgreSQL)
+            DATABASE_URL=os.environ.get("BENCH_DATABASE_URL")
+            or f"sqlite+aiosqlite:///{self.tmp / 'bench.db'}",
             SWITCHYARD_DATA_DIR=str(self.tmp),
             SWITCHYARD_PROVIDERS=str(providers),
             SWITCHYARD_ADMIN_KEY=self.admin_key,

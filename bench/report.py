@@ -83,6 +83,7 @@ def default_figures() -> list[Figure]:
             "≥ 90 % of the ?batch=1 drain, interactive p95 ≤ 1.5 × empty, flat memory",
         ),
         Figure("redis_idle", "Redis commands/s with idle workers", "≤ 10 per worker"),
+        Figure("pages", "dashboard pages, median of 20 GETs each, signed in", "≤ 50 ms per page"),
         Figure(
             "scaling",
             "sync chat throughput, 64 clients, by processes (1/2/4 workers; 2 web + 2)",

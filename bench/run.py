@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench.batch_api import batch_api
 from bench.cluster import Cluster
+from bench.pages import pages
 from bench.phases import (
     Bench,
     Sizes,
@@ -48,6 +49,7 @@ PHASES = [
     ("drain by 1 batch worker (+ interactive p95)", ("batch_drain", "interactive_p95_draining"), batch_drain),
     ("a Batch API file on that batch worker (+ interactive p95, peak RSS)", ("batch_api",), batch_api),
     ("Redis commands with idle workers", ("redis_idle",), redis_idle),
+    ("dashboard pages (20 GETs each, a signed-in user)", ("pages",), pages),
     # last: it stops the batch worker and restarts the web process
     ("scaling: 1, 2, 4 workers and 2 web processes (64 clients)", ("scaling",), scaling),
 ]

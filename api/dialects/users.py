@@ -22,7 +22,7 @@ from api.state import Services, services
 from api.validation import decode_object
 from storage.bounds import bounded_call
 from storage.db import Database
-from storage.keys import list_keys
+from storage.keys import KeyRecord, list_keys
 from storage.models import Usage
 from storage.users import (
     MAX_PASSWORD,
@@ -224,17 +224,19 @@ async def caller_user(request: Request, svc: Services) -> tuple[UserRecord, Sess
     return session.user, session
 
 
-async def user_summary(svc: Services, user: UserRecord) -> dict[str, Any]:
+async def user_summary(
+    svc: Services, user: UserRecord, keys: list[KeyRecord] | None = None
+) -> dict[str, Any]:
     """What a user's keys add up to: active keys, credits left (the sum of their credit-metered
     keys' balances; null when none is metered) and usage (requests, tokens and credits charged
     over every key they own, revoked ones included), with the key views it was made from."""
-    keys = await list_keys(svc.db, user.id)
-    views = await key_views(svc, keys)
+    keys = await list_keys(svc.db, user.id) if keys is None else keys
+    views, used = await asyncio.gather(key_views(svc, keys), _usage(svc.db, [k.id for k in keys]))
     balances = [v["credits"] for v in views if v["status"] == "active" and v["credits"] is not None]
     return {
         "keys": sum(1 for v in views if v["status"] == "active"),
         "credits": sum(balances) if balances else None,  # type: ignore[arg-type]
-        "usage": await _usage(svc.db, [k.id for k in keys]),
+        "usage": used,
         "key_records": keys,
         "key_views": views,
     }
