@@ -14,15 +14,15 @@ import pytest
 from playwright.async_api import Page, expect
 
 from switchyard.settings import Settings
-from tests.conftest import chat_body
+from tests.conftest import Gateway, chat_body
 from tests.dashboard_support import CHROMIUM, PASSWORD, create_key, served_site, sign_up
 
 pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)"),
     pytest.mark.parametrize("db_url", ["sqlite"], indirect=True),
     pytest.mark.settings(SWITCHYARD_SIGNUP="open"),
     pytest.mark.timeout(60),
 ]
+browser = pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)")
 NARROW = {"width": 375, "height": 740}
 
 
@@ -36,6 +36,7 @@ async def period_requests(page: Page, base_url: str) -> int:
     return int(await page.locator("#period-requests").text_content() or "0")
 
 
+@browser
 async def test_sign_up_to_first_call_and_back_out(settings: Settings) -> None:
     async with served_site(settings) as site:
         context = await site.browser.new_context(viewport=NARROW)
@@ -104,6 +105,7 @@ async def test_sign_up_to_first_call_and_back_out(settings: Settings) -> None:
         await context.close()
 
 
+@browser
 async def test_bad_sign_in_says_why_and_the_keyboard_signs_in(settings: Settings) -> None:
     async with served_site(settings) as site:
         base = site.base_url
@@ -141,6 +143,7 @@ async def test_bad_sign_in_says_why_and_the_keyboard_signs_in(settings: Settings
         await context.close()
 
 
+@browser
 async def test_signup_form_shows_the_apis_message(settings: Settings) -> None:
     async with served_site(settings) as site:
         page = await (await site.browser.new_context(viewport=NARROW)).new_page()
@@ -149,3 +152,74 @@ async def test_signup_form_shows_the_apis_message(settings: Settings) -> None:
         await page.get_by_label("Password").fill("short")
         await page.get_by_role("button", name="Create account").click()
         await expect(page.locator("#form-error")).to_have_text("password: must be at least 8 characters")
+
+
+# --- without a browser: what the forms refuse -----------------------------------------------------
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, html[:500]
+    return found.group(1)
+
+
+async def signed_up(gw: Gateway, email: str) -> httpx.AsyncClient:
+    client = httpx.AsyncClient(transport=gw.client._transport, base_url=str(gw.client.base_url))
+    made = await client.post("/signup", data={"email": email, "password": PASSWORD})
+    assert made.status_code == 303 and made.headers["location"] == "/dashboard", made.text
+    return client
+
+
+async def test_forms_need_the_csrf_token_and_others_ids_are_404(gw: Gateway) -> None:
+    gw.start_worker()
+    ada = await signed_up(gw, "ada@example.com")
+    bob = await signed_up(gw, "bob@example.com")
+    try:
+        refused = await ada.post("/keys", data={"name": "no token"})
+        assert refused.status_code == 403 and "CSRF token missing or wrong" in refused.text
+        assert refused.headers["content-type"].startswith("text/html")
+        token = csrf_of((await ada.get("/keys")).text)
+        made = await ada.post("/keys", data={"name": "laptop", "csrf_token": token})
+        assert made.status_code == 303
+        shown = (await ada.get("/keys")).text
+        secret = re.search(r'<code id="new-key">([^<]+)</code>', shown)
+        assert secret is not None
+        assert 'id="new-key"' not in (await ada.get("/keys")).text  # once
+        blank = await ada.post("/keys", data={"name": "  ", "csrf_token": token})
+        assert blank.status_code == 400 and "name: must not be blank" in blank.text
+
+        answer = await ada.post(
+            "/v1/chat/completions?batch=1", json=chat_body(), headers={"Authorization": f"Bearer {secret[1]}"}
+        )
+        job_id = answer.json()["id"]
+        assert (await ada.get(f"/jobs/{job_id}")).status_code == 200
+        assert job_id in (await ada.get("/jobs")).text
+        assert job_id not in (await bob.get("/jobs")).text
+        assert (await bob.get(f"/jobs/{job_id}")).status_code == 404
+        bob_token = csrf_of((await bob.get("/keys")).text)
+        assert (await bob.post(f"/jobs/{job_id}/cancel", data={"csrf_token": bob_token})).status_code == 404
+        key_id = re.search(r'data-key-id="([^"]+)"', (await ada.get("/keys")).text)
+        assert key_id is not None
+        stolen = await bob.post(f"/keys/{key_id[1]}/revoke", data={"csrf_token": bob_token})
+        assert stolen.status_code == 404
+        assert (await bob.get("/batches/batch_00000000000000000000000000000000")).status_code == 404
+        assert (await bob.get("/jobs?status=nonsense")).status_code == 400
+        out = await ada.post("/signout", data={"csrf_token": token})
+        assert out.status_code == 303 and (await ada.get("/dashboard")).status_code == 303
+    finally:
+        await ada.aclose()
+        await bob.aclose()
+
+
+@pytest.mark.settings(SWITCHYARD_SIGNUP="invite")
+async def test_invite_mode_asks_for_the_code(gw: Gateway) -> None:
+    page = await gw.client.get("/signup")
+    assert 'name="invite"' in page.text
+    refused = await gw.client.post("/signup", data={"email": "c@example.com", "password": PASSWORD})
+    assert refused.status_code == 400 and "invite: is required" in refused.text
+
+
+@pytest.mark.settings(SWITCHYARD_SIGNUP="off")
+async def test_sign_up_off_says_so(gw: Gateway) -> None:
+    page = await gw.client.get("/signup")
+    assert "Sign-up is off" in page.text and '<form method="post" action="/signup"' not in page.text
+    refused = await gw.client.post("/signup", data={"email": "c@example.com", "password": PASSWORD})
+    assert refused.status_code == 403 and "SWITCHYARD_SIGNUP=off" in refused.text
