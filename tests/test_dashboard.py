@@ -13,6 +13,9 @@ import httpx
 import pytest
 from playwright.async_api import Page, expect
 
+from api.pages.jobs import user_jobs
+from api.state import Services
+from storage.keys import list_keys
 from switchyard.settings import Settings
 from tests.conftest import Gateway, chat_body
 from tests.dashboard_support import CHROMIUM, PASSWORD, create_key, served_site, sign_up
@@ -223,3 +226,46 @@ async def test_sign_up_off_says_so(gw: Gateway) -> None:
     assert "Sign-up is off" in page.text and '<form method="post" action="/signup"' not in page.text
     refused = await gw.client.post("/signup", data={"email": "c@example.com", "password": PASSWORD})
     assert refused.status_code == 403 and "SWITCHYARD_SIGNUP=off" in refused.text
+
+
+async def test_jobs_of_all_a_users_keys_page_in_order_and_filter(gw: Gateway) -> None:
+    """`user_jobs` merges the pages of each key: every job once, newest first, across pages of 2,
+    and the kind and model filters leave pages that still reach every match."""
+    ada = await signed_up(gw, "ada@example.com")
+    try:
+        token = csrf_of((await ada.get("/keys")).text)
+        secrets = []
+        for name in ("one", "two"):
+            made = await ada.post("/api/keys", json={"name": name}, headers={"x-csrf-token": token})
+            secrets.append(made.json()["key"])
+        ids = []
+        for i in range(7):  # queued (no worker): live jobs from Redis, of two keys and two models
+            model = "mock/echo" if i % 3 else "mock/other"
+            answer = await ada.post(
+                "/v1/chat/completions?batch=1",
+                json=chat_body(f"job {i}", model=model),
+                headers={"Authorization": f"Bearer {secrets[i % 2]}"},
+            )
+            ids.append((answer.json()["id"], model))
+        svc: Services = gw.client._transport.app.state.services  # type: ignore[attr-defined]
+        owners = [k.id for k in await list_keys(svc.db)]
+
+        async def walk(model: str | None) -> list[str]:
+            seen, cursor = [], None
+            for _ in range(10):
+                page, cursor = await user_jobs(
+                    svc, owners, status=None, kind=None, model=model, cursor=cursor, limit=2
+                )
+                seen += [r.id for r in page]
+                if cursor is None:
+                    return seen
+            raise AssertionError("paging did not end")
+
+        assert await walk(None) == [job_id for job_id, _ in reversed(ids)]
+        other = [job_id for job_id, model in reversed(ids) if model == "mock/other"]
+        assert await walk("mock/other") == other
+        filtered = (await ada.get("/jobs?model=mock/other")).text
+        assert all(job_id in filtered for job_id in other)
+        assert not any(job_id in filtered for job_id, model in ids if model != "mock/other")
+    finally:
+        await ada.aclose()

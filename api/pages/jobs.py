@@ -102,17 +102,13 @@ async def jobs_page(request: Request) -> Template:
     if status is not None and status not in STATUSES:
         raise InvalidRequest.field("status", f"must be one of {', '.join(STATUSES)}", status)
     kind, model = _text_param(request, "kind"), _text_param(request, "model")
+    cursor = _text_param(request, "cursor")
     records, next_cursor = await user_jobs(
-        svc,
-        await _owners(svc, session),
-        status=status,
-        kind=kind,
-        model=model,
-        cursor=_text_param(request, "cursor"),
+        svc, await _owners(svc, session), status=status, kind=kind, model=model, cursor=cursor
     )
     return page(
         request, "jobs.html", session,
-        jobs=[job_view(r) for r in records], next_cursor=next_cursor,
+        jobs=[job_view(r) for r in records], next_cursor=next_cursor, paged=cursor is not None,
         status_filter=status or "", kind=kind or "", model=model or "", statuses=STATUSES, kinds=KINDS,
     )  # fmt: skip
 
