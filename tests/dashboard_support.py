@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import uvicorn
 from playwright.async_api import Browser, Page, async_playwright
 
@@ -20,6 +21,7 @@ from api.app import create_app
 from switchyard.settings import Settings
 from tests.conftest import app_lifespan
 from workers.settings import create_worker
+from workers.worker import SwitchyardWorker
 
 CHROMIUM = Path("/usr/bin/chromium")
 PASSWORD = "correct horse battery"
@@ -29,11 +31,18 @@ PASSWORD = "correct horse battery"
 class Site:
     base_url: str
     browser: Browser
+    settings: Settings
+    workers: list[tuple[SwitchyardWorker, asyncio.Task[None]]]
+
+    def start_worker(self) -> None:
+        worker = create_worker(("interactive", "batch"), self.settings, handle_signals=False)
+        self.workers.append((worker, asyncio.create_task(worker.async_run())))
 
 
 @contextlib.asynccontextmanager
-async def served_site(settings: Settings) -> AsyncIterator[Site]:
-    """The app on a loopback port with one worker, and a headless chromium."""
+async def served_site(settings: Settings, *, worker: bool = True) -> AsyncIterator[Site]:
+    """The app on a loopback port with one worker (or none until `start_worker`), and a
+    headless chromium."""
     app = create_app(settings)
     async with app_lifespan(app):
         sock = socket.socket()
@@ -45,22 +54,25 @@ async def served_site(settings: Settings) -> AsyncIterator[Site]:
         server.lifespan = config.lifespan_class(config)
         await server.startup(sockets=[sock])
         serving = asyncio.get_running_loop().create_task(server.main_loop())
-        worker = create_worker(("interactive", "batch"), settings, handle_signals=False)
-        working = asyncio.create_task(worker.async_run())
+        workers: list[tuple[SwitchyardWorker, asyncio.Task[None]]] = []
         try:
             async with async_playwright() as pw:
                 browser = await pw.chromium.launch(
                     executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
                 )
                 try:
-                    yield Site(f"http://127.0.0.1:{port}", browser)
+                    site = Site(f"http://127.0.0.1:{port}", browser, settings, workers)
+                    if worker:
+                        site.start_worker()
+                    yield site
                 finally:
                     await browser.close()
         finally:
-            working.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await working
-            await worker.close()
+            for running, task in workers:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                await running.close()
             server.should_exit = True
             await asyncio.wait_for(serving, 10)
             await server.shutdown()
@@ -83,3 +95,16 @@ async def create_key(page: Page, base_url: str, name: str) -> str:
     secret = (await page.locator("#new-key").text_content() or "").strip()
     assert re.fullmatch(r"[A-Za-z0-9_\-]{20,}", secret), secret
     return secret
+
+
+def batch_file(lines: int) -> bytes:
+    """A Batch API input file of chat requests."""
+    rows = []
+    for i in range(lines):
+        body = {"model": "mock/echo", "messages": [{"role": "user", "content": f"line {i}"}]}
+        rows.append(
+            orjson.dumps(
+                {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+            )
+        )
+    return b"\n".join(rows)

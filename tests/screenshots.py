@@ -10,13 +10,12 @@ import tempfile
 from pathlib import Path
 
 import httpx
-import orjson
 
 from storage.migrate import upgrade
 from switchyard.redis_server import EmbeddedRedis
 from switchyard.standin import StandIn
 from tests.conftest import base_env, make_settings, write_providers
-from tests.dashboard_support import PASSWORD, create_key, served_site, sign_up
+from tests.dashboard_support import PASSWORD, batch_file, create_key, served_site, sign_up
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 DESKTOP = {"width": 1200, "height": 800}
@@ -60,13 +59,7 @@ async def _pages(base: str, browser: object) -> list[Path]:
             body = {"model": model, "messages": [{"role": "user", "content": f"hello {i}"}]}
             (await client.post("/v1/chat/completions", json=body)).raise_for_status()
 
-        def line(i: int) -> bytes:
-            body = {"model": "mock/echo", "messages": [{"role": "user", "content": f"line {i}"}]}
-            return orjson.dumps(
-                {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
-            )
-
-        lines = b"\n".join(line(i) for i in range(6))
+        lines = batch_file(6)
         upload = await client.post(
             "/v1/files", files={"file": ("in.jsonl", lines)}, data={"purpose": "batch"}
         )

@@ -17,8 +17,9 @@ from api.pages.jobs import user_jobs
 from api.state import Services
 from storage.keys import list_keys
 from switchyard.settings import Settings
+from tests.accounts_support import bearer
 from tests.conftest import Gateway, chat_body
-from tests.dashboard_support import CHROMIUM, PASSWORD, create_key, served_site, sign_up
+from tests.dashboard_support import CHROMIUM, PASSWORD, batch_file, create_key, served_site, sign_up
 
 pytestmark = [
     pytest.mark.parametrize("db_url", ["sqlite"], indirect=True),
@@ -155,6 +156,37 @@ async def test_signup_form_shows_the_apis_message(settings: Settings) -> None:
         await page.get_by_label("Password").fill("short")
         await page.get_by_role("button", name="Create account").click()
         await expect(page.locator("#form-error")).to_have_text("password: must be at least 8 characters")
+
+
+@browser
+async def test_a_batch_page_follows_its_batch_live(settings: Settings) -> None:
+    """The page is opened while the batch waits (no worker yet); a worker then runs it, and the
+    page shows it completed, with its counts, without a reload (app.js polls /progress)."""
+    async with served_site(settings, worker=False) as site:
+        base = site.base_url
+        page = await (await site.browser.new_context(viewport=NARROW)).new_page()
+        await sign_up(page, base, "bea@example.com")
+        secret = await create_key(page, base, "batch")
+        async with httpx.AsyncClient(base_url=base, timeout=30, headers=bearer(secret)) as client:
+            upload = await client.post(
+                "/v1/files", files={"file": ("in.jsonl", batch_file(4))}, data={"purpose": "batch"}
+            )
+            created = await client.post(
+                "/v1/batches",
+                json={"input_file_id": upload.json()["id"], "endpoint": "/v1/chat/completions",
+                      "completion_window": "24h"},
+            )  # fmt: skip
+        batch_id = created.json()["id"]
+        await page.goto(f"{base}/batches")
+        await page.get_by_role("link", name=batch_id).click()
+        await expect(page.locator('[data-field="status"]')).to_have_text("validating")
+        await expect(page.get_by_role("button", name="Cancel batch")).to_be_visible()
+        await no_sideways_scroll(page)
+        site.start_worker()
+        await expect(page.locator('[data-field="status"]')).to_have_text("completed", timeout=15_000)
+        await expect(page.locator('[data-field="completed"]')).to_have_text("4")
+        assert await page.evaluate("document.getElementById('batch-progress').value") == 4
+        await expect(page.get_by_role("button", name="Cancel batch")).to_be_hidden()
 
 
 # --- without a browser: what the forms refuse -----------------------------------------------------
