@@ -156,6 +156,7 @@ async def test_signup_form_shows_the_apis_message(settings: Settings) -> None:
         await page.get_by_label("Password").fill("short")
         await page.get_by_role("button", name="Create account").click()
         await expect(page.locator("#form-error")).to_have_text("password: must be at least 8 characters")
+        await no_sideways_scroll(page)
 
 
 @browser
