@@ -109,13 +109,19 @@ def create_app(
         await durability.warn_at_start(r, "web")
         job_client = JobClient(r, database, result_ttl_s=settings.result_ttl_s, dead_letters=dead_letters)
         await job_client.start()
+        sessions = Sessions(r, database, settings)
         app.state.services = Services(
             settings=settings,
             redis=r,
             db=database,
             jobs=job_client,
             catalog=cat,
-            keys=KeyCache(database, settings.admin_key, anonymous=settings if settings.anonymous else None),
+            keys=KeyCache(
+                database,
+                settings.admin_key,
+                anonymous=settings if settings.anonymous else None,
+                sessions=sessions,
+            ),
             accounts=Accounts(
                 r, database, sync_credits=settings.sync_credits, batch_credits=settings.batch_credits
             ),
@@ -123,7 +129,7 @@ def create_app(
             streams=StreamHub(r, dead_letters=dead_letters),
             custom_models=CustomModelCache(database),
             dead_letters=dead_letters,
-            sessions=Sessions(r, database, settings),
+            sessions=sessions,
         )
         try:
             yield
@@ -159,6 +165,7 @@ def create_app(
             *image_routes.routers,
             discovery.router,  # 003, and /health
             admin.router,
+            admin.overview_router,
             metrics.router,
             docs_router,
             pages_router,

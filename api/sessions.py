@@ -120,23 +120,25 @@ class Sessions:
         session = await self.load(request)
         return session.user if session else None
 
-    async def require(self, request: Request, *, admin: bool = False) -> Session:
+    async def require(self, request: Request, *, admin: bool = False, what: str = "do this") -> Session:
         """The signed-in session (401 without one), its CSRF token checked on a state-changing
-        request (403 without it), and the admin role when asked (403)."""
+        request (403 without it), and the admin role when asked (403 saying `what` is the admin's)."""
         session = await self.load(request)
         if session is None:
             raise Unauthorized("Not signed in: sign in at POST /api/auth/signin, or send an API key")
         await check_csrf(request, session)
         if admin and not session.user.is_admin:
-            raise Forbidden("only an admin may do this")
+            raise Forbidden(f"only an admin may {what}")
         return session
 
 
-async def check_csrf(request: Request, session: Session) -> None:
+async def check_csrf(request: Request, session: Session, *, form: bool = True) -> None:
+    """The session's token on a state-changing request: the header, or (with `form`) a form's
+    field. A call to the API proper takes the header only (its body is the API's, not a form)."""
     if request.method in SAFE_METHODS:
         return
     token = request.headers.get(CSRF_HEADER)
-    if not token and "form" in (request.headers.get("content-type") or ""):
+    if not token and form and "form" in (request.headers.get("content-type") or ""):
         token = (await request.form()).get(CSRF_FIELD)
     if not isinstance(token, str) or not hmac.compare_digest(token.encode(), session.csrf.encode()):
         raise Forbidden(

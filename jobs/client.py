@@ -31,7 +31,7 @@ from sqlmodel import col, select
 from jobs import pubsub, queues, scripts
 from jobs.batching import ScriptBatcher
 from jobs.deadletters import DeadLetters
-from jobs.records import QUEUED, STATUSES, TERMINAL, JobRecord, ms_to_datetime, now_ms
+from jobs.records import FAILED, QUEUED, STATUSES, TERMINAL, JobRecord, ms_to_datetime, now_ms
 from jobs.tasks import supervise
 from storage.bounds import bounded, bounded_call
 from storage.db import Database
@@ -440,6 +440,17 @@ class JobClient:
         page = records[:limit]
         next_cursor = encode_cursor(page[-1]) if len(records) > limit and page else None
         return page, next_cursor
+
+    async def recent_failures(self, limit: int = 20) -> Sequence[JobRecord]:
+        """The last `limit` jobs that failed, newest first, of every owner (for the admin): those
+        the persister has written (a failure reaches the database within its batching delay)."""
+        query = (
+            select(Job)
+            .where(Job.status == FAILED)
+            .order_by(col(Job.finished_at).desc(), col(Job.id).desc())
+            .limit(limit)
+        )
+        return _readable(JobRecord.from_row, await self._finished_rows(query))
 
     def _metadata_holds(self, i: int, name: str, value: str) -> Any:
         """The database's test that a job's metadata maps `name` to `value`. SQLite's JSON paths

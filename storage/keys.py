@@ -234,6 +234,19 @@ async def find_key(db: Database, key_hash: str) -> KeyRecord | None:
     async with db.session() as session:
         row = (await session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash))).first()
         owner = await session.get(User, row.user_id) if row is not None and row.user_id else None
+    return _live_record(row, owner)
+
+
+@bounded_call("database")
+async def find_key_by_id(db: Database, key_id: str) -> KeyRecord | None:
+    """The key with this id, as `find_key` reads it (a disabled user's key reads as inactive)."""
+    async with db.session() as session:
+        row = await session.get(ApiKey, key_id)
+        owner = await session.get(User, row.user_id) if row is not None and row.user_id else None
+    return _live_record(row, owner)
+
+
+def _live_record(row: ApiKey | None, owner: User | None) -> KeyRecord | None:
     if row is None:
         return None
     record = _record(row)

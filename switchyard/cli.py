@@ -12,7 +12,7 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from switchyard import users_cli
 from switchyard.errors import ConfigError
@@ -178,30 +178,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"switchyard: cannot read Redis ({exc.__class__.__name__}: {exc})", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(status_view(snap), indent=2))
+        print(json.dumps(metrics.status_view(snap), indent=2))
     else:
         print(status_table(snap))
     return 0
 
 
-def status_view(snap: Snapshot) -> dict[str, Any]:
-    return {
-        "queues": [
-            {"queue": q, "waiting": w, "running": r, "oldest_age_s": None if a is None else round(a, 3)}
-            for q, (w, r, a) in snap.queues.items()
-        ],
-        "workers": snap.workers,
-        "persist": [
-            {"set": s, "jobs": n, "oldest_age_s": None if a is None else round(a, 3)}
-            for s, (n, a) in snap.persist.items()
-        ],
-        "dead_letters": snap.dead_letters,
-        "providers_cooling_down": snap.cooling,
-    }
-
-
 def status_table(snap: Snapshot) -> str:
-    from switchyard.metrics import WORKER_SEEN_S
+    from switchyard.metrics import WORKER_SEEN_S, status_view
 
     view = status_view(snap)
 

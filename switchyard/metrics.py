@@ -224,6 +224,23 @@ async def scrape(redis: Any, *, counters: bool = True, scan: int = 1000) -> Snap
     return Snapshot(now, qs, persist, dead, sorted(cooling), workers, hashes)
 
 
+def status_view(snap: Snapshot) -> dict[str, Any]:
+    """The snapshot as `switchyard status --json` prints it and the admin overview shows it."""
+    return {
+        "queues": [
+            {"queue": q, "waiting": w, "running": r, "oldest_age_s": None if a is None else round(a, 3)}
+            for q, (w, r, a) in snap.queues.items()
+        ],
+        "workers": snap.workers,
+        "persist": [
+            {"set": s, "jobs": n, "oldest_age_s": None if a is None else round(a, 3)}
+            for s, (n, a) in snap.persist.items()
+        ],
+        "dead_letters": snap.dead_letters,
+        "providers_cooling_down": snap.cooling,
+    }
+
+
 def _split(fld: str, n: int) -> list[str]:
     parts = fld.split(SEP, n - 1)
     return parts + [""] * (n - len(parts))

@@ -1,16 +1,21 @@
-"""Admin routes for what the background loops set aside (`jobs.deadletters`), in the native shape.
+"""Admin routes: the overview, and what the background loops set aside (`jobs.deadletters`).
+
+`GET /api/admin/overview` is what /admin shows (`api.overview`): queues, workers, providers,
+recent failures, dead letters, users and their credits; the admin key or a signed-in admin,
+errors in 001's shape (as /api/admin/users).
 
 `GET /api/admin/dead-letters` lists them, newest first (`limit`, `offset`), with their count;
 `DELETE /api/admin/dead-letters/{id}` drops one; `POST /api/admin/dead-letters/{id}/retry`
 puts a job back in its persist set, to be written again (after the fix that makes it
-writable). The admin key only.
+writable). The admin key or a signed-in admin, in the native shape.
 """
 
 from __future__ import annotations
 
 from litestar import Request, Response, Router, delete, get, post
 
-from api.errors import NATIVE, handlers_for
+from api.errors import CLOUDGPT, NATIVE, handlers_for
+from api.overview import admin_overview
 from api.responses import json_response
 from api.state import services
 from api.validation import query_int
@@ -54,8 +59,18 @@ async def retry_dead_letter(request: Request, entry_id: str) -> Response[bytes]:
     )
 
 
+@get("/api/admin/overview")
+async def overview(request: Request) -> Response[bytes]:
+    """Queue depth and the oldest job's age per queue, workers alive, provider health and
+    cooldowns, the last 20 failed jobs, the dead-letter count, and users with their credits."""
+    svc = services(request)
+    await svc.keys.require_admin(request, "read the admin overview")
+    return json_response(await admin_overview(svc))
+
+
 router = Router(
     path="/",
     route_handlers=[list_dead_letters, drop_dead_letter, retry_dead_letter],
     exception_handlers=handlers_for(NATIVE),
 )
+overview_router = Router(path="/", route_handlers=[overview], exception_handlers=handlers_for(CLOUDGPT))

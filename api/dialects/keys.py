@@ -98,16 +98,26 @@ def _managing(caller: KeyCaller) -> None:
 
 
 class CreditTopUp(msgspec.Struct, forbid_unknown_fields=False):
-    amount: Annotated[int, Meta(gt=0, le=MAX_CREDITS)]
+    """A grant (a positive `amount`) or a revocation (a negative one) of credits."""
+
+    amount: Annotated[int, Meta(ge=-MAX_CREDITS, le=MAX_CREDITS)]
 
 
-# Adds a top-up to the live balance only when the sum stays within the maximum: {1, balance}
-# or {0, balance}.
+# Adds a grant (or a negative revocation) to the live balance only when the sum stays within
+# 0 and the maximum: {1, balance}, or {0, balance} above the maximum, {-1, balance} below 0.
 _TOP_UP = """
 local balance = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-if balance + tonumber(ARGV[2]) > tonumber(ARGV[3]) then return {0, tostring(balance)} end
+local sum = balance + tonumber(ARGV[2])
+if sum > tonumber(ARGV[3]) then return {0, tostring(balance)} end
+if sum < 0 then return {-1, tostring(balance)} end
 return {1, tostring(redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]))}
 """
+
+
+def credits_left(views: list[dict[str, object]]) -> int | None:
+    """What a user's keys have left: the sum over their live credit-metered keys (None: none is)."""
+    balances = [int(v["credits"]) for v in views if v["status"] == "active" and v["credits"] is not None]  # type: ignore[call-overload]
+    return sum(balances) if balances else None
 
 
 def _unix(dt: datetime | None) -> int | None:
@@ -226,12 +236,11 @@ async def revoke(request: Request, key_id: str) -> Response[bytes]:
     return json_response({"deleted": True, "id": key_id})
 
 
-@post("/api/keys/{key_id:str}/credits", status_code=200, opt=docs(body=CreditTopUp))
-async def top_up(request: Request, key_id: str) -> Response[bytes]:
-    """Add credits to a key (admin only); a key without credits becomes credit-metered."""
-    svc = services(request)
-    await svc.keys.require_admin(request)
-    body = convert(decode_object(await request.body()), CreditTopUp)
+async def change_credits(svc: Services, key_id: str, amount: int) -> int:
+    """Grant (`amount` > 0) or revoke (< 0) a key's credits; the new balance. A balance stays
+    within 0 and MAX_CREDITS (400 naming `amount`); a key without credits becomes metered."""
+    if amount == 0:
+        raise InvalidRequest.field("amount", "must not be 0: a positive amount grants, a negative revokes", 0)
     record = await get_key(svc.db, key_id)
     if record is None or record.revoked:
         raise NotFound(f"API key '{key_id}' not found")
@@ -239,19 +248,35 @@ async def top_up(request: Request, key_id: str) -> Response[bytes]:
     seed = (await credit_balances(svc.db, [key_id])).get(key_id, 0)
     await redis_call(lambda: svc.redis.hsetnx(CREDITS_KEY, key_id, str(seed)))
     added, balance = await redis_call(
-        lambda: svc.redis.eval(_TOP_UP, 1, CREDITS_KEY, key_id, str(body.amount), str(MAX_CREDITS))
+        lambda: svc.redis.eval(_TOP_UP, 1, CREDITS_KEY, key_id, str(amount), str(MAX_CREDITS))
     )
-    if not int(added):
+    if int(added) == 0:
         raise InvalidRequest.field(
-            "amount", f"would bring the balance ({int(balance)}) above {MAX_CREDITS} credits", body.amount
+            "amount", f"would bring the balance ({int(balance)}) above {MAX_CREDITS} credits", amount
+        )
+    if int(added) < 0:
+        raise InvalidRequest.field(
+            "amount",
+            f"would bring the balance ({int(balance)}) below 0: at most {int(balance)} can be revoked",
+            amount,
         )
     try:
-        await grant_credits(svc.db, key_id, body.amount)
-    except BaseException:  # the grant is not recorded: the live balance gives it back
-        await redis_call(lambda: svc.redis.hincrby(CREDITS_KEY, key_id, -body.amount))
+        await grant_credits(svc.db, key_id, amount)
+    except BaseException:  # the change is not recorded: the live balance undoes it
+        await redis_call(lambda: svc.redis.hincrby(CREDITS_KEY, key_id, -amount))
         raise
-    balance = int(balance)
     svc.keys.invalidate()
+    return int(balance)
+
+
+@post("/api/keys/{key_id:str}/credits", status_code=200, opt=docs(body=CreditTopUp))
+async def top_up(request: Request, key_id: str) -> Response[bytes]:
+    """Grant credits to a key, or revoke them with a negative `amount` (the admin key or a
+    signed-in admin); a key without credits becomes credit-metered; no balance goes below 0."""
+    svc = services(request)
+    await svc.keys.require_admin(request, "grant or revoke credits")
+    body = convert(decode_object(await request.body()), CreditTopUp)
+    balance = await change_credits(svc, key_id, body.amount)
     return json_response({"id": key_id, "added": body.amount, "credits": balance})
 
 
