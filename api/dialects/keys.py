@@ -241,6 +241,8 @@ async def change_credits(svc: Services, key_id: str, amount: int) -> int:
     within 0 and MAX_CREDITS (400 naming `amount`); a key without credits becomes metered."""
     if amount == 0:
         raise InvalidRequest.field("amount", "must not be 0: a positive amount grants, a negative revokes", 0)
+    if not -MAX_CREDITS <= amount <= MAX_CREDITS:
+        raise InvalidRequest.field("amount", f"must be within -{MAX_CREDITS} and {MAX_CREDITS}", amount)
     record = await get_key(svc.db, key_id)
     if record is None or record.revoked:
         raise NotFound(f"API key '{key_id}' not found")

@@ -6,14 +6,21 @@ from __future__ import annotations
 
 from litestar import Router
 
-from api.pages import auth, dashboard, jobs, keys
+from api.pages import auth, console, dashboard, jobs, keys
 from api.pages.common import page_handlers, static_asset, template_config
 
 __all__ = ["router", "template_config"]
 
 router = Router(
     path="/",
-    route_handlers=[*auth.handlers, *dashboard.handlers, *keys.handlers, *jobs.handlers, static_asset],
+    route_handlers=[
+        *auth.handlers,
+        *dashboard.handlers,
+        *keys.handlers,
+        *jobs.handlers,
+        *console.handlers,
+        static_asset,
+    ],
     exception_handlers=page_handlers(),
     include_in_schema=False,
     opt={"page": True},  # errors are HTML pages (tests/test_fuzz.py tells them from the dialects')

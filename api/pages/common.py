@@ -25,7 +25,7 @@ from switchyard.errors import NotFound, SwitchyardError
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 STATIC = Path(__file__).resolve().parent.parent / "static"
 # The only files pages load: a fixed list, never a path from the request.
-ASSETS = {"app.css": "text/css", "app.js": "text/javascript"}
+ASSETS = {"app.css": "text/css", "app.js": "text/javascript", "playground.js": "text/javascript"}
 
 
 def _when(epoch_s: float | None) -> str:
