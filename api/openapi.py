@@ -37,7 +37,13 @@ SCHEMA_PATH = "/schema"  # the document itself is at /schema/openapi.json
 DOCS_PATH = "/docs"
 ASSETS_PATH = "/docs/assets"
 ASSETS_DIR = Path(litestar_offline_docs.__file__).parent / "static"
-SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}, {"apiKeyQuery": []}]
+# A signed-in browser: the session cookie and X-Switchyard-Key together (api/auth.py).
+SECURITY: list[dict[str, list[str]]] = [
+    {"bearer": []},
+    {"apiKey": []},
+    {"apiKeyQuery": []},
+    {"sessionCookie": [], "sessionKey": []},
+]
 JSON = "application/json"
 
 
@@ -250,6 +256,20 @@ def openapi_config() -> OpenAPIConfig:
                 ),
                 "apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header"),
                 "apiKeyQuery": SecurityScheme(type="apiKey", name="api_key", security_scheme_in="query"),
+                "sessionCookie": SecurityScheme(
+                    type="apiKey",
+                    name="sy_session",
+                    security_scheme_in="cookie",
+                    description="the session of POST /api/auth/signin; with X-Switchyard-Key, and"
+                    " X-CSRF-Token (from GET /api/auth/me) on a call that is not GET or HEAD",
+                ),
+                "sessionKey": SecurityScheme(
+                    type="apiKey",
+                    name="X-Switchyard-Key",
+                    security_scheme_in="header",
+                    description="the id of one of the signed-in user's keys (an admin: any key): the call"
+                    " acts as that key",
+                ),
             }
         ),
     )

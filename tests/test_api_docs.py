@@ -48,7 +48,13 @@ async def test_schema_describes_bodies_work_parameters_security_and_dialect_erro
         "description": "`Authorization: Bearer <key>`",
     }
     assert schemes["apiKey"] == {"type": "apiKey", "name": "X-API-Key", "in": "header"}
-    assert schema["security"] == [{"bearer": []}, {"apiKey": []}, {"apiKeyQuery": []}]
+    assert schema["security"] == [
+        {"bearer": []},
+        {"apiKey": []},
+        {"apiKeyQuery": []},
+        {"sessionCookie": [], "sessionKey": []},
+    ]
+    assert schemes["sessionKey"]["name"] == "X-Switchyard-Key" and schemes["sessionCookie"]["in"] == "cookie"
 
     chat = schema["paths"]["/v1/chat/completions"]["post"]
     body = chat["requestBody"]["content"]["application/json"]["schema"]
