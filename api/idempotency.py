@@ -2,7 +2,7 @@
 
 The first request with a key makes its job and binds the key (scoped to the API key) to it for
 `SWITCHYARD_IDEMPOTENCY_TTL_S` (24 h); the binding is made in the same Redis command that
-admits and enqueues the job (`jobs.scripts.SUBMIT_ONCE`), so concurrent duplicates make one
+admits and enqueues the job (`jobs.scripts.SUBMIT`), so concurrent duplicates make one
 job. A later request with the key and the same request (method, path, query, body and
 `X-Metadata`) is a replay: the original job, waited for or rendered as the first answer was,
 charged nothing again, with `Idempotent-Replayed: true`. Another request with the key is a 422.

@@ -41,10 +41,9 @@ local function admit(k, now, cost, reserve, modality, hourly, daily, tokens, per
   local dk = 'sy:rl:' .. k .. ':d:' .. day
   local tk = 'sy:rl:' .. k .. ':t:' .. day
   local mk = 'sy:rl:' .. k .. ':m:' .. modality .. ':' .. minute
-  local h = tonumber(redis.call('GET', hk) or '0')
-  local d = tonumber(redis.call('GET', dk) or '0')
-  local t = tonumber(redis.call('GET', tk) or '0')
-  local m = tonumber(redis.call('GET', mk) or '0')
+  local used = redis.call('MGET', hk, dk, tk, mk)
+  local h, d = tonumber(used[1] or '0'), tonumber(used[2] or '0')
+  local t, m = tonumber(used[3] or '0'), tonumber(used[4] or '0')
   if hourly >= 0 and h + 1 > hourly then return {'hourly', h, hourly, (hour + 1) * 3600000} end
   if daily >= 0 and d + 1 > daily then return {'daily_requests', d, daily, (day + 1) * 86400000} end
   if tokens >= 0 and t + reserve > tokens then return {'daily_tokens', t, tokens, (day + 1) * 86400000} end
@@ -59,14 +58,14 @@ local function admit(k, now, cost, reserve, modality, hourly, daily, tokens, per
     if balance < cost then return {'credits', balance, cost, h} end
     balance = redis.call('HINCRBY', 'sy:credits', k, -cost)
   end
-  redis.call('INCR', hk)
-  redis.call('PEXPIREAT', hk, (hour + 1) * 3600000 + 60000)
-  redis.call('INCR', dk)
-  redis.call('PEXPIREAT', dk, (day + 1) * 86400000 + 60000)
-  redis.call('INCRBY', tk, reserve)
-  redis.call('PEXPIREAT', tk, (day + 1) * 86400000 + 60000)
-  redis.call('INCR', mk)
-  redis.call('PEXPIREAT', mk, (minute + 1) * 60000 + 60000)
+  -- A window's counter gets its expiry when this call creates it (the count is then what
+  -- this call added): the window is in its name, so the expiry never changes after that.
+  if redis.call('INCR', hk) == 1 then redis.call('PEXPIREAT', hk, (hour + 1) * 3600000 + 60000) end
+  if redis.call('INCR', dk) == 1 then redis.call('PEXPIREAT', dk, (day + 1) * 86400000 + 60000) end
+  if redis.call('INCRBY', tk, reserve) == reserve then
+    redis.call('PEXPIREAT', tk, (day + 1) * 86400000 + 60000)
+  end
+  if redis.call('INCR', mk) == 1 then redis.call('PEXPIREAT', mk, (minute + 1) * 60000 + 60000) end
   local function left(limit, used) if limit < 0 then return -1 end return math.max(limit - used, 0) end
   return {'ok', left(hourly, h + 1), left(daily, d + 1), left(tokens, t + reserve), balance, tk,
           left(per_minute, m + 1)}

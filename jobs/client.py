@@ -86,7 +86,7 @@ async def redis_call(fn: Callable[[], Any]) -> Any:
 @dataclass(frozen=True, slots=True)
 class Once:
     """An idempotency key of a submission: its Redis key (scoped to the API key), the request's
-    fingerprint and how long the key holds (`scripts.SUBMIT_ONCE`)."""
+    fingerprint and how long the key holds (`scripts.SUBMIT`)."""
 
     key: str
     fingerprint: str
@@ -117,7 +117,6 @@ class JobClient:
         self._subscribed = asyncio.Event()
         self._cancel_script = redis.register_script(scripts.CANCEL)
         self._submit = ScriptBatcher(redis, scripts.SUBMIT)
-        self._submit_once = ScriptBatcher(redis, scripts.SUBMIT_ONCE)
         self._follow_script = redis.register_script(scripts.FOLLOW)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -262,29 +261,25 @@ class JobClient:
             state["queue"] = queue  # where a cancel finds it; the default lane's is its priority
         if extra:
             state.update(extra)
-        argv: list[Any] = [
-            record.id,
-            queues.queue_name(queue),
-            queues.wake_channel(queue),
-            owner,
-            created,
-            job_body(kind, record.id, payload, created),
-            queues.ARQ_JOB_TTL_MS,
-            queues.LAST_USED_KEY,
-        ]
-        argv += ["1", *admission] if admission is not None else ["0"]
         if notify:
             state["notify"] = self.done_channel
-        for field, value in state.items():
-            argv += (field, value)
-        submit = self._submit
-        if once is not None:
-            argv += (once.key, once.fingerprint, once.ttl_ms)
-            submit = self._submit_once
+        argv = scripts.submit_args(
+            record.id,
+            queue=queues.queue_name(queue),
+            wake_channel=queues.wake_channel(queue),
+            owner=owner,
+            created_ms=created,
+            ttl_ms=queues.ARQ_JOB_TTL_MS,
+            last_used_key=queues.LAST_USED_KEY,
+            admission=admission,
+            state=state,
+            once=(once.key, once.fingerprint, once.ttl_ms) if once is not None else None,
+            job_body=job_body(kind, record.id, payload, created),
+        )
         if notify:  # registered last: nothing above may leave it behind
             self._waiters[record.id] = asyncio.get_running_loop().create_future()
         try:
-            verdict = await redis_call(lambda: submit(argv))
+            verdict = await redis_call(lambda: self._submit(argv))
         except DependencyTimeout as exc:
             # The submission may still reach Redis after the bound: name the job, so a caller
             # can look for it instead of submitting the work twice.

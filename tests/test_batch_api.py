@@ -551,7 +551,7 @@ async def test_a_finished_line_is_counted_once_however_often_it_finishes(
 ) -> None:
     """FINISH_BATCH run twice for one job (a retried finish) counts it once."""
     from jobs import queues
-    from jobs.scripts import FINISH_BATCH
+    from jobs.scripts import FINISH_BATCH, finish_args
 
     r = aioredis.Redis.from_url(redis_url)
     try:
@@ -560,17 +560,16 @@ async def test_a_finished_line_is_counted_once_however_often_it_finishes(
             "sy:job:j1", mapping={"status": "running", "batch": "b1", "custom_id": "c 1", "owner": "k"}
         )
         script = r.register_script(FINISH_BATCH)
-        argv = [
+        argv = finish_args(
             "j1",
-            queues.queue_name("batch"),
-            60,
-            queues.PERSIST_SET,
-            now_ms(),
-            0,
-            0,
-            "status",
-            "succeeded",
-        ]
+            queue=queues.queue_name("batch"),
+            result_ttl_s=60,
+            persist_set=queues.PERSIST_SET,
+            finished_ms=now_ms(),
+            tokens_used=0,
+            refund=False,
+            update={"status": "succeeded"},
+        )
         await script(args=argv)
         await script(args=argv)
         assert await r.hget("sy:batch:b1", "completed") == b"1"

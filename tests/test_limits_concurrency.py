@@ -364,17 +364,23 @@ async def test_minute_window_resets_on_the_minute(admit: Admit) -> None:
     assert await admit("k3", m + MINUTE_MS - 1, minute=1) == ["per_minute", 1, 1, m + MINUTE_MS]
 
 
-async def test_window_counters_expire_after_their_window(admit: Admit, redis_url: str) -> None:
+@pytest.mark.parametrize("reserve", [10, 0])
+async def test_window_counters_expire_after_their_window(admit: Admit, redis_url: str, reserve: int) -> None:
+    """The call that creates a window's counter gives it its expiry (a later call leaves it as
+    it is), also a token counter created by a call that reserves nothing."""
     m = future_boundary(MINUTE_MS, not_multiple_of=HOUR_MS)
-    await admit("k4", m - 1, hourly=5, daily=5, tokens=50, minute=5, reserve=10)
+    k = f"k4-{reserve}"
+    for _ in range(2):
+        await admit(k, m - 1, hourly=5, daily=5, tokens=50, minute=5, reserve=reserve)
     hour, day, minute = (m - 1) // HOUR_MS, (m - 1) // DAY_MS, (m - 1) // MINUTE_MS
     expected = {
-        f"sy:rl:k4:h:{hour}": (hour + 1) * HOUR_MS + MINUTE_MS,
-        f"sy:rl:k4:d:{day}": (day + 1) * DAY_MS + MINUTE_MS,
-        f"sy:rl:k4:t:{day}": (day + 1) * DAY_MS + MINUTE_MS,
-        f"sy:rl:k4:m:chat:{minute}": m + MINUTE_MS,
+        f"sy:rl:{k}:h:{hour}": (hour + 1) * HOUR_MS + MINUTE_MS,
+        f"sy:rl:{k}:d:{day}": (day + 1) * DAY_MS + MINUTE_MS,
+        f"sy:rl:{k}:t:{day}": (day + 1) * DAY_MS + MINUTE_MS,
+        f"sy:rl:{k}:m:chat:{minute}": m + MINUTE_MS,
     }
     async with Redis.from_url(redis_url) as r:
+        assert await r.get(f"sy:rl:{k}:t:{day}") == str(2 * reserve).encode()
         for name, expires_at in expected.items():
             assert abs(time.time() * 1000 + await r.pttl(name) - expires_at) < 1000, name
 

@@ -36,7 +36,7 @@ from jobs import pubsub, queues, webhooks
 from jobs.accounting import REFUNDABLE_ERRORS
 from jobs.batching import ScriptBatcher
 from jobs.records import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, now_ms
-from jobs.scripts import CLAIM, FINISH, FINISH_BATCH
+from jobs.scripts import CLAIM, FINISH, FINISH_BATCH, finish_args
 from jobs.tasks import supervise
 from switchyard import metrics, redis_client
 from switchyard.errors import JobTimedOut, SwitchyardError
@@ -445,16 +445,20 @@ class SwitchyardWorker(Worker):
             update["completion_tokens"] = usage.get("completion_tokens", 0)
             update["cost"] = outcome.get("cost", 0.0)
             tokens_used = update["prompt_tokens"] + update["completion_tokens"]
-        refund = 0
+        refund = False
         if error is not None:
             update["error_type"], update["error_message"], update["error_status"] = error
-            refund = 1 if error[0] in REFUNDABLE_ERRORS else 0
-        argv: list[Any] = [
-            job_id, queue, self.result_ttl_s, self._persist_sets.get(queue, queues.PERSIST_SET),
-            update["finished"], tokens_used, refund,
-        ]  # fmt: skip
-        for field, value in update.items():
-            argv += (field, value)
+            refund = error[0] in REFUNDABLE_ERRORS
+        argv = finish_args(
+            job_id,
+            queue=queue,
+            result_ttl_s=self.result_ttl_s,
+            persist_set=self._persist_sets.get(queue, queues.PERSIST_SET),
+            finished_ms=update["finished"],
+            tokens_used=tokens_used,
+            refund=refund,
+            update=update,
+        )
         finisher = self._batch_finisher if state and "batch" in state else self._finisher
         await asyncio.shield(finisher(argv))
         if self.persister is not None and state:
