@@ -435,3 +435,20 @@ redis.call('PEXPIRE', bkey .. ':lock', ARGV[2])
 return {n, refusal, redis.call('HGET', bkey, 'stop') or false}
 """
 )
+
+# Read back a batch's finished lines for its output and error files (workers/batches.py): a
+# page of its done list (`job_id custom_id` entries) and, for each, these fields of its job's
+# state (all nil once Redis has let the state go): one round trip per page.
+# ARGV: done list key, first index, how many, then the field names.
+# Returns {{entry, {values...}}, ...}.
+READ_FINISHED = r"""
+local first = tonumber(ARGV[2])
+local entries = redis.call('LRANGE', ARGV[1], first, first + tonumber(ARGV[3]) - 1)
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+local out = {}
+for i, entry in ipairs(entries) do
+  out[i] = {entry, redis.call('HMGET', 'sy:job:' .. string.match(entry, '^%S*'), unpack(fields))}
+end
+return out
+"""

@@ -32,7 +32,7 @@ from jobs.accounting import CREDITS_KEY, admit_args
 from jobs.batching import ScriptBatcher
 from jobs.client import job_body, new_job_id
 from jobs.records import QUEUED, JobRecord, ms_to_datetime, now_ms
-from jobs.scripts import BATCH_TARGET, CANCEL, DISPATCH_LINES
+from jobs.scripts import BATCH_TARGET, CANCEL, DISPATCH_LINES, READ_FINISHED
 from storage.batches import get_batch, update_batch
 from storage.keys import KeyRecord, credit_balances, get_key
 from storage.models import BatchRow, Job, StoredFile
@@ -553,27 +553,27 @@ async def _write_results(
     redis: Any = ctx["redis"]
     db = ctx["db"]
     done = b.done_key(batch_id)
+    read_finished = redis.register_script(READ_FINISHED)
     start, completed, failed = 0, 0, 0
     while True:
-        entries = await redis.lrange(done, start, start + READ_CHUNK - 1)
-        if not entries:
+        read = await read_finished(args=[done, start, READ_CHUNK, *FINISHED_FIELDS])
+        if not read:
             break
-        start += len(entries)
-        pairs = [e.decode("utf-8", "replace").split(" ", 1) for e in entries]
-        async with redis.pipeline(transaction=False) as pipe:
-            for job_id, _ in pairs:
-                pipe.hgetall(queues.STATE_KEY + job_id)
-            states = await pipe.execute()
+        start += len(read)
+        pairs: list[list[str]] = []
         records: dict[str, JobRecord | None] = {}
         missing = []
-        for (job_id, _), h in zip(pairs, states, strict=True):
-            if h:
-                try:
-                    records[job_id] = JobRecord.from_hash(h, job_id=job_id)
-                except RecordUnreadable:
-                    records[job_id] = None
-            else:
+        for entry, values in read:
+            pair = entry.decode("utf-8", "replace").split(" ", 1)
+            pairs.append(pair)
+            job_id = pair[0]
+            if values[0] is None:  # no status: Redis has let the job's state go
                 missing.append(job_id)
+                continue
+            try:
+                records[job_id] = _finished_record(job_id, values)
+            except RecordUnreadable:
+                records[job_id] = None
         if missing:
             async with db.session() as session:
                 rows = (await session.exec(select(Job).where(col(Job.id).in_(missing)))).all()
@@ -594,6 +594,40 @@ async def _write_results(
             failed += not is_output
         await writer.flush()
     return completed, failed
+
+
+# What a finished line's output needs of its job's state (`b.output_line`), status first; the
+# rest of what `JobRecord.from_hash` requires, for a state it reads only the slow way.
+FINISHED_FIELDS = (
+    "status", "kind", "created", "model", "started", "result", "error_type", "error_message",
+    "error_status", "priority", "owner", "dialect",
+)  # fmt: skip
+
+
+def _finished_record(job_id: str, values: list[bytes | None]) -> JobRecord:
+    """The record of a finished line from its FINISHED_FIELDS: the few fields its output line
+    needs, read directly (a third of what `from_hash` of the whole state costs); a state that
+    does not read that way is read by `from_hash` (RecordUnreadable when it cannot be)."""
+    status, kind, created, model, started, result, error_type, error_message, error_status = values[:9]
+    try:
+        return JobRecord(
+            id=job_id,
+            kind=kind.decode(),  # type: ignore[union-attr]
+            dialect="openai",
+            priority=queues.BATCH,
+            owner="",
+            status=status.decode(),  # type: ignore[union-attr]
+            created_ms=int(created),  # type: ignore[arg-type]
+            model=model.decode() if model else None,
+            started_ms=int(started) if started else None,
+            result=orjson.loads(result) if result else None,
+            error_type=error_type.decode() if error_type else None,
+            error_message=error_message.decode() if error_message else None,
+            error_status=int(error_status) if error_status else None,
+        )
+    except (AttributeError, ValueError, TypeError):  # UnicodeDecodeError, JSONDecodeError: ValueErrors
+        fields = {name: v for name, v in zip(FINISHED_FIELDS, values, strict=True) if v is not None}
+        return JobRecord.from_hash(fields, job_id=job_id)
 
 
 def _unreadable_line(job_id: str, custom_id: str) -> bytes:
