@@ -344,7 +344,10 @@ FINISH_BATCH = (
     SETTLE_AND_NOTIFY
     + BATCH_COUNT
     + _FINISH_BODY.replace(
-        "--[[batch]]", "count_in_batch(skey, id, redis.call('HGET', skey, 'status'), ARGV[5])"
+        "--[[batch]]",
+        "local status = false\n"
+        "for i = 8, #ARGV - 1, 2 do if ARGV[i] == 'status' then status = ARGV[i + 1] end end\n"
+        "count_in_batch(skey, id, status or redis.call('HGET', skey, 'status'), ARGV[5])",
     )
 )
 

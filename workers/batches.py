@@ -30,7 +30,7 @@ from jobs import batches as b
 from jobs import queues, webhooks
 from jobs.accounting import CREDITS_KEY, admit_args
 from jobs.batching import ScriptBatcher
-from jobs.client import job_body, new_job_id
+from jobs.client import job_body, new_job_ids
 from jobs.records import QUEUED, JobRecord, ms_to_datetime, now_ms
 from jobs.scripts import BATCH_TARGET, CANCEL, DISPATCH_LINES, READ_FINISHED
 from storage.batches import get_batch, update_batch
@@ -333,10 +333,9 @@ class _ChunkSender:
         d = self.dispatch
         now = now_ms()
         lines = []
-        for line in chunk:
+        for line, job_id in zip(chunk, new_job_ids(now, len(chunk)), strict=True):
             req = b.parse_line(line, self.row.endpoint)  # validated already: this cannot fail
             model = req.model or self.default_model
-            job_id = new_job_id(now)
             body = job_body(self.kind, job_id, b.job_payload(req, model, self.row.files_base), now)
             lines.append(
                 (
