@@ -22,18 +22,24 @@ REFUNDABLE_ERRORS = frozenset(
     {"provider_error", "timeout", "worker_lost", "expired", "internal_error", "bad_job"}
 )
 
-# The admission check as a Lua function, shared by ADMIT (on its own) and jobs.scripts.SUBMIT
-# (admission and enqueue in one round trip).
-# Arguments: key id, now_ms, credits cost (0: not metered), tokens to reserve, modality,
-#            hourly, daily requests, daily tokens, per-minute (-1: unlimited)
-# Returns {'ok', hourly remaining, daily remaining, tokens remaining, balance or -1, tokens key,
-#          per-minute remaining}
-#      or {limit name, used, limit, reset_ms} when a limit is reached,
-#      or {'credits', balance, cost, hourly used} when the balance is short,
-#      or {'credits_unknown'}.
+# The admission check as Lua functions, shared by ADMIT (on its own), jobs.scripts.SUBMIT
+# (admission and enqueue in one round trip) and jobs.scripts.DISPATCH_LINES (a Batch API chunk).
+# `admit_lines` admits requests of one key in order, exactly as that many `admit` calls one
+# after the other would, and counts the ones admitted with one command per counter: the first
+# refusal ends the run (what comes after it waits, as it would behind a refused request).
+# Arguments: key id, now_ms, credits cost (0: not metered), the tokens each request reserves
+#            (a list), modality, hourly, daily requests, daily tokens, per-minute (-1: unlimited)
+# Returns how many were admitted, the refusal that ended the run (or false), the tokens key,
+#         and for each admitted request {hourly remaining, daily remaining, tokens remaining,
+#         balance or -1, per-minute remaining}.
+# A refusal is {limit name, used, limit, reset_ms} when a limit is reached,
+#               {'credits', balance, cost, hourly used} when the balance is short,
+#               or {'credits_unknown'}.
+# `admit` is one request: {'ok', hourly remaining, daily remaining, tokens remaining, balance or
+# -1, tokens key, per-minute remaining} or the refusal.
 ADMIT_FUNCTION = r"""
-local function admit(k, now, cost, reserve, modality, hourly, daily, tokens, per_minute)
-  now, cost, reserve = tonumber(now), tonumber(cost), tonumber(reserve)
+local function admit_lines(k, now, cost, reserves, modality, hourly, daily, tokens, per_minute)
+  now, cost = tonumber(now), tonumber(cost)
   hourly, daily = tonumber(hourly), tonumber(daily)
   tokens, per_minute = tonumber(tokens), tonumber(per_minute)
   local hour, day, minute = math.floor(now / 3600000), math.floor(now / 86400000), math.floor(now / 60000)
@@ -44,31 +50,59 @@ local function admit(k, now, cost, reserve, modality, hourly, daily, tokens, per
   local used = redis.call('MGET', hk, dk, tk, mk)
   local h, d = tonumber(used[1] or '0'), tonumber(used[2] or '0')
   local t, m = tonumber(used[3] or '0'), tonumber(used[4] or '0')
-  if hourly >= 0 and h + 1 > hourly then return {'hourly', h, hourly, (hour + 1) * 3600000} end
-  if daily >= 0 and d + 1 > daily then return {'daily_requests', d, daily, (day + 1) * 86400000} end
-  if tokens >= 0 and t + reserve > tokens then return {'daily_tokens', t, tokens, (day + 1) * 86400000} end
-  if per_minute >= 0 and m + 1 > per_minute then
-    return {'per_minute', m, per_minute, (minute + 1) * 60000}
-  end
-  local balance = -1
-  if cost > 0 then
-    local b = redis.call('HGET', 'sy:credits', k)
-    if not b then return {'credits_unknown'} end
-    balance = tonumber(b)
-    if balance < cost then return {'credits', balance, cost, h} end
-    balance = redis.call('HINCRBY', 'sy:credits', k, -cost)
-  end
-  -- A window's counter gets its expiry when this call creates it (the count is then what
-  -- this call added): the window is in its name, so the expiry never changes after that.
-  if redis.call('INCR', hk) == 1 then redis.call('PEXPIREAT', hk, (hour + 1) * 3600000 + 60000) end
-  if redis.call('INCR', dk) == 1 then redis.call('PEXPIREAT', dk, (day + 1) * 86400000 + 60000) end
-  if redis.call('INCRBY', tk, reserve) == reserve then
-    redis.call('PEXPIREAT', tk, (day + 1) * 86400000 + 60000)
-  end
-  if redis.call('INCR', mk) == 1 then redis.call('PEXPIREAT', mk, (minute + 1) * 60000 + 60000) end
   local function left(limit, used) if limit < 0 then return -1 end return math.max(limit - used, 0) end
-  return {'ok', left(hourly, h + 1), left(daily, d + 1), left(tokens, t + reserve), balance, tk,
-          left(per_minute, m + 1)}
+  local admitted, refusal, reserved = {}, false, 0
+  local balance = -1
+  if cost > 0 then balance = nil end  -- read when the first request gets past the limits
+  for _, r in ipairs(reserves) do
+    local reserve = tonumber(r)
+    if hourly >= 0 and h + 1 > hourly then refusal = {'hourly', h, hourly, (hour + 1) * 3600000} break end
+    if daily >= 0 and d + 1 > daily then
+      refusal = {'daily_requests', d, daily, (day + 1) * 86400000}
+      break
+    end
+    if tokens >= 0 and t + reserve > tokens then
+      refusal = {'daily_tokens', t, tokens, (day + 1) * 86400000}
+      break
+    end
+    if per_minute >= 0 and m + 1 > per_minute then
+      refusal = {'per_minute', m, per_minute, (minute + 1) * 60000}
+      break
+    end
+    if cost > 0 then
+      if balance == nil then
+        local b = redis.call('HGET', 'sy:credits', k)
+        if not b then refusal = {'credits_unknown'} break end
+        balance = tonumber(b)
+      end
+      if balance < cost then refusal = {'credits', balance, cost, h} break end
+      balance = balance - cost
+    end
+    h, d, t, m = h + 1, d + 1, t + reserve, m + 1
+    reserved = reserved + reserve
+    admitted[#admitted + 1] = {left(hourly, h), left(daily, d), left(tokens, t), balance, left(per_minute, m)}
+  end
+  local n = #admitted
+  if n > 0 then
+    if cost > 0 then redis.call('HINCRBY', 'sy:credits', k, -cost * n) end
+    -- A window's counter gets its expiry when this call creates it (the count is then what
+    -- this call added): the window is in its name, so the expiry never changes after that.
+    if redis.call('INCRBY', hk, n) == n then redis.call('PEXPIREAT', hk, (hour + 1) * 3600000 + 60000) end
+    if redis.call('INCRBY', dk, n) == n then redis.call('PEXPIREAT', dk, (day + 1) * 86400000 + 60000) end
+    if redis.call('INCRBY', tk, reserved) == reserved then
+      redis.call('PEXPIREAT', tk, (day + 1) * 86400000 + 60000)
+    end
+    if redis.call('INCRBY', mk, n) == n then redis.call('PEXPIREAT', mk, (minute + 1) * 60000 + 60000) end
+  end
+  return n, refusal, tk, admitted
+end
+
+local function admit(k, now, cost, reserve, modality, hourly, daily, tokens, per_minute)
+  local n, refusal, tk, admitted =
+    admit_lines(k, now, cost, {reserve}, modality, hourly, daily, tokens, per_minute)
+  if n == 0 then return refusal end
+  local a = admitted[1]
+  return {'ok', a[1], a[2], a[3], a[4], tk, a[5]}
 end
 """
 

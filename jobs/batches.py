@@ -72,12 +72,6 @@ def jobs_key(batch_id: str) -> str:
     return batch_key(batch_id) + ":jobs"
 
 
-def ahead_key(batch_id: str) -> str:
-    """Set of line numbers past the dispatch offset that were already enqueued (a chunk that
-    admission cut short in its middle); the next dispatch skips them."""
-    return batch_key(batch_id) + ":ahead"
-
-
 def lost_key(batch_id: str) -> str:
     """Set of dispatched job ids whose state Redis no longer holds (they cannot finish)."""
     return batch_key(batch_id) + ":lost"

@@ -151,30 +151,39 @@ local function batch_control(bkey, which)
   redis.call('PUBLISH', 'sy:wake:batch', '')
 end
 
-local function batch_check(bkey, now)
-  local b = redis.call('HMGET', bkey, 'target', 'completed', 'failed', 'lost')
-  if not b[1] then return 0 end
-  local finished = tonumber(b[2] or '0') + tonumber(b[3] or '0') + tonumber(b[4] or '0')
-  if finished < tonumber(b[1]) then return 0 end
+local function batch_finalize_once(bkey, status, now)
   if redis.call('HSETNX', bkey, 'finalize_queued', '1') == 0 then return 0 end
   batch_control(bkey, 'finalize')
-  if redis.call('HGET', bkey, 'status') == 'in_progress' then
+  if status == 'in_progress' then
     redis.call('HSET', bkey, 'status', 'finalizing', 'finalizing_at', now)
   end
   return 1
 end
 
+local function batch_check(bkey, now)
+  local b = redis.call('HMGET', bkey, 'target', 'completed', 'failed', 'lost', 'status')
+  if not b[1] then return 0 end
+  local finished = tonumber(b[2] or '0') + tonumber(b[3] or '0') + tonumber(b[4] or '0')
+  if finished < tonumber(b[1]) then return 0 end
+  return batch_finalize_once(bkey, b[5], now)
+end
+
 local function count_in_batch(skey, id, status, now)
-  local bid = redis.call('HGET', skey, 'batch')
-  if not bid then return end
+  local line = redis.call('HMGET', skey, 'batch', 'custom_id')
+  if not line[1] then return end
   if redis.call('HSETNX', skey, 'batch_counted', '1') == 0 then return end
-  local bkey = 'sy:batch:' .. bid
-  if redis.call('EXISTS', bkey) == 0 then return end
+  local bkey = 'sy:batch:' .. line[1]
+  -- one read of the batch: whether it still has a hash (its status), its target and counters,
+  -- its window; the counter this line adds is added to what was read
+  local b = redis.call('HMGET', bkey, 'status', 'target', 'completed', 'failed', 'lost', 'expires_at')
+  if not b[1] then return end
   redis.call('HINCRBY', bkey, status == 'succeeded' and 'completed' or 'failed', 1)
-  redis.call('RPUSH', bkey .. ':done', id .. ' ' .. (redis.call('HGET', skey, 'custom_id') or ''))
-  if batch_check(bkey, now) == 1 then return end
-  local expires = redis.call('HGET', bkey, 'expires_at')
-  if expires and tonumber(now) >= tonumber(expires) then
+  redis.call('RPUSH', bkey .. ':done', id .. ' ' .. (line[2] or ''))
+  if b[2] then
+    local finished = tonumber(b[3] or '0') + tonumber(b[4] or '0') + tonumber(b[5] or '0') + 1
+    if finished >= tonumber(b[2]) and batch_finalize_once(bkey, b[1], now) == 1 then return end
+  end
+  if b[6] and tonumber(now) >= tonumber(b[6]) then
     if redis.call('HSETNX', bkey, 'stop', 'expired') == 1 then batch_control(bkey, 'expire') end
   end
 end
@@ -401,7 +410,11 @@ FINISH_BATCH = (
     SETTLE_AND_NOTIFY
     + BATCH_COUNT
     + _FINISH_BODY.replace(
-        "--[[batch]]", "count_in_batch(skey, id, redis.call('HGET', skey, 'status'), finished)"
+        "--[[batch]]",
+        "local status = false\n"
+        "local u = P[8]\n"
+        "for i = 1, #u - 1, 2 do if u[i] == 'status' then status = u[i + 1] end end\n"
+        "count_in_batch(skey, id, status or redis.call('HGET', skey, 'status'), finished)",
     )
 )
 
@@ -417,3 +430,95 @@ redis.call('HSET', bkey, 'target', redis.call('HGET', bkey, 'dispatched') or '0'
 return batch_check(bkey, ARGV[2])
 """
 )
+
+# Dispatch a chunk of a Batch API batch's lines (jobs.batches, workers/batches.py): the lines
+# admitted in order against the key's limits (`admit_lines`: the first refusal ends the chunk,
+# the lines from it on wait for a later dispatch), each admitted line enqueued as SUBMIT would
+# enqueue it, and where dispatching got to, as one command: one round trip per chunk, and a
+# chunk is either dispatched and recorded or not at all.
+# ARGV: batch key, lock ms, queue, wake channel, owner, now_ms, ttl_ms, last-used hash,
+#       the state fields every line's job shares (a JSON object of strings),
+#       the lines (a JSON array of [job id, ARQ body, tokens to reserve, model, custom_id,
+#       byte offset of the line, line number], all strings),
+#       the byte offset and line number after the chunk,
+#       '1' and admission's nine arguments (`admit`'s, its reserve unused), or '0'.
+# Returns {lines dispatched, admission's refusal or false, the batch's `stop` or false}.
+DISPATCH_LINES = (
+    ADMIT_FUNCTION
+    + r"""
+local bkey, queue, wake, owner, now, ttl = ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local common = cjson.decode(ARGV[9])
+local lines = cjson.decode(ARGV[10])
+local n, refusal, tk, limits, metered = #lines, false, false, {}, false
+if ARGV[13] == '1' then
+  local reserves = {}
+  for i, line in ipairs(lines) do reserves[i] = line[3] end
+  n, refusal, tk, limits = admit_lines(ARGV[14], ARGV[15], ARGV[16], reserves, ARGV[18], ARGV[19],
+                                       ARGV[20], ARGV[21], ARGV[22])
+  metered = tonumber(ARGV[16]) > 0
+  if refusal then redis.call('HINCRBY', 'sy:metrics:refused', refusal[1], 1) end  -- switchyard.metrics
+end
+local shared = {}
+for field, value in pairs(common) do shared[#shared + 1] = field; shared[#shared + 1] = value end
+local ids = {}
+for i = 1, n do
+  local line = lines[i]
+  local id = line[1]
+  local state = {'id', id, 'created', now, 'model', line[4], 'custom_id', line[5], unpack(shared)}
+  local a = limits[i]
+  if a then
+    for _, v in ipairs({'reserved', line[3], 'tokens_key', tk, 'rl_hourly', a[1], 'rl_daily', a[2],
+                        'rl_tokens', a[3]}) do state[#state + 1] = v end
+    if metered then
+      state[#state + 1] = 'metered'; state[#state + 1] = 1
+      state[#state + 1] = 'balance'; state[#state + 1] = a[4]
+    end
+  end
+  local skey = 'sy:job:' .. id
+  redis.call('HSET', skey, unpack(state))
+  redis.call('PEXPIRE', skey, ttl)
+  redis.call('SET', 'arq:job:' .. id, line[2], 'PX', ttl)
+  ids[i] = id
+end
+if n > 0 then
+  -- the queue, the owner's live index and the batch's list of jobs take the chunk at once
+  -- (in slices: Lua's unpack has a bound)
+  for first = 1, n, 200 do
+    local last = math.min(first + 199, n)
+    local scored = {}
+    for i = first, last do scored[#scored + 1] = now; scored[#scored + 1] = ids[i] end
+    redis.call('ZADD', queue, unpack(scored))
+    redis.call('ZADD', 'sy:owner:' .. owner, unpack(scored))
+    redis.call('RPUSH', bkey .. ':jobs', unpack(ids, first, last))
+  end
+  redis.call('HINCRBY', 'sy:metrics:created', (common['kind'] or '') .. '|' .. (common['priority'] or ''), n)
+  redis.call('HSET', ARGV[8], owner, now)
+  redis.call('PUBLISH', wake, '')
+  redis.call('HINCRBY', bkey, 'dispatched', n)
+end
+if n == #lines then
+  redis.call('HSET', bkey, 'offset', ARGV[11], 'next_line', ARGV[12])
+else
+  redis.call('HSET', bkey, 'offset', lines[n + 1][6], 'next_line', lines[n + 1][7])
+end
+redis.call('PEXPIRE', bkey .. ':lock', ARGV[2])
+return {n, refusal, redis.call('HGET', bkey, 'stop') or false}
+"""
+)
+
+# Read back a batch's finished lines for its output and error files (workers/batches.py): a
+# page of its done list (`job_id custom_id` entries) and, for each, these fields of its job's
+# state (all nil once Redis has let the state go): one round trip per page.
+# ARGV: done list key, first index, how many, then the field names.
+# Returns {{entry, {values...}}, ...}.
+READ_FINISHED = r"""
+local first = tonumber(ARGV[2])
+local entries = redis.call('LRANGE', ARGV[1], first, first + tonumber(ARGV[3]) - 1)
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+local out = {}
+for i, entry in ipairs(entries) do
+  out[i] = {entry, redis.call('HMGET', 'sy:job:' .. string.match(entry, '^%S*'), unpack(fields))}
+end
+return out
+"""

@@ -17,6 +17,7 @@ import openai
 import pytest
 import redis.asyncio as aioredis
 
+from jobs.accounting import ADMIT, ADMIT_FUNCTION
 from jobs.records import now_ms
 from switchyard.standin import StandIn
 from switchyard.standin_images import ImageStandIn
@@ -620,3 +621,73 @@ async def test_a_batch_whose_input_cannot_be_read_fails_and_the_next_one_runs(gw
     assert [e.code for e in failed.errors.data or []] == ["internal_error"]
     good = await settled(client, (await run_batch(client, jsonl(_many(3)))).id)
     assert good.status == "completed" and good.request_counts.completed == 3  # type: ignore[union-attr]
+
+
+# --- admission of a chunk ----------------------------------------------------------------------------
+ADMIT_CHUNK = (
+    ADMIT_FUNCTION
+    + """
+local reserves = {}
+for i = 10, #ARGV do reserves[#reserves + 1] = ARGV[i] end
+local n, refusal, tk, admitted = admit_lines(ARGV[1], ARGV[2], ARGV[3], reserves, ARGV[5], ARGV[6],
+                                             ARGV[7], ARGV[8], ARGV[9])
+return {n, refusal, tk, admitted}
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("limits", "cost", "balance", "reserves"),
+    [
+        ((5, -1, -1, -1), 0, None, [1] * 8),  # the hour's fifth request is the last
+        ((-1, 6, -1, -1), 0, None, [1] * 8),  # the day's requests
+        ((-1, -1, 50, -1), 0, None, [10, 20, 30, 5]),  # tokens: the third line does not fit
+        ((-1, -1, -1, 3), 0, None, [1] * 5),  # the minute's
+        ((-1, -1, -1, -1), 2, 5, [1] * 4),  # two lines' credits, then short
+        ((-1, -1, -1, -1), 2, None, [1] * 3),  # a balance Redis does not hold
+        ((2, -1, -1, -1), 2, None, [1] * 3),  # ... behind a limit that refuses first
+        ((100, 100, 1000, 100), 1, 50, [7, 0, 3, 9, 1]),  # everything fits
+    ],
+)
+async def test_admitting_a_chunk_answers_as_its_lines_one_by_one_would(
+    redis_url: str, limits: tuple[int, int, int, int], cost: int, balance: int | None, reserves: list[int]
+) -> None:
+    """`admit_lines` (a Batch API chunk) against the same lines through ADMIT one at a time:
+    the same lines admitted, the same remaining counts for each, the same refusal, the same
+    counters after, from the same counters before (some used already)."""
+    now = now_ms()
+    hourly, daily, tokens, per_minute = limits
+
+    async def fresh(r: aioredis.Redis) -> None:
+        await r.flushall()
+        await r.set(f"sy:rl:k:h:{now // 3_600_000}", 1)  # one request of the hour already
+        await r.set(f"sy:rl:k:t:{now // 86_400_000}", 4)
+        if balance is not None:
+            await r.hset("sy:credits", "k", balance)
+
+    async def counters(r: aioredis.Redis) -> list[Any]:
+        keys = sorted([k async for k in r.scan_iter("sy:rl:*")])
+        return [(k, await r.get(k), await r.pttl(k) > 0) for k in keys] + [await r.hget("sy:credits", "k")]
+
+    def args(reserve: int) -> list[Any]:
+        return ["k", now, cost, reserve, "chat", hourly, daily, tokens, per_minute]
+
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        await fresh(r)
+        one = r.register_script(ADMIT)
+        singles, refusal = [], None
+        for reserve in reserves:
+            verdict = await one(args=args(reserve))
+            if verdict[0] != b"ok":
+                refusal = verdict
+                break
+            singles.append([verdict[1], verdict[2], verdict[3], verdict[4], verdict[6]])
+        one_by_one = await counters(r)
+
+        await fresh(r)
+        n, chunk_refusal, _, admitted = await r.register_script(ADMIT_CHUNK)(args=[*args(0), *reserves])
+        assert (n, admitted, chunk_refusal) == (len(singles), singles, refusal)
+        assert await counters(r) == one_by_one
+    finally:
+        await r.aclose()
