@@ -100,3 +100,24 @@ async def test_an_idle_worker_takes_a_dead_workers_job_when_its_lease_lapses(
     assert job["status"] == "succeeded", job
     assert 0.5 < elapsed < 4, elapsed  # an idle sweep would make it 6 s
     assert standin.chat_calls == 1
+
+
+async def test_giving_back_a_control_job_leaves_it_without_a_state(gw: Gateway) -> None:
+    """A batch's control job (`jobs.batches.add_control`) has no job state. Giving it back (a
+    retry, or a worker closing) must not make one: a hash holding only `status` would be a record
+    the persister cannot read, set aside as a dead letter."""
+    from jobs.batches import BATCH_DISPATCH, enqueue_control
+    from jobs.records import now_ms
+    from workers.worker import Run
+
+    async with Redis.from_url(gw.settings.redis_url) as r:  # type: ignore[arg-type]
+        job_id = await enqueue_control(r, BATCH_DISPATCH, "batch_" + "0" * 32, now_ms())
+        worker = gw.start_worker("interactive")  # not the batch queue: it never claims the job
+
+        async def connected() -> bool:
+            return worker.pool is not None
+
+        await eventually(connected, what="the worker connected")
+        await worker._requeue(Run(job_id, queues.queue_name(queues.BATCH), {}, 1), None)
+        assert await r.exists(queues.STATE_KEY + job_id) == 0
+        assert await r.zscore(queues.queue_name(queues.BATCH), job_id) is not None  # still queued

@@ -419,7 +419,8 @@ class SwitchyardWorker(Worker):
                 # Nothing is published for a deferred retry: look again when it is due, not at
                 # the next idle sweep.
                 self.loop.call_later(defer_ms / 1000, self._wake.set)
-            tr.hset(queues.STATE_KEY + job_id, "status", QUEUED)
+            if run.state:  # a batch's control job has none: giving it back must not make one
+                tr.hset(queues.STATE_KEY + job_id, "status", QUEUED)
             if not defer_ms:
                 tr.publish(queues.wake_channel(queue.removeprefix(queues.QUEUE_PREFIX)), b"")
             await asyncio.shield(tr.execute())
