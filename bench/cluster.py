@@ -235,14 +235,15 @@ class Cluster:
         return snap
 
     def tree_cpu_snapshot(self) -> dict[str, float]:
-        """Like `cpu_snapshot`, each child with its descendants (the web's uvicorn workers)."""
+        """Like `cpu_snapshot`, each child with its descendants (the web's uvicorn workers). The
+        benchmark is its own process alone: every other process here descends from it."""
         children = _children_by_parent()
         snap = {}
         for name, pid in self.pids().items():
             cpu = cpu_seconds(pid)
             if cpu is None:
                 continue
-            stack = list(children.get(pid, ()))
+            stack = list(children.get(pid, ())) if pid != os.getpid() else []
             while stack:
                 child = stack.pop()
                 cpu += cpu_seconds(child) or 0.0
