@@ -45,6 +45,9 @@ SECURITY: list[dict[str, list[str]]] = [
     {"sessionCookie": [], "sessionKey": []},
 ]
 JSON = "application/json"
+SSE = "text/event-stream"
+BINARY = {"type": "string", "format": "binary"}
+EVENTS = {"type": "string", "description": "server-sent events: `data:` lines, then `data: [DONE]`"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class Docs:
     public: bool = False
     query: dict[str, str] = field(default_factory=dict)  # name -> what it means
     media_type: str = JSON
+    streams: bool = False  # `"stream": true` answers server-sent events instead
+    accepted: Any = None  # the 202's answer, when it is not the dialect's job
+    binary: tuple[str, ...] = ()  # media types answered instead of JSON (a file's bytes)
 
 
 def docs(**kwargs: Any) -> dict[str, Docs]:
@@ -117,12 +123,20 @@ ERROR_SHAPES: dict[str, type[msgspec.Struct]] = {
 }
 
 
-@cache
 def json_schema(t: Any) -> dict[str, Any]:
     """`t`'s JSON schema with every reference written out in place (the document has no
     components of ours: Litestar rebuilds `components.schemas` from its own registry)."""
-    if isinstance(t, dict):
-        return t
+    return t if isinstance(t, dict) else _schema_of(t)
+
+
+def any_of(*types: Any) -> dict[str, Any]:
+    """One of several Structs: msgspec takes a union of Structs only with a tag field, and
+    some answers have none (a field's presence tells them apart)."""
+    return {"anyOf": [json_schema(t) for t in types]}
+
+
+@cache
+def _schema_of(t: Any) -> dict[str, Any]:
     (out,), defs = msgspec.json.schema_components([t], ref_template="#/$defs/{name}")
     return _inline(out, defs)
 
@@ -147,11 +161,17 @@ def _dialect_of(handler: Any) -> str:
     return getattr(render, "dialect", "native")
 
 
-ACCEPTED = {
-    "description": "`?batch=1`, or the wait bound passed: the job, to poll at the `Location` URL",
-    "headers": {"Location": {"schema": {"type": "string"}, "description": "the job's poll URL"}},
-    "content": {JSON: {"schema": {"type": "object"}}},
-}
+def _accepted(dialect: str, answer: Any = None) -> dict[str, Any]:
+    from api.schemas import native, openai  # the schemas import storage; read when first built
+
+    job = answer or (openai.Job if dialect == "openai" else native.AcceptedAnswer)
+    return {
+        "description": "`?batch=1`, or the wait bound passed: the job, to poll at the `Location` URL",
+        "headers": {"Location": {"schema": {"type": "string"}, "description": "the job's poll URL"}},
+        "content": _content(job),
+    }
+
+
 WORK_PARAMETERS = [
     {
         "name": "batch",
@@ -173,7 +193,8 @@ WORK_PARAMETERS = [
 def operation_for(handler: Any) -> type[Operation]:
     """An Operation class that writes `handler`'s description into what Litestar generated."""
     description: Docs = handler.opt.get("docs") or Docs()
-    error = ERROR_SHAPES.get(_dialect_of(handler), NativeError)
+    dialect = _dialect_of(handler)
+    error = ERROR_SHAPES.get(dialect, NativeError)
     methods = handler.http_methods
     status = handler.status_code
 
@@ -186,14 +207,20 @@ def operation_for(handler: Any) -> type[Operation]:
             ok: dict[str, Any] = {"description": "the answer"}
             if "HEAD" in methods:
                 ok = {"description": "the headers the GET would answer"}
-            elif d.answers is not None or d.media_type != JSON:
+            elif d.answers is not None:
                 ok["content"] = _content(d.answers, d.media_type)
+            elif d.media_type != JSON:  # a file's bytes
+                ok["content"] = {d.media_type: {"schema": BINARY}}
             else:
                 ok["content"] = {JSON: {}}  # JSON whose shape this schema does not spell out
+            if d.streams:
+                ok["content"][SSE] = {"schema": EVENTS}
+            for media_type in d.binary:
+                ok.setdefault("content", {})[media_type] = {"schema": BINARY}
             failed = {"description": "an error, in this dialect's shape", "content": _content(error)}
             responses: dict[str, Any] = {str(status): ok, "4XX": failed, "5XX": failed}
             if d.work:
-                responses["202"] = ACCEPTED
+                responses["202"] = _accepted(dialect, d.accepted)
             self.responses = responses  # type: ignore[assignment]
             if d.body is not None:
                 self.request_body = {"required": True, "content": _content(d.body)}  # type: ignore[assignment]

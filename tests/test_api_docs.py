@@ -93,3 +93,40 @@ async def test_every_operation_has_its_error_shape_and_no_string_answers(gw: Gat
             for status, answer in op["responses"].items():
                 for media in answer.get("content", {}).values():
                     assert media.get("schema") != {"type": "string"}, f"{method} {path} {status}"
+
+
+# JSON answers whose shape the schema leaves open, each with why.
+OPEN_ANSWERS: dict[str, str] = {}
+
+
+def _spelled_out(schema: dict[str, Any]) -> bool:
+    """An object with its properties, a list of such, or a union of them: not `{}`."""
+    if "properties" in schema:
+        return True
+    if schema.get("type") == "array":
+        return _spelled_out(schema.get("items") or {})
+    union = schema.get("anyOf") or schema.get("oneOf")
+    return bool(union) and all(_spelled_out(s) or s.get("type") == "null" for s in union)
+
+
+async def test_every_json_answer_spells_out_its_shape(gw: Gateway) -> None:
+    schema = await _schema(gw)
+    vague = []
+    for path, item in schema["paths"].items():
+        for method, op in item.items():
+            if method not in ("get", "post", "put", "delete", "patch"):
+                continue
+            name = f"{method.upper()} {path}"
+            for status, answer in op["responses"].items():
+                json = answer.get("content", {}).get("application/json")
+                if json is None or name in OPEN_ANSWERS:
+                    continue
+                if not _spelled_out(json.get("schema") or {}):
+                    vague.append(f"{name} {status}")
+    assert not vague, "answers with no declared shape:\n" + "\n".join(sorted(vague))
+    assert set(OPEN_ANSWERS) <= {f"{m.upper()} {p}" for p, item in schema["paths"].items() for m in item}
+    chat = schema["paths"]["/v1/chat/completions"]["post"]["responses"]
+    completion = chat["200"]["content"]["application/json"]["schema"]
+    assert set(completion["required"]) >= {"id", "object", "created", "model", "choices"}
+    assert "text/event-stream" in chat["200"]["content"]  # `"stream": true`
+    assert chat["202"]["content"]["application/json"]["schema"]["properties"]["object"] == {"enum": ["job"]}

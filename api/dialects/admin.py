@@ -15,8 +15,10 @@ from __future__ import annotations
 from litestar import Request, Response, Router, delete, get, post
 
 from api.errors import CLOUDGPT, NATIVE, handlers_for
+from api.openapi import docs
 from api.overview import admin_overview
 from api.responses import json_response
+from api.schemas import native
 from api.state import services
 from api.validation import query_int
 from jobs.client import redis_call
@@ -25,7 +27,10 @@ from switchyard.errors import NotFound
 MAX_PAGE = 1000
 
 
-@get("/api/admin/dead-letters")
+@get(
+    "/api/admin/dead-letters",
+    opt=docs(answers=native.DeadLetterList, query={"limit": "1 to 1000 (100)", "offset": "from 0"}),
+)
 async def list_dead_letters(request: Request) -> Response[bytes]:
     """Records a background loop could not read or write: where, why, when, and the record."""
     svc = services(request)
@@ -38,7 +43,11 @@ async def list_dead_letters(request: Request) -> Response[bytes]:
     return json_response({"success": True, "count": count, "data": [e.view() for e in entries]})
 
 
-@delete("/api/admin/dead-letters/{entry_id:str}", status_code=200)
+@delete(
+    "/api/admin/dead-letters/{entry_id:str}",
+    status_code=200,
+    opt=docs(answers=native.DeadLetterDroppedAnswer),
+)
 async def drop_dead_letter(request: Request, entry_id: str) -> Response[bytes]:
     svc = services(request)
     await svc.keys.require_admin(request, "manage dead letters")
@@ -47,7 +56,11 @@ async def drop_dead_letter(request: Request, entry_id: str) -> Response[bytes]:
     return json_response({"success": True, "data": {"id": entry_id, "deleted": True}})
 
 
-@post("/api/admin/dead-letters/{entry_id:str}/retry", status_code=200)
+@post(
+    "/api/admin/dead-letters/{entry_id:str}/retry",
+    status_code=200,
+    opt=docs(answers=native.DeadLetterRequeuedAnswer),
+)
 async def retry_dead_letter(request: Request, entry_id: str) -> Response[bytes]:
     """Put the job back in its persist set; a worker writes it at its next pass (or sets it
     aside again, with the new reason)."""

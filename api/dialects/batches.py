@@ -26,6 +26,7 @@ from api.files import serve_file
 from api.idempotency import REPLAYED, claim, fingerprint, idempotency, idempotency_header, once_for, release
 from api.openapi import docs
 from api.responses import json_response
+from api.schemas import openai as oa
 from api.state import Services, services
 from api.validation import convert, decode_object
 from api.webhooks import request_webhook
@@ -144,7 +145,7 @@ class _Upload:
             raise InvalidRequest.field("file", f"the multipart body is malformed ({exc})") from None
 
 
-@post(_paths("/files"), status_code=200, request_max_body_size=None)
+@post(_paths("/files"), status_code=200, request_max_body_size=None, opt=docs(answers=oa.FileObject))
 async def upload_file(request: Request) -> Response[bytes]:
     """A JSONL file for a batch (`purpose=batch`), streamed to the blob store, at most
     `SWITCHYARD_BATCH_MAX_BYTES`. With an `Idempotency-Key`, the same upload again (same
@@ -202,12 +203,13 @@ async def upload_file(request: Request) -> Response[bytes]:
 @get(
     _paths("/files"),
     opt=docs(
+        answers=oa.FileList,
         query={
             "purpose": "batch or batch_output",
             "order": "asc or desc",
             "limit": "1 to 10000",
             "after": "a file id",
-        }
+        },
     ),
 )
 async def list_files(request: Request) -> Response[bytes]:
@@ -242,14 +244,14 @@ async def list_files(request: Request) -> Response[bytes]:
     )
 
 
-@get(_paths("/files/{file_id:str}"))
+@get(_paths("/files/{file_id:str}"), opt=docs(answers=oa.FileObject))
 async def retrieve_file(request: Request, file_id: str) -> Response[bytes]:
     svc = services(request)
     principal = await svc.keys.authenticate(request)
     return json_response(file_object(await _owned_file(svc, principal, file_id)))
 
 
-@get(_paths("/files/{file_id:str}/content"))
+@get(_paths("/files/{file_id:str}/content"), opt=docs(media_type="application/jsonl"))
 async def file_content(request: Request, file_id: str) -> Response[bytes] | Stream:
     """The file's bytes, streamed from the blob store."""
     svc = services(request)
@@ -258,7 +260,7 @@ async def file_content(request: Request, file_id: str) -> Response[bytes] | Stre
     return await serve_file(request, svc.files, file, download=True, presigned=True)
 
 
-@delete(_paths("/files/{file_id:str}"), status_code=200)
+@delete(_paths("/files/{file_id:str}"), status_code=200, opt=docs(answers=oa.FileDeleted))
 async def delete_file(request: Request, file_id: str) -> Response[bytes]:
     svc = services(request)
     principal = await svc.keys.authenticate(request)
@@ -355,7 +357,7 @@ async def _replayed_batch(svc: Services, principal: Principal, batch_id: str) ->
     return json_response(batch_object(row, live), headers=dict(REPLAYED))
 
 
-@post(_paths("/batches"), status_code=200, opt=docs(body=CreateBatch))
+@post(_paths("/batches"), status_code=200, opt=docs(body=CreateBatch, answers=oa.Batch))
 async def create_batch(request: Request) -> Response[bytes]:
     """A batch of the requests in an uploaded file (`purpose=batch`): answered at once as
     `validating`; a batch worker validates the file and dispatches its lines. With an
@@ -442,7 +444,7 @@ async def create_batch(request: Request) -> Response[bytes]:
     return json_response(batch_object(row, None))
 
 
-@get(_paths("/batches/{batch_id:str}"))
+@get(_paths("/batches/{batch_id:str}"), opt=docs(answers=oa.Batch))
 async def retrieve_batch(request: Request, batch_id: str) -> Response[bytes]:
     svc = services(request)
     principal = await svc.keys.authenticate(request)
@@ -450,7 +452,10 @@ async def retrieve_batch(request: Request, batch_id: str) -> Response[bytes]:
     return json_response(await batch_view(svc, row))
 
 
-@get(_paths("/batches"), opt=docs(query={"limit": "1 to 100 (20)", "after": "a batch id"}))
+@get(
+    _paths("/batches"),
+    opt=docs(answers=oa.BatchList, query={"limit": "1 to 100 (20)", "after": "a batch id"}),
+)
 async def list_batches_route(request: Request) -> Response[bytes]:
     """The key's batches, newest first, with OpenAI's `after` / `limit` cursor."""
     svc = services(request)
@@ -477,7 +482,7 @@ async def list_batches_route(request: Request) -> Response[bytes]:
     )
 
 
-@post(_paths("/batches/{batch_id:str}/cancel"), status_code=200)
+@post(_paths("/batches/{batch_id:str}/cancel"), status_code=200, opt=docs(answers=oa.Batch))
 async def cancel_batch(request: Request, batch_id: str) -> Response[bytes]:
     """Stop dispatching, cancel the lines still queued; the batch is `cancelling` until the
     lines already running finish, then `cancelled` with what finished in its files."""

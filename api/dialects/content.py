@@ -17,6 +17,7 @@ from api.errors import NATIVE, handlers_for
 from api.media_results import content_body
 from api.openapi import docs
 from api.responses import json_response
+from api.schemas import native
 from api.state import Services, services
 from api.submit import submit
 from api.validation import bounded_int, convert, decode_object, query_int
@@ -57,7 +58,7 @@ async def _run(request: Request, svc: Services, kind: str, payload: dict[str, An
     return json_response(content_body(outcome), headers={"x-job-id": outcome.id, **headers})
 
 
-@post("/api/v1/lyrics/search", status_code=200, opt=docs(body=LyricsBody, work=True))
+@post("/api/v1/lyrics/search", status_code=200, opt=docs(body=LyricsBody, answers=native.Content, work=True))
 async def lyrics_search(request: Request) -> Response[bytes]:
     """A song's lyrics from words of its title and artist."""
     svc = services(request)
@@ -102,7 +103,10 @@ async def _movies(
     return await _run(request, svc, MOVIES, dict(payload))
 
 
-@get("/api/v1/filmes", opt=docs(query={"page": "from 1", "language": "e.g. pt-BR"}))
+@get(
+    "/api/v1/filmes",
+    opt=docs(answers=native.Content, work=True, query={"page": "from 1", "language": "e.g. pt-BR"}),
+)
 async def list_movies(request: Request) -> Response[bytes]:
     """Popular movies (`page`, `language`), from the cache when they were asked for lately."""
     await services(request).keys.authenticate(request)
@@ -111,7 +115,11 @@ async def list_movies(request: Request) -> Response[bytes]:
 
 @get(
     "/api/v1/filmes/buscar",
-    opt=docs(query={"nome": "the movie's name (required)", "page": "from 1", "language": "e.g. pt-BR"}),
+    opt=docs(
+        answers=native.Content,
+        work=True,
+        query={"nome": "the movie's name (required)", "page": "from 1", "language": "e.g. pt-BR"},
+    ),
 )
 async def search_movies(request: Request) -> Response[bytes]:
     """Movies whose title matches `nome`."""
@@ -124,7 +132,7 @@ async def search_movies(request: Request) -> Response[bytes]:
     return await _movies(request, "search", query=name)
 
 
-@get("/api/v1/filmes/{movie_id:str}")
+@get("/api/v1/filmes/{movie_id:str}", opt=docs(answers=native.Content, work=True))
 async def movie_details(request: Request, movie_id: str) -> Response[bytes]:
     """One movie's details (genres, runtime, tagline, ...)."""
     await services(request).keys.authenticate(request)

@@ -29,6 +29,7 @@ from api.personas import (
     title_of,
 )
 from api.responses import json_response
+from api.schemas import custom as cs
 from api.state import Services, services
 from api.validation import INT_MAX, bounded_int, convert, decode_object, query_int
 from jobs.records import dt_ms, iso_s
@@ -118,7 +119,7 @@ async def _default_base(svc: Services, principal: Principal) -> str:
     raise InvalidRequest.field("base_model", "is required: this gateway serves no chat model to default to")
 
 
-@post("/api/v1/custom", status_code=201, opt=docs(body=CustomCreate))
+@post("/api/v1/custom", status_code=201, opt=docs(body=CustomCreate, answers=cs.PersonaAnswer))
 async def create(request: Request) -> Response[bytes]:
     """Make a persona; its system prompt comes from the template unless one is given."""
     svc = services(request)
@@ -159,7 +160,7 @@ async def create(request: Request) -> Response[bytes]:
     )
 
 
-@get("/api/v1/custom", opt=docs(query={"page": "from 1", "limit": "per page"}))
+@get("/api/v1/custom", opt=docs(answers=cs.PersonasAnswer, query={"page": "from 1", "limit": "per page"}))
 async def list_models(request: Request) -> Response[bytes]:
     """The key's personas, oldest first, `page`/`limit` paginated, each with its use count."""
     svc = services(request)
@@ -176,7 +177,10 @@ async def list_models(request: Request) -> Response[bytes]:
     return json_response({"success": True, "data": data})
 
 
-@get("/api/v1/custom/suggestions", opt=docs(query={"category": "a category of suggestions"}))
+@get(
+    "/api/v1/custom/suggestions",
+    opt=docs(answers=cs.SuggestionsAnswer, query={"category": "a category of suggestions"}),
+)
 async def get_suggestions(request: Request) -> Response[bytes]:
     """Example personalities to start from; `category` narrows them."""
     svc = services(request)
@@ -191,7 +195,9 @@ async def get_suggestions(request: Request) -> Response[bytes]:
     )
 
 
-@post("/api/v1/custom/preview-prompt", status_code=200, opt=docs(body=PromptPreview))
+@post(
+    "/api/v1/custom/preview-prompt", status_code=200, opt=docs(body=PromptPreview, answers=cs.PreviewAnswer)
+)
 async def preview_prompt(request: Request) -> Response[bytes]:
     """The system prompt a persona with these fields would get; nothing is stored."""
     svc = services(request)
@@ -209,7 +215,7 @@ async def preview_prompt(request: Request) -> Response[bytes]:
     return json_response({"success": True, "data": data})
 
 
-@get("/api/v1/custom/stats", opt=docs(query={"days": "1 to 365 (30)"}))
+@get("/api/v1/custom/stats", opt=docs(answers=cs.StatsAnswer, query={"days": "1 to 365 (30)"}))
 async def stats(request: Request) -> Response[bytes]:
     """Use of each of the key's personas over the last `days` days (default 30), from the usage
     recorded for the jobs called through `@org/name`, most used first."""
@@ -252,7 +258,7 @@ async def stats(request: Request) -> Response[bytes]:
     return json_response({"success": True, "data": data})
 
 
-@get("/api/v1/custom/{model_id:str}")
+@get("/api/v1/custom/{model_id:str}", opt=docs(answers=cs.PersonaAnswer))
 async def get_model(request: Request, model_id: str) -> Response[bytes]:
     svc = services(request)
     principal = await svc.keys.authenticate(request)
@@ -265,7 +271,7 @@ async def get_model(request: Request, model_id: str) -> Response[bytes]:
     return json_response({"success": True, "data": _view(svc, record, usage.get(record.id))})
 
 
-@put("/api/v1/custom/{model_id:str}", status_code=200, opt=docs(body=CustomUpdate))
+@put("/api/v1/custom/{model_id:str}", status_code=200, opt=docs(body=CustomUpdate, answers=cs.PersonaAnswer))
 async def update_model(request: Request, model_id: str) -> Response[bytes]:
     """Change what is sent. The system prompt is made again from the (new) fields only with
     `regenerate_prompt: true`; otherwise the stored one, generated or the caller's, is kept
@@ -319,7 +325,7 @@ async def update_model(request: Request, model_id: str) -> Response[bytes]:
     )
 
 
-@delete("/api/v1/custom/{model_id:str}", status_code=200)
+@delete("/api/v1/custom/{model_id:str}", status_code=200, opt=docs(answers=cs.DeletedAnswer))
 async def delete_model(request: Request, model_id: str) -> Response[bytes]:
     """Remove a persona: its `@org/name` is an unknown model from then on."""
     svc = services(request)

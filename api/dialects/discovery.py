@@ -29,6 +29,7 @@ from api.model_views import (
 )
 from api.openapi import docs
 from api.responses import json_response
+from api.schemas import discovery as dv
 from api.state import Services, services
 from api.submit import wait_bound, wants_batch
 from api.validation import decode_object
@@ -126,7 +127,7 @@ def _sorted(entries: list[ModelEntry]) -> list[ModelEntry]:
 
 
 # --- models --------------------------------------------------------------------------------------
-@get("/api/models")
+@get("/api/models", opt=docs(answers=dv.ModelList))
 async def list_models(request: Request) -> Response[bytes]:
     """All models, filtered (provider, capability, context, cost...) and paginated."""
     svc = services(request)
@@ -150,7 +151,7 @@ async def list_models(request: Request) -> Response[bytes]:
     return json_response(body)
 
 
-@get("/api/models/search")
+@get("/api/models/search", opt=docs(answers=dv.SearchResults))
 async def search_models(request: Request) -> Response[bytes]:
     """Models whose id, name or description match `q`, best matches first, with the filters."""
     svc = services(request)
@@ -177,7 +178,11 @@ async def search_models(request: Request) -> Response[bytes]:
     return json_response(body)
 
 
-@post("/api/models/refresh", status_code=200, opt=docs(work=True))
+@post(
+    "/api/models/refresh",
+    status_code=200,
+    opt=docs(answers=dv.Refreshed, work=True, accepted=dv.RefreshQueued),
+)
 async def refresh_models(request: Request) -> Response[bytes]:
     """Have a worker list every provider's models now (or those named) and wait for it;
     202 when no worker finished within the wait (the refresh still happens)."""
@@ -217,7 +222,7 @@ async def refresh_models(request: Request) -> Response[bytes]:
     return json_response({k: outcome.get(k) for k in keep})
 
 
-@get("/api/models/{model_id:path}")
+@get("/api/models/{model_id:path}", opt=docs(answers=dv.OneModel))
 async def get_model(request: Request, model_id: str) -> Response[bytes]:
     """One model (ids contain slashes) with the status of the provider that serves it first."""
     svc = services(request)
@@ -242,7 +247,7 @@ async def get_model(request: Request, model_id: str) -> Response[bytes]:
 
 
 # --- providers -----------------------------------------------------------------------------------
-@get("/api/providers/status")
+@get("/api/providers/status", opt=docs(answers=dv.ProvidersStatus))
 async def providers_status(request: Request) -> Response[bytes]:
     """Each provider's last check (and cooldown), and a summary."""
     svc = services(request)
@@ -262,7 +267,7 @@ async def providers_status(request: Request) -> Response[bytes]:
     return json_response(body)
 
 
-@get("/api/providers/{name:str}/models")
+@get("/api/providers/{name:str}/models", opt=docs(answers=dv.ProviderModels))
 async def provider_models(request: Request, name: str) -> Response[bytes]:
     """The models one provider serves; `refresh=true` lists them from the provider first."""
     svc = services(request)
@@ -298,7 +303,7 @@ def _rate(hits: int, misses: int) -> float:
     return round(100.0 * hits / (hits + misses), 1) if hits + misses else 0.0
 
 
-@get("/api/cache/stats")
+@get("/api/cache/stats", opt=docs(answers=dv.CacheStats))
 async def cache_stats(request: Request) -> Response[bytes]:
     """Reads served from the stored catalog (hits) or needing discovery (misses), and its size."""
     svc = services(request)
@@ -336,7 +341,7 @@ async def cache_stats(request: Request) -> Response[bytes]:
     return json_response(body)
 
 
-@delete("/api/cache", status_code=200)
+@delete("/api/cache", status_code=200, opt=docs(answers=dv.CacheCleared))
 async def clear_cache(request: Request) -> Response[bytes]:
     """Drop the stored listings (of one provider, or all) and their statistics, and have a
     worker list them again at once. Needs the admin key."""
@@ -393,7 +398,7 @@ def _memory_mb() -> float:
         return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-@get("/health", opt=docs(public=True))
+@get("/health", opt=docs(answers=dv.Health, public=True))
 async def health(request: Request) -> Response[bytes]:
     """healthy, degraded (200: a warning, such as a Redis without persistence, a provider down
     or dead letters set aside) or unhealthy (503: Redis or the database out of reach, or no

@@ -9,6 +9,7 @@ from litestar.response import Stream
 
 from api.errors import NATIVE, handlers_for
 from api.files import file_head, serve_file
+from api.openapi import docs
 from api.state import services
 from storage.models import StoredFile
 
@@ -23,7 +24,10 @@ def _download(request: Request) -> bool:
     return request.query_params.get("download", "").lower() in ("1", "true", "yes")
 
 
-@get("/api/v1/files/{file_id:str}")
+@get(
+    "/api/v1/files/{file_id:str}",
+    opt=docs(media_type="*/*", query={"download": "1: `Content-Disposition: attachment`"}),
+)
 async def get_file(request: Request, file_id: str) -> Response[bytes] | Stream:
     """The file's bytes. `Range: bytes=a-b` gives a 206 with that part; `If-None-Match` with
     the ETag a 304; `?download=1` asks for `Content-Disposition: attachment`."""

@@ -24,6 +24,8 @@ from api.files import serve_file
 from api.image_results import image_body
 from api.openapi import docs
 from api.responses import json_response
+from api.schemas import apidocs, native
+from api.schemas import openai as oa
 from api.state import Services, services
 from api.submit import submit
 from api.upstream import upstream_override
@@ -196,7 +198,7 @@ async def _body(request: Request, *, anonymous: bool = False) -> dict[str, Any]:
 
 
 # --- native (000) ------------------------------------------------------------------------------------
-@post("/api/v1/generate", status_code=200, opt=docs(body=GenerateRequest, work=True))
+@post("/api/v1/generate", status_code=200, opt=docs(body=GenerateRequest, answers=native.Generate, work=True))
 async def generate(request: Request) -> Response[bytes]:
     """Image generation (000): `{"success": true, "data": {"created", "data": [...]}, "usage"...}`."""
     req = convert(await _body(request), GenerateRequest)
@@ -214,7 +216,7 @@ async def generate(request: Request) -> Response[bytes]:
     return await _image_json(request, NATIVE, payload)
 
 
-@get("/api/v1/generate/models")
+@get("/api/v1/generate/models", opt=docs(answers=native.ImageModelsAnswer))
 async def image_models(request: Request) -> Response[bytes]:
     """The image models this gateway routes, with what the providers file says of them."""
     svc = services(request)
@@ -241,7 +243,7 @@ async def image_models(request: Request) -> Response[bytes]:
 
 
 # --- cloudgpt (001) ----------------------------------------------------------------------------------
-@post("/api/image", status_code=200, opt=docs(body=CloudImageRequest, work=True))
+@post("/api/image", status_code=200, opt=docs(body=CloudImageRequest, media_type="image/*", work=True))
 async def cloud_image(request: Request) -> Response[bytes] | Stream:
     """Image generation (001): the image's bytes with its Content-Type."""
     req = convert(await _body(request, anonymous=True), CloudImageRequest)
@@ -268,7 +270,7 @@ async def _stored(request: Request, file_id: str, headers: dict[str, str]) -> Re
 
 
 # --- cloudgpt video (001) ----------------------------------------------------------------------------
-@post("/api/video", status_code=200, opt=docs(body=CloudVideoRequest, work=True))
+@post("/api/video", status_code=200, opt=docs(body=CloudVideoRequest, media_type="video/mp4", work=True))
 async def cloud_video(request: Request) -> Response[bytes] | Stream:
     """Video generation (001): the MP4's bytes. The duration is bounded by the model's maximum
     (`max_duration_s` in the providers file, else SWITCHYARD_VIDEO_MAX_DURATION_S)."""
@@ -316,7 +318,11 @@ async def _openai_shaped(request: Request, dialect: str) -> Response[bytes]:
     return await _image_json(request, dialect, payload)
 
 
-@post("/api/image/generate/", status_code=200, opt=docs(body=OpenAIImageRequest, work=True))
+@post(
+    "/api/image/generate/",
+    status_code=200,
+    opt=docs(body=OpenAIImageRequest, answers=apidocs.GeneratedImage, work=True),
+)
 async def apidocs_image(request: Request) -> Response[bytes]:
     """Image generation (004): `{"url", "revised_prompt"}` (and `data` with every image when n > 1)."""
     return await _openai_shaped(request, APIDOCS)
@@ -325,7 +331,7 @@ async def apidocs_image(request: Request) -> Response[bytes]:
 @post(
     ["/v1/images/generations", "/openai/v1/images/generations"],
     status_code=200,
-    opt=docs(body=OpenAIImageRequest, work=True),
+    opt=docs(body=OpenAIImageRequest, answers=oa.ImagesResponse, work=True),
 )
 async def openai_images(request: Request) -> Response[bytes]:
     """OpenAI's images.generate: `{"created", "data": [{"url" | "b64_json", "revised_prompt"}]}`."""

@@ -8,6 +8,7 @@ from api.errors import NATIVE, handlers_for
 from api.metadata import metadata_filter
 from api.openapi import docs
 from api.responses import json_response
+from api.schemas import native
 from api.state import services
 from api.submit import job_view
 from api.validation import query_int
@@ -22,7 +23,7 @@ def _limit(request: Request) -> int:
     return query_int(request, "limit", 20, 1, MAX_PAGE)
 
 
-@get("/api/v1/jobs/{job_id:str}")
+@get("/api/v1/jobs/{job_id:str}", opt=docs(answers=native.JobAnswer))
 async def get_job(request: Request, job_id: str) -> Response[bytes]:
     """One job of the caller's: status, timings, attempts, and the result once it has one."""
     svc = services(request)
@@ -34,11 +35,12 @@ async def get_job(request: Request, job_id: str) -> Response[bytes]:
 @get(
     "/api/v1/jobs",
     opt=docs(
+        answers=native.JobList,
         query={
             "status": "queued, running, succeeded, failed or canceled",
             "limit": "1 to 100 (20)",
             "cursor": "`next_cursor` of the page before",
-        }
+        },
     ),
 )
 async def list_jobs(request: Request) -> Response[bytes]:
@@ -71,7 +73,7 @@ async def list_jobs(request: Request) -> Response[bytes]:
     return json_response(body)
 
 
-@delete("/api/v1/jobs/{job_id:str}", status_code=200)
+@delete("/api/v1/jobs/{job_id:str}", status_code=200, opt=docs(answers=native.JobAnswer))
 async def cancel_job(request: Request, job_id: str) -> Response[bytes]:
     """Cancel a queued or running job; a finished job is returned as it is.
 

@@ -16,6 +16,7 @@ from api.auth import Principal, presented_key
 from api.errors import CLOUDGPT, handlers_for
 from api.openapi import docs
 from api.responses import json_response
+from api.schemas import cloudgpt as cg
 from api.state import Services, services
 from api.validation import convert, decode_object
 from api.webhooks import check_webhook_url
@@ -158,7 +159,7 @@ async def key_views(svc: Services, records: list[KeyRecord]) -> list[dict[str, o
     ]
 
 
-@post("/api/keys", status_code=201, opt=docs(body=KeyCreate))
+@post("/api/keys", status_code=201, opt=docs(body=KeyCreate, answers=cg.NewKey))
 async def create(request: Request) -> Response[bytes]:
     """Make a key: the admin with any settings (a signed-in admin's key is theirs), a user for
     themselves (name and expiry only).
@@ -209,7 +210,7 @@ async def create(request: Request) -> Response[bytes]:
     return json_response({**view, "key": secret, "webhook_secret": signing}, 201)
 
 
-@get("/api/keys")
+@get("/api/keys", opt=docs(answers=cg.KeyList))
 async def list_(request: Request) -> Response[bytes]:
     """Every key for the admin, a user's own keys for that user; a key of no user sees only
     itself. Never the secret."""
@@ -224,7 +225,7 @@ async def list_(request: Request) -> Response[bytes]:
     return json_response({"data": await key_views(svc, records)})
 
 
-@delete("/api/keys/{key_id:str}", status_code=200)
+@delete("/api/keys/{key_id:str}", status_code=200, opt=docs(answers=cg.KeyDeleted))
 async def revoke(request: Request, key_id: str) -> Response[bytes]:
     svc = services(request)
     caller = await key_caller(request, svc)
@@ -271,7 +272,7 @@ async def change_credits(svc: Services, key_id: str, amount: int) -> int:
     return int(balance)
 
 
-@post("/api/keys/{key_id:str}/credits", status_code=200, opt=docs(body=CreditTopUp))
+@post("/api/keys/{key_id:str}/credits", status_code=200, opt=docs(body=CreditTopUp, answers=cg.CreditsAdded))
 async def top_up(request: Request, key_id: str) -> Response[bytes]:
     """Grant credits to a key, or revoke them with a negative `amount` (the admin key or a
     signed-in admin); a key without credits becomes credit-metered; no balance goes below 0."""
@@ -282,7 +283,7 @@ async def top_up(request: Request, key_id: str) -> Response[bytes]:
     return json_response({"id": key_id, "added": body.amount, "credits": balance})
 
 
-@post("/api/keys/{key_id:str}/webhook-secret", status_code=200)
+@post("/api/keys/{key_id:str}/webhook-secret", status_code=200, opt=docs(answers=cg.WebhookSecret))
 async def rotate_secret(request: Request, key_id: str) -> Response[bytes]:
     """A new webhook signing secret for the key (admin only), shown in this response only;
     deliveries are signed with it from at most a minute later."""
@@ -294,7 +295,7 @@ async def rotate_secret(request: Request, key_id: str) -> Response[bytes]:
     return json_response({"id": key_id, "webhook_secret": signing})
 
 
-@post("/api/keys/{key_id:str}/webhook", status_code=200)
+@post("/api/keys/{key_id:str}/webhook", status_code=200, opt=docs(body=KeyWebhook, answers=cg.Key))
 async def set_webhook(request: Request, key_id: str) -> Response[bytes]:
     """Set (or with `{"url": null}` clear) the key's default webhook URL (admin only)."""
     svc = services(request)

@@ -19,6 +19,7 @@ from api.files import file_fields, serve_file, wants_raw
 from api.media_results import content_body
 from api.openapi import docs
 from api.responses import json_response
+from api.schemas import native
 from api.state import Services, services
 from api.submit import submit
 from api.validation import convert, decode_object
@@ -57,6 +58,10 @@ class DownloadBody(msgspec.Struct, forbid_unknown_fields=False):
 
 class UrlBody(msgspec.Struct, forbid_unknown_fields=False):
     url: str
+
+
+# `direct: true` (or an `Accept` naming the type): the file itself instead of JSON about it.
+DOWNLOADED = ("audio/mpeg", "video/mp4")
 
 
 class SearchBody(msgspec.Struct, forbid_unknown_fields=False):
@@ -140,19 +145,27 @@ async def _download(request: Request, fmt: str) -> Response[bytes] | Stream:
     return await _run(request, svc, MEDIA_DOWNLOAD, dict(payload), "video", direct=body.direct)
 
 
-@post("/api/v1/youtube/mp3", status_code=200, opt=docs(body=DownloadBody, work=True))
+@post(
+    "/api/v1/youtube/mp3",
+    status_code=200,
+    opt=docs(body=DownloadBody, answers=native.Content, binary=DOWNLOADED, work=True),
+)
 async def youtube_mp3(request: Request) -> Response[bytes] | Stream:
     """A video's audio as MP3 (`quality`: mp3 (192 kbit/s), 128k, 192k, 256k, 320k)."""
     return await _download(request, MP3)
 
 
-@post("/api/v1/youtube/mp4", status_code=200, opt=docs(body=DownloadBody, work=True))
+@post(
+    "/api/v1/youtube/mp4",
+    status_code=200,
+    opt=docs(body=DownloadBody, answers=native.Content, binary=DOWNLOADED, work=True),
+)
 async def youtube_mp4(request: Request) -> Response[bytes] | Stream:
     """A video as MP4, at most `quality` (360p, 720p, 1080p) tall."""
     return await _download(request, MP4)
 
 
-@post("/api/v1/youtube/search", status_code=200, opt=docs(body=SearchBody, work=True))
+@post("/api/v1/youtube/search", status_code=200, opt=docs(body=SearchBody, answers=native.Content, work=True))
 async def youtube_search(request: Request) -> Response[bytes] | Stream:
     svc = services(request)
     await svc.keys.authenticate(request)
@@ -191,19 +204,23 @@ async def _post_info(request: Request, service: str) -> Response[bytes] | Stream
     return await _run(request, svc, MEDIA_INFO, dict(payload), "video")
 
 
-@post("/api/v1/tiktok/download", status_code=200, opt=docs(body=UrlBody, work=True))
+@post("/api/v1/tiktok/download", status_code=200, opt=docs(body=UrlBody, answers=native.Content, work=True))
 async def tiktok_download(request: Request) -> Response[bytes] | Stream:
     """A TikTok video's details and media links (no watermark where the site offers one)."""
     return await _post_info(request, TIKTOK)
 
 
-@post("/api/v1/instagram/download", status_code=200, opt=docs(body=UrlBody, work=True))
+@post(
+    "/api/v1/instagram/download", status_code=200, opt=docs(body=UrlBody, answers=native.Content, work=True)
+)
 async def instagram_download(request: Request) -> Response[bytes] | Stream:
     """A post's, reel's or story's media; a carousel gives several."""
     return await _post_info(request, INSTAGRAM)
 
 
-@post("/api/v1/pinterest/download", status_code=200, opt=docs(body=UrlBody, work=True))
+@post(
+    "/api/v1/pinterest/download", status_code=200, opt=docs(body=UrlBody, answers=native.Content, work=True)
+)
 async def pinterest_download(request: Request) -> Response[bytes] | Stream:
     """A pin's image or video links, largest first."""
     return await _post_info(request, PINTEREST)
@@ -231,12 +248,20 @@ async def _no_search(request: Request, service: str) -> Response[bytes]:
     return json_response({"success": True, "data": data, "cached": False, "timestamp": iso_s(now_ms())})
 
 
-@post("/api/v1/tiktok/search", status_code=200, opt=docs(body=SearchBody, work=True))
+@post(
+    "/api/v1/tiktok/search",
+    status_code=200,
+    opt=docs(body=SearchBody, answers=native.NoSearchAnswer, work=True),
+)
 async def tiktok_search(request: Request) -> Response[bytes]:
     return await _no_search(request, TIKTOK)
 
 
-@post("/api/v1/pinterest/search", status_code=200, opt=docs(body=SearchBody, work=True))
+@post(
+    "/api/v1/pinterest/search",
+    status_code=200,
+    opt=docs(body=SearchBody, answers=native.NoSearchAnswer, work=True),
+)
 async def pinterest_search(request: Request) -> Response[bytes]:
     return await _no_search(request, PINTEREST)
 
@@ -249,7 +274,7 @@ def result_cache(svc: Services, service: str) -> ResultCache:
     return ResultCache(svc.redis, service, svc.settings.media_cache_ttl_s)
 
 
-@get([f"/api/v1/{s}/cache/stats" for s in CACHED_SERVICES])
+@get([f"/api/v1/{s}/cache/stats" for s in CACHED_SERVICES], opt=docs(answers=native.ResultCacheStatsAnswer))
 async def cache_stats(request: Request) -> Response[bytes]:
     """Hits, misses, hit rate, entries and bytes of this service's result cache."""
     svc = services(request)
@@ -258,7 +283,11 @@ async def cache_stats(request: Request) -> Response[bytes]:
     return json_response({"success": True, "data": stats})
 
 
-@delete([f"/api/v1/{s}/cache" for s in CACHED_SERVICES], status_code=200)
+@delete(
+    [f"/api/v1/{s}/cache" for s in CACHED_SERVICES],
+    status_code=200,
+    opt=docs(answers=native.ResultCacheClearedAnswer),
+)
 async def cache_clear(request: Request) -> Response[bytes]:
     """Empty this service's result cache (the files already handed out stay). The cache is
     shared by every key: only the admin key may empty it."""

@@ -18,7 +18,10 @@ from api.model_views import (
     native_model,
     run_refresh,
 )
+from api.openapi import any_of, docs
 from api.responses import json_response
+from api.schemas import cloudgpt as cg
+from api.schemas import native
 from api.state import services
 from api.submit import wait_bound
 from jobs.catalog import ModelEntry
@@ -31,7 +34,13 @@ def _native_list(entries: list[ModelEntry]) -> list[dict[str, Any]]:
     return [native_model(e) for e in entries]
 
 
-@get("/api/v1/models")
+@get(
+    "/api/v1/models",
+    opt=docs(
+        answers=native.ModelsAnswer,
+        query={"sync": "true: refresh the catalog first", "include_stats": "true: each model's use"},
+    ),
+)
 async def list_models(request: Request) -> Response[bytes]:
     """Every model the key may use, grouped by type; `sync=true` refreshes the catalog first,
     `include_stats=true` adds the key's usage of each model over the last 30 days."""
@@ -75,7 +84,10 @@ def _sync_view(outcome: dict[str, Any] | None) -> dict[str, Any]:
     return {k: outcome.get(k) for k in keep}
 
 
-@get("/api/v1/models/{selector:path}")
+@get(
+    "/api/v1/models/{selector:path}",
+    opt=docs(answers=any_of(native.ModelInfoAnswer, native.ModelGroupAnswer)),
+)
 async def models_by(request: Request, selector: str) -> Response[bytes]:
     """`/{type}`, `/thinking`, `/{company}`, or `/{id}/info` (model ids contain slashes)."""
     svc = services(request)
@@ -136,7 +148,7 @@ native_router = Router(
 
 
 def _cloudgpt_route(kind: str) -> Any:
-    @get(f"/api/models/{kind}", name=f"cloudgpt-models-{kind}")
+    @get(f"/api/models/{kind}", name=f"cloudgpt-models-{kind}", opt=docs(answers=cg.ModelList))
     async def handler(request: Request) -> Response[bytes]:
         """One modality's models (api-reference 001, List Models); open to the anonymous tier."""
         svc = services(request)

@@ -11,6 +11,7 @@ from api.dialects.embeddings import EmbeddingRequest, embedding_route
 from api.errors import OPENAI, handlers_for
 from api.openapi import docs
 from api.responses import json_response
+from api.schemas import openai as oa
 from api.state import services
 from api.validation import ChatRequest
 from switchyard.errors import ModelNotFound
@@ -19,7 +20,7 @@ from switchyard.errors import ModelNotFound
 @post(
     ["/v1/chat/completions", "/openai/v1/chat/completions"],
     status_code=200,
-    opt=docs(body=ChatRequest, work=True),
+    opt=docs(body=ChatRequest, answers=oa.ChatCompletion, work=True, streams=True),
 )
 async def chat_completions(request: Request) -> Response[bytes]:
     """OpenAI chat completions, answered in OpenAI's exact shape."""
@@ -30,7 +31,7 @@ def _model(model_id: str, owner: str) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
 
 
-@get(["/v1/models", "/openai/v1/models"])
+@get(["/v1/models", "/openai/v1/models"], opt=docs(answers=oa.ModelList))
 async def list_models(request: Request) -> Response[bytes]:
     """The models this gateway routes (OpenAI's list shape), each owned by its first provider;
     a key restricted to some models sees only those."""
@@ -45,7 +46,7 @@ async def list_models(request: Request) -> Response[bytes]:
     return json_response({"object": "list", "data": data})
 
 
-@get(["/v1/models/{model_id:path}", "/openai/v1/models/{model_id:path}"])
+@get(["/v1/models/{model_id:path}", "/openai/v1/models/{model_id:path}"], opt=docs(answers=oa.Model))
 async def retrieve_model(request: Request, model_id: str) -> Response[bytes]:
     """One model (ids may contain slashes), 404 in OpenAI's shape when it is not routed."""
     svc = services(request)
@@ -58,7 +59,9 @@ async def retrieve_model(request: Request, model_id: str) -> Response[bytes]:
 
 
 @post(
-    ["/v1/embeddings", "/openai/v1/embeddings"], status_code=200, opt=docs(body=EmbeddingRequest, work=True)
+    ["/v1/embeddings", "/openai/v1/embeddings"],
+    status_code=200,
+    opt=docs(body=EmbeddingRequest, answers=oa.EmbeddingList, work=True),
 )
 async def embeddings(request: Request) -> Response[bytes]:
     """OpenAI embeddings: `input` a string, strings, a token array or token arrays; `model`

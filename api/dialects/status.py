@@ -11,7 +11,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.auth import Principal
 from api.errors import NATIVE, handlers_for
+from api.openapi import docs
 from api.responses import json_response
+from api.schemas import native
 from api.state import Services, services
 from jobs.accounting import CREDITS_KEY, day_reset_ms, hour_reset_ms
 from jobs.client import redis_call
@@ -118,7 +120,10 @@ async def _credits(svc: Services, principal: Principal) -> dict[str, Any]:
     return {"metered": True, "balance": (await credit_balances(svc.db, [record.id])).get(record.id, 0)}
 
 
-@get("/api/v1/status")
+@get(
+    "/api/v1/status",
+    opt=docs(answers=native.StatusAnswer, query={"include_chart": "true: a daily series of 30 days"}),
+)
 async def status(request: Request) -> Response[bytes]:
     """The calling key, its limits, its usage today, over 7 and over 30 days.
 
@@ -178,7 +183,7 @@ async def status(request: Request) -> Response[bytes]:
     return json_response({"success": True, "data": data})
 
 
-@get("/api/v1/status/health")
+@get("/api/v1/status/health", opt=docs(answers=native.ChecksAnswer))
 async def health(request: Request) -> Response[bytes]:
     """Redis and the database, each checked with a round trip; 503 when either is down."""
     svc = services(request)
@@ -201,7 +206,7 @@ async def health(request: Request) -> Response[bytes]:
     return json_response(body, 200 if healthy else 503)
 
 
-@get("/api/v1/status/models")
+@get("/api/v1/status/models", opt=docs(answers=native.ModelsUsageAnswer, query={"days": "1 to 365 (30)"}))
 async def models(request: Request) -> Response[bytes]:
     """Usage per model over the last `days` days."""
     svc = services(request)
@@ -214,7 +219,7 @@ async def models(request: Request) -> Response[bytes]:
     )
 
 
-@get("/api/v1/status/overview")
+@get("/api/v1/status/overview", opt=docs(answers=native.OverviewAnswer))
 async def overview(request: Request) -> Response[bytes]:
     """Totals at a glance: today, 7 and 30 days, and the most used models."""
     svc = services(request)
@@ -239,7 +244,9 @@ async def overview(request: Request) -> Response[bytes]:
     return json_response({"success": True, "data": data})
 
 
-@get("/api/v1/status/{model:path}")
+@get(
+    "/api/v1/status/{model:path}", opt=docs(answers=native.ModelUsageAnswer, query={"days": "1 to 365 (30)"})
+)
 async def model_status(request: Request, model: str) -> Response[bytes]:
     """One model's usage over the last `days` days, with a daily series."""
     svc = services(request)

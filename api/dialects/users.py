@@ -16,7 +16,9 @@ from sqlmodel import col, select
 from api.auth import Principal, presented_key
 from api.dialects.keys import credits_left, key_views
 from api.errors import CLOUDGPT, handlers_for
+from api.openapi import docs
 from api.responses import json_response
+from api.schemas import cloudgpt as cg
 from api.sessions import Session, client_ip, forget_attempts, limit_attempts
 from api.state import Services, services
 from api.validation import decode_object
@@ -164,7 +166,7 @@ async def sign_in(request: Request, svc: Services, raw: dict[str, Any]) -> Sessi
     return await svc.sessions.create(user)
 
 
-@post("/api/auth/signup", status_code=201)
+@post("/api/auth/signup", status_code=201, opt=docs(body=cg.SignUp, answers=cg.SignedIn, public=True))
 async def signup(request: Request) -> Response[bytes]:
     """Make an account (when SWITCHYARD_SIGNUP allows) and sign it in."""
     svc = services(request)
@@ -175,7 +177,7 @@ async def signup(request: Request) -> Response[bytes]:
     return _signed_in(svc, await sign_up(request, svc, raw), 201, next_path)
 
 
-@post("/api/auth/signin", status_code=200)
+@post("/api/auth/signin", status_code=200, opt=docs(body=cg.SignIn, answers=cg.SignedIn, public=True))
 async def signin(request: Request) -> Response[bytes]:
     """Check the email and password and start a session (a new one, always)."""
     svc = services(request)
@@ -184,7 +186,7 @@ async def signin(request: Request) -> Response[bytes]:
     return _signed_in(svc, await sign_in(request, svc, raw), 200, next_path)
 
 
-@post("/api/auth/signout", status_code=200)
+@post("/api/auth/signout", status_code=200, opt=docs(answers=cg.SignedOut))
 async def signout(request: Request) -> Response[bytes]:
     """End the session (its CSRF token required, as on every state-changing cookie request)."""
     svc = services(request)
@@ -241,7 +243,7 @@ async def user_summary(
     }
 
 
-@get("/api/auth/me")
+@get("/api/auth/me", opt=docs(answers=cg.Me))
 async def me(request: Request) -> Response[bytes]:
     """The signed-in user, the session's CSRF token, and what their keys add up to
     (`user_summary`)."""
@@ -263,7 +265,7 @@ async def require_admin(request: Request, svc: Services, what: str) -> None:
     await svc.keys.require_admin(request, what)
 
 
-@post("/api/admin/users", status_code=201)
+@post("/api/admin/users", status_code=201, opt=docs(body=cg.UserCreate, answers=cg.User))
 async def admin_create_user(request: Request) -> Response[bytes]:
     """Make a user (any role), whatever SWITCHYARD_SIGNUP says."""
     svc = services(request)
@@ -278,14 +280,14 @@ async def admin_create_user(request: Request) -> Response[bytes]:
     return json_response(user_view(user), 201)
 
 
-@get("/api/admin/users")
+@get("/api/admin/users", opt=docs(answers=cg.UserList))
 async def admin_list_users(request: Request) -> Response[bytes]:
     svc = services(request)
     await require_admin(request, svc, "list users")
     return json_response({"data": [user_view(u) for u in await list_users(svc.db)]})
 
 
-@post("/api/admin/users/{user_id:str}/disable", status_code=200)
+@post("/api/admin/users/{user_id:str}/disable", status_code=200, opt=docs(answers=cg.User))
 async def admin_disable_user(request: Request, user_id: str) -> Response[bytes]:
     """Disable a user: their sessions and keys stop working (keys within the key cache's seconds)."""
     svc = services(request)
@@ -297,7 +299,7 @@ async def admin_disable_user(request: Request, user_id: str) -> Response[bytes]:
     return json_response(user_view(user))
 
 
-@post("/api/admin/invites", status_code=201)
+@post("/api/admin/invites", status_code=201, opt=docs(answers=cg.Invite))
 async def admin_invite(request: Request) -> Response[bytes]:
     """A sign-up invitation code (SWITCHYARD_SIGNUP=invite), good for one account, shown once."""
     svc = services(request)

@@ -12,7 +12,9 @@ from typing import Any
 from litestar import Request, Response, Router, get
 
 from api.errors import NATIVE, handlers_for
+from api.openapi import docs
 from api.responses import json_response
+from api.schemas import native
 from api.state import services
 from api.validation import query_int
 from jobs import webhooks
@@ -35,7 +37,7 @@ def _cursor(value: str | None) -> tuple[str, str | None]:
     return ms, did
 
 
-@get("/api/v1/webhooks/deliveries")
+@get("/api/v1/webhooks/deliveries", opt=docs(answers=native.DeliveryList))
 async def list_deliveries(request: Request) -> Response[bytes]:
     svc = services(request)
     principal = await svc.keys.authenticate(request)
