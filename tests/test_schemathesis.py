@@ -3,7 +3,8 @@ SQLite, a worker and stand-in providers, as tests/test_fuzz.py sets up) served b
 loopback port, every operation the schema lists (so routes added later are fuzzed too) with
 valid and invalid data drawn from its declared parameters and body. No answer is a 5xx (501
 where no provider of the kind is configured is allowed), and each answer conforms to the status
-codes, content types and schemas declared for it.
+codes, content types and schemas declared for it. Calls that succeed (a served model, a prompt:
+what random data seldom hits) are checked against their declared answers as well.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Served:
         self.f, self.server, self.task = f, server, task
         self.base_url = f"http://127.0.0.1:{port}"
         self.own: dict[str, str] = {}
+        self.answered: set[str] = set()  # operations that answered 2xx, their shape checked
 
 
 async def _serve(f: Fuzzed) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
@@ -101,6 +103,8 @@ def test_schemathesis_finds_no_5xx_and_answers_match_the_schema(served: Served) 
         except (Exception, BaseExceptionGroup) as exc:  # every operation is tried, failures listed together
             failures.append(f"{op.method.upper()} {op.path}: {str(exc)[:1500]}")
     assert not failures, "\n\n".join(failures)
+    # The answers checked are successes too, not only errors (54 operations on a quiet run).
+    assert len(served.answered) >= 40, sorted(served.answered)
     assert served.f.services.jobs.waiting == 0
 
 
@@ -134,5 +138,69 @@ def fuzz(served: Served, op: Any, session: requests.Session) -> None:
             f"{case.method} {case.formatted_path} -> {status} {response.text[:300]}"
         )
         case.validate_response(response, checks=checks)
+        if 200 <= status < 300:
+            served.answered.add(f"{case.method} {case.path} {status}")
 
     run()
+
+
+USER = {"email": "fuzz@example.com", "password": "a long passphrase"}
+CHAT = {"model": "mock/echo", "messages": [{"role": "user", "content": "hello"}]}
+# Calls that succeed, so that the answers the fuzzer seldom reaches (a body it would have to
+# guess: a served model, a prompt) are checked against their declared schema too.
+VALID_CALLS: list[tuple[str, str, dict[str, Any]]] = [
+    ("POST", "/v1/chat/completions", {"body": CHAT}),
+    ("POST", "/v1/chat/completions", {"body": CHAT, "query": {"batch": "1"}}),  # 202: OpenAI's job
+    ("POST", "/api/v1/completion", {"body": CHAT}),
+    ("POST", "/api/v1/completion", {"body": CHAT, "query": {"batch": "1"}}),  # 202: the native job
+    ("POST", "/api/v1/chat", {"body": CHAT}),
+    ("POST", "/api/chat", {"body": CHAT}),
+    ("POST", "/api/llm/generate", {"body": CHAT}),
+    ("POST", "/api/llm/instruct", {"body": CHAT}),
+    ("POST", "/v1/embeddings", {"body": {"model": "mock/embed", "input": ["a", "b"]}}),
+    ("POST", "/api/embedding", {"body": {"model": "mock/embed", "input": "a"}}),
+    ("GET", "/v1/models/{model_id}", {"path_parameters": {"model_id": "mock/echo"}}),
+    ("GET", "/api/models/{model_id}", {"path_parameters": {"model_id": "mock/echo"}}),
+    ("GET", "/api/v1/models/{selector}", {"path_parameters": {"selector": "mock/echo/info"}}),
+    ("GET", "/api/v1/models/{selector}", {"path_parameters": {"selector": "chat"}}),
+    ("GET", "/api/v1/models", {"query": {"include_stats": "true"}}),
+    ("GET", "/api/v1/status", {"query": {"include_chart": "true"}}),
+    ("POST", "/api/v1/generate", {"body": {"model": "flux", "prompt": "a red square"}}),
+    ("POST", "/v1/images/generations", {"body": {"model": "flux", "prompt": "a red square"}}),
+    ("POST", "/api/image", {"body": {"model": "flux", "prompt": "a red square"}}),  # the image's bytes
+    (
+        "POST",
+        "/api/v1/custom",
+        {"body": {"name": "tutor", "personality_summary": "You are a patient tutor."}},
+    ),
+    ("POST", "/api/admin/users", {"body": USER}),
+    ("POST", "/api/auth/signin", {"body": USER, "session": True}),
+    ("GET", "/api/auth/me", {"session": True}),  # the sign-in's cookie, no key
+]
+
+
+@pytest.mark.timeout(60)
+def test_valid_calls_answer_as_their_schema_declares(served: Served) -> None:
+    document = httpx.get(f"{served.base_url}/schema/openapi.json", timeout=30).json()
+    schema = schemathesis.openapi.from_dict(document)
+    session = requests.Session()
+    checks = [status_code_conformance, content_type_conformance, response_schema_conformance]
+    failures = []
+    for method, path, parts in VALID_CALLS:
+        op = schema[path][method]
+        parts = dict(parts)  # the table is shared by every run
+        session_only = parts.pop("session", False)
+        case = op.Case(media_type="application/json" if "body" in parts else None, **parts)
+        headers = {} if session_only else {**_headers(served.f, path), "Prefer": "wait=20"}
+        response = case.call(base_url=served.base_url, session=session, headers=headers, timeout=30)
+        expected = (
+            202
+            if parts.get("query", {}).get("batch") == "1"
+            else int(next(iter(op.definition.raw["responses"])))
+        )
+        try:
+            assert response.status_code == expected, f"{response.status_code} {response.text[:300]}"
+            case.validate_response(response, checks=checks)
+        except (Exception, BaseExceptionGroup) as exc:
+            failures.append(f"{method} {path} {parts}: {str(exc)[:1500]}")
+    assert not failures, "\n\n".join(failures)
