@@ -174,6 +174,7 @@ VALID_CALLS: list[tuple[str, str, dict[str, Any]]] = [
         {"body": {"name": "tutor", "personality_summary": "You are a patient tutor."}},
     ),
     ("POST", "/api/admin/users", {"body": USER}),
+    ("GET", "/api/admin/overview", {}),  # after the user: one with its keys and credits
     ("POST", "/api/auth/signin", {"body": USER, "session": True}),
     ("GET", "/api/auth/me", {"session": True}),  # the sign-in's cookie, no key
 ]

@@ -18,6 +18,7 @@ from api.errors import CLOUDGPT, NATIVE, handlers_for
 from api.openapi import docs
 from api.overview import admin_overview
 from api.responses import json_response
+from api.schemas import cloudgpt as cg
 from api.schemas import native
 from api.state import services
 from api.validation import query_int
@@ -72,7 +73,7 @@ async def retry_dead_letter(request: Request, entry_id: str) -> Response[bytes]:
     )
 
 
-@get("/api/admin/overview")
+@get("/api/admin/overview", opt=docs(answers=cg.AdminOverview))
 async def overview(request: Request) -> Response[bytes]:
     """Queue depth and the oldest job's age per queue, workers alive, provider health and
     cooldowns, the last 20 failed jobs, the dead-letter count, and users with their credits."""

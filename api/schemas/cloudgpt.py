@@ -138,3 +138,80 @@ class Model(msgspec.Struct):
 class ModelList(msgspec.Struct):
     object: Literal["list"]
     data: list[Model]
+
+
+# --- the admin overview (GET /api/admin/overview: what /admin shows) -----------------------------
+class QueueDepth(msgspec.Struct):
+    queue: str
+    waiting: int
+    running: int
+    oldest_age_s: float | None
+
+
+class Worker(msgspec.Struct):
+    """A worker seen lately, with what it last wrote of itself (missing until it has)."""
+
+    id: str
+    seen_s_ago: float
+    host: str | UnsetType = UNSET
+    pid: int | UnsetType = UNSET
+    queues: str | UnsetType = UNSET  # comma-separated
+    running: int | UnsetType = UNSET
+    jobs_complete: int | UnsetType = UNSET
+    jobs_failed: int | UnsetType = UNSET
+    jobs_retried: int | UnsetType = UNSET
+    started_ms: int | None | UnsetType = UNSET
+
+
+class PersistBacklog(msgspec.Struct):
+    set: str
+    jobs: int
+    oldest_age_s: float | None
+
+
+class ProviderState(msgspec.Struct):
+    status: str
+    last_check: str | None
+    models_count: int
+    error: str | None
+    response_time_ms: float | None
+    cooldown_until: str | None
+
+
+class FailureError(msgspec.Struct):
+    type: str | None
+    message: str | None
+
+
+class Failure(msgspec.Struct):
+    id: str
+    kind: str
+    model: str | None
+    key_id: str
+    error: FailureError
+    finished_at: str | None
+
+
+class UserKey(msgspec.Struct):
+    id: str
+    name: str
+    prefix: str
+    status: Literal["active", "expired", "revoked"]
+    credits: int | None
+    lastUsed: int | None  # noqa: N815 (as in the key list)
+
+
+class UserCredits(User, kw_only=True):
+    credits: int | None  # what their live metered keys have left; null: none is metered
+    keys: list[UserKey]
+
+
+class AdminOverview(msgspec.Struct):
+    generated_at: str | None
+    queues: list[QueueDepth]
+    workers: list[Worker]
+    persist: list[PersistBacklog]
+    dead_letters: int
+    providers: dict[str, ProviderState]
+    recent_failures: list[Failure]
+    users: list[UserCredits]
