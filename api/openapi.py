@@ -64,6 +64,7 @@ class Docs:
     streams: bool = False  # `"stream": true` answers server-sent events instead
     accepted: Any = None  # the 202's answer, when it is not the dialect's job
     binary: tuple[str, ...] = ()  # media types answered instead of JSON (a file's bytes)
+    body_media_type: str = JSON  # multipart/form-data: an upload
 
 
 def docs(**kwargs: Any) -> dict[str, Docs]:
@@ -223,7 +224,7 @@ def operation_for(handler: Any) -> type[Operation]:
                 responses["202"] = _accepted(dialect, d.accepted)
             self.responses = responses  # type: ignore[assignment]
             if d.body is not None:
-                self.request_body = {"required": True, "content": _content(d.body)}  # type: ignore[assignment]
+                self.request_body = {"required": True, "content": _content(d.body, d.body_media_type)}  # type: ignore[assignment]
             params: list[Any] = list(self.parameters or [])
             if d.work:
                 params += WORK_PARAMETERS

@@ -10,6 +10,7 @@ what random data seldom hits) are checked against their declared answers as well
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -205,3 +206,28 @@ def test_valid_calls_answer_as_their_schema_declares(served: Served) -> None:
         except (Exception, BaseExceptionGroup) as exc:
             failures.append(f"{method} {path} {parts}: {str(exc)[:1500]}")
     assert not failures, "\n\n".join(failures)
+
+    # A batch's life: its file uploaded, the batch made, read (the worker may have finished it:
+    # its output file then), listed, the file read and deleted; each answer as declared. (Cancel
+    # answers the same Batch object; here the batch may be over before it could be cancelled.)
+    def call(method: str, path: str, **parts: Any) -> dict[str, Any]:
+        case = schema[path][method].Case(**parts)
+        response = case.call(base_url=served.base_url, session=session, headers=_headers(served.f, path))
+        assert response.status_code == 200, f"{method} {path}: {response.status_code} {response.text[:300]}"
+        case.validate_response(response, checks=checks)
+        return response.json()  # type: ignore[no-any-return]
+
+    line = {"custom_id": "1", "method": "POST", "url": "/v1/chat/completions", "body": CHAT}
+    upload = {"file": json.dumps(line).encode() + b"\n", "purpose": "batch"}
+    file = call("POST", "/v1/files", body=upload, media_type="multipart/form-data")
+    batch = call(
+        "POST",
+        "/v1/batches",
+        body={"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        media_type="application/json",
+    )
+    call("GET", "/v1/batches/{batch_id}", path_parameters={"batch_id": batch["id"]})
+    assert call("GET", "/v1/batches")["data"], "the batch is listed"
+    assert call("GET", "/v1/files")["data"], "the file is listed"
+    call("GET", "/v1/files/{file_id}", path_parameters={"file_id": file["id"]})
+    call("DELETE", "/v1/files/{file_id}", path_parameters={"file_id": file["id"]})

@@ -49,6 +49,14 @@ from switchyard.errors import (
 
 PREFIXES = ("/v1", "/openai/v1")
 PURPOSES = {"batch": "batch", "batch_output": "batch_output"}  # file kind -> OpenAI purpose
+UPLOAD = {  # what upload_file reads, part by part (for the schema)
+    "type": "object",
+    "required": ["file", "purpose"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "JSONL: one request a line"},
+        "purpose": {"type": "string", "enum": ["batch"]},
+    },
+}
 MAX_FIELD_BYTES = 1024  # a form field other than the file (`purpose`)
 # How long a replay waits for the record of the request that bound its `Idempotency-Key` (a
 # concurrent duplicate arrives between the binding and the insert).
@@ -145,7 +153,12 @@ class _Upload:
             raise InvalidRequest.field("file", f"the multipart body is malformed ({exc})") from None
 
 
-@post(_paths("/files"), status_code=200, request_max_body_size=None, opt=docs(answers=oa.FileObject))
+@post(
+    _paths("/files"),
+    status_code=200,
+    request_max_body_size=None,
+    opt=docs(body=UPLOAD, body_media_type="multipart/form-data", answers=oa.FileObject),
+)
 async def upload_file(request: Request) -> Response[bytes]:
     """A JSONL file for a batch (`purpose=batch`), streamed to the blob store, at most
     `SWITCHYARD_BATCH_MAX_BYTES`. With an `Idempotency-Key`, the same upload again (same
