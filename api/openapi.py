@@ -47,7 +47,6 @@ SECURITY: list[dict[str, list[str]]] = [
 JSON = "application/json"
 SSE = "text/event-stream"
 BINARY = {"type": "string", "format": "binary"}
-EVENTS = {"type": "string", "description": "server-sent events: `data:` lines, then `data: [DONE]`"}
 
 
 @dataclass(frozen=True)
@@ -157,6 +156,23 @@ def _content(t: Any, media_type: str = JSON) -> dict[str, Any]:
     return {media_type: {"schema": json_schema(t)} if t is not None else {}}
 
 
+def _event(error: Any) -> dict[str, Any]:
+    """One server-sent event of a streamed chat: a chunk, or the error that ended the stream
+    (in the dialect's shape), as JSON in `data`; the last event's `data` is `[DONE]`."""
+    from api.schemas.openai import ChatCompletionChunk
+
+    chunk = {
+        "type": "string",
+        "contentMediaType": JSON,
+        "contentSchema": any_of(ChatCompletionChunk, error),
+    }
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {"data": {"anyOf": [{"const": "[DONE]"}, chunk]}},
+    }
+
+
 def _dialect_of(handler: Any) -> str:
     render = handler.resolve_exception_handlers().get(SwitchyardError)
     return getattr(render, "dialect", "native")
@@ -215,7 +231,7 @@ def operation_for(handler: Any) -> type[Operation]:
             else:
                 ok["content"] = {JSON: {}}  # JSON whose shape this schema does not spell out
             if d.streams:
-                ok["content"][SSE] = {"schema": EVENTS}
+                ok["content"][SSE] = {"schema": _event(error)}
             for media_type in d.binary:
                 ok.setdefault("content", {})[media_type] = {"schema": BINARY}
             failed = {"description": "an error, in this dialect's shape", "content": _content(error)}

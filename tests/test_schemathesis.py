@@ -152,6 +152,7 @@ CHAT = {"model": "mock/echo", "messages": [{"role": "user", "content": "hello"}]
 VALID_CALLS: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/v1/chat/completions", {"body": CHAT}),
     ("POST", "/v1/chat/completions", {"body": CHAT, "query": {"batch": "1"}}),  # 202: OpenAI's job
+    ("POST", "/v1/chat/completions", {"body": {**CHAT, "stream": True}}),  # server-sent events
     ("POST", "/api/v1/completion", {"body": CHAT}),
     ("POST", "/api/v1/completion", {"body": CHAT, "query": {"batch": "1"}}),  # 202: the native job
     ("POST", "/api/v1/chat", {"body": CHAT}),

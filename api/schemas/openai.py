@@ -47,6 +47,34 @@ class ChatCompletion(msgspec.Struct):
     service_tier: str | None | UnsetType = UNSET
 
 
+class ChunkDelta(msgspec.Struct):
+    role: str | UnsetType = UNSET
+    content: str | None | UnsetType = UNSET
+    refusal: str | None | UnsetType = UNSET
+    tool_calls: list[dict[str, Any]] | UnsetType = UNSET
+    reasoning_content: str | None | UnsetType = UNSET
+
+
+class ChunkChoice(msgspec.Struct):
+    index: int
+    delta: ChunkDelta
+    finish_reason: str | None
+    logprobs: dict[str, Any] | None | UnsetType = UNSET
+
+
+class ChatCompletionChunk(msgspec.Struct):
+    """One server-sent event of a streamed chat (`"stream": true`); the last before `[DONE]`
+    carries the usage, with no choices, when `stream_options.include_usage` asked for it."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: CompletionUsage | None | UnsetType = UNSET
+    system_fingerprint: str | None | UnsetType = UNSET
+
+
 class Model(msgspec.Struct):
     id: str
     object: Literal["model"]
