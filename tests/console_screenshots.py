@@ -1,39 +1,19 @@
 """`python -m tests.console_screenshots`: /playground and /admin at desktop width into
-docs/screenshots/playground.png and admin.png, as `tests.screenshots` makes the dashboard's
-(the same throwaway gateway: embedded Redis, a migrated SQLite file, the stand-in provider, a
-worker, Debian's chromium). A user streams a chat in the playground; the admin sees the queues,
-the worker, the provider, a failed job and the user, and grants the user's key some credits."""
+docs/screenshots/playground.png and admin.png: `tests.screenshots.main` (its throwaway gateway
+and Debian's chromium) with these pages. A user streams a chat in the playground; the admin
+sees the queues, the worker, the provider, a failed job and the user, and grants the user's key
+some credits."""
 
 from __future__ import annotations
 
-import asyncio
-import tempfile
 from pathlib import Path
 
 import httpx
 
-from storage.migrate import upgrade
-from switchyard.redis_server import EmbeddedRedis
-from switchyard.standin import StandIn
-from tests.conftest import admin_headers, base_env, make_settings, write_providers
-from tests.dashboard_support import PASSWORD, create_key, served_site, sign_up
+from tests import screenshots
+from tests.conftest import admin_headers
+from tests.dashboard_support import PASSWORD, create_key, sign_up
 from tests.screenshots import DESKTOP, OUT
-
-
-async def shoot(tmp: Path, redis_url: str) -> list[Path]:
-    standin = await StandIn(models=["mock/echo", "mock/other"]).start()
-    try:
-        providers = write_providers(
-            tmp / "providers.toml",
-            [{"name": "standin", "kind": "openai", "base_url": standin.base_url, "models": standin.models}],
-        )
-        database = f"sqlite+aiosqlite:///{tmp / 'switchyard.db'}"
-        await asyncio.to_thread(upgrade, database)
-        env = base_env(redis_url, database, providers, tmp / "data") | {"SWITCHYARD_SIGNUP": "open"}
-        async with served_site(make_settings(env)) as site:
-            return await _pages(site.base_url, site.browser)
-    finally:
-        await standin.stop()
 
 
 async def _pages(base: str, browser: object) -> list[Path]:
@@ -88,15 +68,7 @@ async def _pages(base: str, browser: object) -> list[Path]:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="switchyard-shots-") as raw:
-        tmp = Path(raw)
-        redis = EmbeddedRedis(tmp / "redis", persistent=False).start()
-        try:
-            shots = asyncio.run(shoot(tmp, redis.url))
-        finally:
-            redis.stop()
-    for path in shots:
-        print(f"{path.relative_to(OUT.parent.parent)}  {path.stat().st_size // 1024} KiB")
+    screenshots.main(_pages)
 
 
 if __name__ == "__main__":

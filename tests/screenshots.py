@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,10 @@ OUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 DESKTOP = {"width": 1200, "height": 800}
 
 
-async def shoot(tmp: Path, redis_url: str) -> list[Path]:
+Pages = Callable[[str, object], Awaitable[list[Path]]]  # (base URL, browser) -> the shots
+
+
+async def shoot(tmp: Path, redis_url: str, pages: Pages) -> list[Path]:
     standin = await StandIn(models=["mock/echo", "mock/other"]).start()
     try:
         providers = write_providers(
@@ -32,7 +36,7 @@ async def shoot(tmp: Path, redis_url: str) -> list[Path]:
         await asyncio.to_thread(upgrade, database)
         env = base_env(redis_url, database, providers, tmp / "data") | {"SWITCHYARD_SIGNUP": "open"}
         async with served_site(make_settings(env)) as site:
-            return await _pages(site.base_url, site.browser)
+            return await pages(site.base_url, site.browser)
     finally:
         await standin.stop()
 
@@ -94,12 +98,13 @@ async def _pages(base: str, browser: object) -> list[Path]:
     return shots
 
 
-def main() -> None:
+def main(pages: Pages | None = None) -> None:
+    """Shoot `pages` (the dashboard's by default) on a throwaway gateway; print what was written."""
     with tempfile.TemporaryDirectory(prefix="switchyard-shots-") as raw:
         tmp = Path(raw)
         redis = EmbeddedRedis(tmp / "redis", persistent=False).start()
         try:
-            shots = asyncio.run(shoot(tmp, redis.url))
+            shots = asyncio.run(shoot(tmp, redis.url, pages or _pages))
         finally:
             redis.stop()
     for path in shots:
