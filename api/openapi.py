@@ -31,7 +31,8 @@ from litestar.openapi.spec import (
 from litestar.response import File
 from litestar.routes import HTTPRoute
 
-from switchyard.errors import NotFound, SwitchyardError
+from api.responses import fixed_asset
+from switchyard.errors import SwitchyardError
 
 SCHEMA_PATH = "/schema"  # the document itself is at /schema/openapi.json
 DOCS_PATH = "/docs"
@@ -339,15 +340,7 @@ ASSETS = {
 
 @get(f"{ASSETS_PATH}/{{name:str}}", include_in_schema=False)
 async def docs_asset(name: str) -> File:
-    media_type = ASSETS.get(name)
-    if media_type is None:
-        raise NotFound("no such file among the API docs' assets")
-    return File(
-        ASSETS_DIR / name,
-        media_type=media_type,
-        content_disposition_type="inline",
-        headers={"Cache-Control": "public, max-age=86400"},
-    )
+    return fixed_asset(ASSETS_DIR, ASSETS, name, what="the API docs' assets", max_age_s=86400)
 
 
 router = Router(path="/", route_handlers=[docs_page, docs_asset])

@@ -17,10 +17,11 @@ from litestar.response import File, Redirect, Template
 from litestar.template.config import TemplateConfig
 from litestar.types import ExceptionHandlersMap
 
+from api.responses import fixed_asset
 from api.sessions import CSRF_FIELD, Session
 from api.state import services
 from jobs.client import redis_call
-from switchyard.errors import NotFound, SwitchyardError
+from switchyard.errors import SwitchyardError
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -131,12 +132,4 @@ def page_handlers() -> ExceptionHandlersMap:
 
 @get("/static/{name:str}", include_in_schema=False)
 async def static_asset(name: str) -> File:
-    media_type = ASSETS.get(name)
-    if media_type is None:
-        raise NotFound("no such file among the pages' assets")
-    return File(
-        STATIC / name,
-        media_type=media_type,
-        content_disposition_type="inline",
-        headers={"Cache-Control": "public, max-age=3600"},
-    )
+    return fixed_asset(STATIC, ASSETS, name, what="the pages' assets", max_age_s=3600)
