@@ -79,7 +79,7 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
         raise ConfigError(f"REDIS_URL: the path is /service[/db], not /{'/'.join(parts)}")
     db = 0
     if len(parts) == 2:
-        if not parts[1].isdigit():
+        if not (parts[1].isascii() and parts[1].isdigit()):
             raise ConfigError(f"REDIS_URL: the database number must be a whole number, not {parts[1]!r}")
         db = int(parts[1])
     options = parse_qs(query, keep_blank_values=True)
@@ -105,7 +105,7 @@ def _host_port(part: str) -> tuple[str, int]:
         raise ConfigError(f"REDIS_URL: a sentinel address is empty ({part!r}); hosts are separated by commas")
     if not port_text:
         return host, SENTINEL_PORT
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ConfigError(f"REDIS_URL: the port of sentinel {host} must be 1-65535, not {port_text!r}")
     return host, int(port_text)
 

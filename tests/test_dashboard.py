@@ -302,3 +302,36 @@ async def test_jobs_of_all_a_users_keys_page_in_order_and_filter(gw: Gateway) ->
         assert not any(job_id in filtered for job_id, model in ids if model != "mock/other")
     finally:
         await ada.aclose()
+
+
+async def test_the_admin_credits_form_refuses_what_is_not_an_amount(gw: Gateway) -> None:
+    """The admin page's grant/revoke form: anything but ASCII digits from 1 to the maximum is a
+    400 page naming `amount` ('²' passes `str.isdigit` but not `int`), and the balance stays."""
+    from tests.conftest import admin_headers
+
+    made = await gw.client.post(
+        "/api/admin/users",
+        json={"email": "root@example.com", "password": PASSWORD, "role": "admin"},
+        headers=admin_headers(),
+    )
+    assert made.status_code == 201, made.text
+    key = await gw.client.post("/api/keys", json={"name": "metered", "credits": 10}, headers=admin_headers())
+    key_id = key.json()["id"]
+    root = httpx.AsyncClient(transport=gw.client._transport, base_url=str(gw.client.base_url))
+    try:
+        signed = await root.post("/signin", data={"email": "root@example.com", "password": PASSWORD})
+        assert signed.status_code == 303, signed.text
+        token = csrf_of((await root.get("/admin")).text)
+        url = f"/admin/keys/{key_id}/credits"
+        for amount in ("²", "٣", "-5", "0", "1e3", "", " ", "99999999999", "1" * 400):
+            refused = await root.post(url, data={"amount": amount, "action": "grant", "csrf_token": token})
+            assert refused.status_code == 400, (amount, refused.text[:300])
+            assert "amount: must be a whole number" in refused.text
+        odd = await root.post(url, data={"amount": "5", "action": "steal", "csrf_token": token})
+        assert odd.status_code == 400 and "action: must be grant or revoke" in odd.text
+        granted = await root.post(url, data={"amount": "5", "action": "grant", "csrf_token": token})
+        assert granted.status_code == 303, granted.text[:300]
+        listed = (await gw.client.get("/api/keys", headers=admin_headers())).json()["data"]
+        assert [k["credits"] for k in listed if k["id"] == key_id] == [15]
+    finally:
+        await root.aclose()

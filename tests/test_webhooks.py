@@ -468,3 +468,14 @@ async def test_a_deliverer_killed_mid_delivery_leaves_it_to_another(
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+@pytest.mark.parametrize("cursor", ["²:x", "٣:x", "12:", ":x", "1e3:x", "x" * 200])
+async def test_a_cursor_this_listing_did_not_give_is_a_400(gw: Gateway, cursor: str) -> None:
+    """Digits other than ASCII's pass `str.isdigit` ('²', '٣') and are no score Redis reads."""
+    key, _, _ = await new_key(gw)
+    response = await gw.client.get(
+        "/api/v1/webhooks/deliveries", params={"cursor": cursor}, headers={"X-API-Key": key}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["details"][0]["field"] == "cursor"

@@ -32,7 +32,7 @@ def _cursor(value: str | None) -> tuple[str, str | None]:
     if value is None:
         return "+inf", None
     ms, sep, did = value.partition(":")
-    if not sep or not ms.isdigit() or not did:
+    if not sep or not (ms.isascii() and ms.isdigit() and len(ms) <= 15) or not did:
         raise InvalidRequest.field("cursor", "is not a cursor this listing gave", value[:80])
     return ms, did
 

@@ -51,7 +51,7 @@ def _amount(raw: str | None, action: str | None) -> int:
     if action not in ("grant", "revoke"):
         raise InvalidRequest.field("action", "must be grant or revoke", action)
     text = (raw or "").strip()
-    if not text.isdigit() or len(text) > 10 or not 0 < int(text) <= MAX_CREDITS:
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or not 0 < int(text) <= MAX_CREDITS:
         raise InvalidRequest.field("amount", f"must be a whole number from 1 to {MAX_CREDITS}", text[:20])
     return int(text) if action == "grant" else -int(text)
 

@@ -63,7 +63,12 @@ async def fetch(
                         retry_after=_retry_after(response.headers) if status == 429 else None,
                     )
                 declared = response.headers.get("content-length")
-                if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                if (
+                    declared is not None
+                    and declared.isascii()
+                    and declared.isdigit()
+                    and int(declared) > max_bytes
+                ):
                     raise ProviderError(
                         f"the response is {int(declared):,} bytes, over the limit of {max_bytes:,}",
                         retryable=True,
