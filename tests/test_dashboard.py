@@ -51,6 +51,8 @@ async def test_sign_up_to_first_call_and_back_out(settings: Settings) -> None:
         await sign_up(page, base, "ada@example.com")
         await expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
         before = await period_requests(page, base)
+        per_model = page.get_by_role("img", name=re.compile("^Requests per model"))
+        assert await per_model.count() == 0  # no usage yet: no chart drawn
 
         secret = await create_key(page, base, "laptop")
         await no_sideways_scroll(page)
@@ -80,6 +82,8 @@ async def test_sign_up_to_first_call_and_back_out(settings: Settings) -> None:
             await page.wait_for_timeout(100)
         assert await period_requests(page, base) == before + 1
         assert await page.locator(".chart svg rect").count() > 0
+        # the chart drew the call: its bar for the model, named in the chart's text alternative
+        assert await per_model.get_attribute("aria-label") == "Requests per model: mock/echo 1"
         await no_sideways_scroll(page)
         for path in ("/batches", "/keys"):
             await page.goto(base + path)
