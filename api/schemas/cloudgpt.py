@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from api.schemas.discovery import ProviderState  # the overview shows what the discovery routes do
 from storage.keys import KeyLimits
 from storage.users import MAX_PASSWORD, MIN_PASSWORD
 
@@ -167,15 +168,6 @@ class PersistBacklog(msgspec.Struct):
     set: str
     jobs: int
     oldest_age_s: float | None
-
-
-class ProviderState(msgspec.Struct):
-    status: str
-    last_check: str | None
-    models_count: int
-    error: str | None
-    response_time_ms: float | None
-    cooldown_until: str | None
 
 
 class FailureError(msgspec.Struct):
