@@ -79,6 +79,14 @@ async def served_site(settings: Settings, *, worker: bool = True) -> AsyncIterat
             sock.close()
 
 
+NARROW = {"width": 375, "height": 740}  # a phone: every page must fit it
+
+
+async def no_sideways_scroll(page: Page) -> None:
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= NARROW["width"], f"{page.url} is {width} px wide at 375 px"
+
+
 async def sign_up(page: Page, base_url: str, email: str) -> None:
     await page.goto(f"{base_url}/signup")
     await page.get_by_label("Email").fill(email)

@@ -14,7 +14,15 @@ from playwright.async_api import Page, expect
 
 from switchyard.settings import Settings
 from tests.conftest import admin_headers
-from tests.dashboard_support import CHROMIUM, PASSWORD, create_key, served_site, sign_up
+from tests.dashboard_support import (
+    CHROMIUM,
+    NARROW,
+    PASSWORD,
+    create_key,
+    no_sideways_scroll,
+    served_site,
+    sign_up,
+)
 
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)"),
@@ -22,12 +30,6 @@ pytestmark = [
     pytest.mark.settings(SWITCHYARD_SIGNUP="open"),
     pytest.mark.timeout(60),
 ]
-NARROW = {"width": 375, "height": 740}
-
-
-async def no_sideways_scroll(page: Page) -> None:
-    width = await page.evaluate("document.documentElement.scrollWidth")
-    assert width <= NARROW["width"], f"{page.url} is {width} px wide at 375 px"
 
 
 async def sign_in(page: Page, base_url: str, email: str) -> None:

@@ -19,7 +19,16 @@ from storage.keys import list_keys
 from switchyard.settings import Settings
 from tests.accounts_support import bearer
 from tests.conftest import Gateway, chat_body
-from tests.dashboard_support import CHROMIUM, PASSWORD, batch_file, create_key, served_site, sign_up
+from tests.dashboard_support import (
+    CHROMIUM,
+    NARROW,
+    PASSWORD,
+    batch_file,
+    create_key,
+    no_sideways_scroll,
+    served_site,
+    sign_up,
+)
 
 pytestmark = [
     pytest.mark.parametrize("db_url", ["sqlite"], indirect=True),
@@ -27,12 +36,6 @@ pytestmark = [
     pytest.mark.timeout(60),
 ]
 browser = pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)")
-NARROW = {"width": 375, "height": 740}
-
-
-async def no_sideways_scroll(page: Page) -> None:
-    width = await page.evaluate("document.documentElement.scrollWidth")
-    assert width <= NARROW["width"], f"{page.url} is {width} px wide at 375 px"
 
 
 async def period_requests(page: Page, base_url: str) -> int:
