@@ -691,3 +691,33 @@ async def test_admitting_a_chunk_answers_as_its_lines_one_by_one_would(
         assert await counters(r) == one_by_one
     finally:
         await r.aclose()
+
+
+async def test_a_batch_is_never_shown_finished_without_what_finishing_wrote(
+    gw: Gateway, key: str, redis_url: str
+) -> None:
+    """The finalize step writes the row (status, its time, the files) and then the live hash in
+    Redis. A read that got the row just before and the hash just after must not answer the
+    hash's terminal status with the older row's empty time and files: it answers the row's
+    status, and the next read has all of it."""
+    from jobs import batches as b
+    from storage.batches import update_batch
+    from storage.db import Database
+    from storage.keys import utcnow
+
+    client = sdk(gw, key)
+    created = await run_batch(client, jsonl([chat_line("a", "hello")]))  # no worker: it stays put
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        await r.hset(b.batch_key(created.id), mapping={"status": b.EXPIRED, "expired_at": now_ms()})
+        racing = await client.batches.retrieve(created.id)
+        assert racing.status not in b.TERMINAL and racing.expired_at is None
+        db = Database(gw.settings.database_url)
+        try:
+            await update_batch(db, created.id, status=b.EXPIRED, expired_at=utcnow())
+        finally:
+            await db.dispose()
+        done = await client.batches.retrieve(created.id)
+        assert done.status == b.EXPIRED and done.expired_at
+    finally:
+        await r.aclose()

@@ -306,7 +306,11 @@ def batch_object(row: BatchRow, live: dict[bytes, bytes] | None) -> dict[str, An
     }
     if status not in b.TERMINAL and live:
         h = {k.decode(): v.decode("utf-8", "replace") for k, v in live.items() if not k.endswith(b"_body")}
-        status = h.get("status", status)
+        # A terminal status comes from the row only: finalizing writes the row (with the time
+        # and the files) before the hash, so a hash that is ahead was read after a row that is
+        # not; the next read has all of it.
+        if h.get("status", status) not in b.TERMINAL:
+            status = h.get("status", status)
         if h.get("stop") == b.CANCELLED and status not in b.TERMINAL:
             status = b.CANCELLING
         total = int(h.get("total") or total)
