@@ -14,7 +14,9 @@ With `"stream": true` the reply comes as Server-Sent Events in OpenAI's chunk fo
 word per chunk, over a chunked response: a role chunk, the content chunks, a finish chunk, a
 usage chunk when `stream_options.include_usage`, then `data: [DONE]`. Markers for streams:
 `[gap:S]` waits S seconds before each content chunk (a client that goes away meanwhile is
-counted in `streams_abandoned`), `[die:N]` drops the connection after N content chunks,
+counted in `streams_abandoned`), `[step]` holds each content chunk until the test calls
+`release_step()` (so a test can prove chunk k reached the client before chunk k+1 left),
+`[die:N]` drops the connection after N content chunks,
 `[sse-error:N]` sends an `error` event after N content chunks and ends the stream.
 
     python -m switchyard.standin --port 18080 --models mock/echo
@@ -33,7 +35,7 @@ from typing import Any, Self
 
 import orjson
 
-_MARK = re.compile(r"\[(fail|429|400|hang|sleep|html|gap|die|sse-error)(?::([0-9.]+))?\]")
+_MARK = re.compile(r"\[(fail|429|400|hang|sleep|html|gap|step|die|sse-error)(?::([0-9.]+))?\]")
 
 
 class LoopbackServer:
@@ -77,6 +79,7 @@ class SSEReply:
 
     events: list[tuple[bool, bytes]] = field(default_factory=list)
     gap_s: float = 0.0  # before each content event
+    stepped: bool = False  # each content event waits for `StandIn.release_step()`
     die_after: int | None = None  # content events sent before the connection is dropped
 
     def add(self, data: Any, *, content: bool = False) -> None:
@@ -110,9 +113,14 @@ class StandIn(LoopbackServer):
         self.streams_abandoned = 0  # streams whose client went away before the end
         self.connections = 0  # accepted so far (keep-alive reuse shows as fewer than calls)
         self._marker_counts: Counter[str] = Counter()
+        self._steps = asyncio.Semaphore(0)  # releases for `[step]` streams
         self.requests: list[dict[str, Any]] = []
         self.record = False
         self._server: asyncio.base_events.Server | None = None
+
+    def release_step(self) -> None:
+        """Let one held content chunk of a `[step]` stream go out."""
+        self._steps.release()
 
     @property
     def base_url(self) -> str:
@@ -171,6 +179,8 @@ class StandIn(LoopbackServer):
                 if reply.gap_s > 0 and await self._client_gone(reader, reply.gap_s):
                     self.streams_abandoned += 1
                     return False
+                if reply.stepped:
+                    await asyncio.wait_for(self._steps.acquire(), 30)
                 sent += 1
             writer.write(b"%x\r\n%s\r\n" % (len(event), event))
             await writer.drain()
@@ -262,7 +272,7 @@ class StandIn(LoopbackServer):
         self, req: dict[str, Any], text: str, reply: str, prompt_tokens: int, completion_tokens: int
     ) -> SSEReply:
         marks = {kind: arg for kind, arg in _MARK.findall(text)}
-        out = SSEReply(gap_s=float(marks.get("gap") or 0))
+        out = SSEReply(gap_s=float(marks.get("gap") or 0), stepped="step" in marks)
         if "die" in marks:
             out.die_after = int(float(marks["die"] or 0))
         head = {
