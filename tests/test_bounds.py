@@ -31,7 +31,7 @@ async def _stubborn(done: asyncio.Event) -> str:
     try:
         await asyncio.sleep(10)
     except asyncio.CancelledError:
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(3)
     done.set()
     return "late"
 
@@ -44,8 +44,9 @@ async def test_bounded_call_answers_at_the_bound_even_when_the_call_swallows_its
     started = time.monotonic()
     with pytest.raises(DependencyTimeout, match="database unavailable: no answer within 0.2 s"):
         await call(done)
-    assert time.monotonic() - started < bound + 0.15
-    await asyncio.wait_for(done.wait(), 2)  # the abandoned call ended on its own
+    # At the bound, not when the call gives up (bound + 3 s); the slack is for a loaded machine.
+    assert time.monotonic() - started < bound + 1.5
+    await asyncio.wait_for(done.wait(), 5)  # the abandoned call ended on its own
 
 
 async def test_bounded_block_and_unbounded_process(bound: float) -> None:
