@@ -121,6 +121,7 @@ async def test_a_synchronous_caller_gets_its_answer_when_its_worker_is_killed(
 
 
 @pytest.mark.settings(SWITCHYARD_SHUTDOWN_GRACE_S="10")
+@pytest.mark.settings(SWITCHYARD_SHUTDOWN_GRACE_S="60")
 async def test_sigterm_lets_the_job_in_flight_finish(
     gw: Gateway, key: str, standin: StandIn, processes: WorkerProcesses
 ) -> None:
@@ -135,8 +136,9 @@ async def test_sigterm_lets_the_job_in_flight_finish(
     job = await wait_for_status(gw.client, key, job_id, "succeeded", "failed", "queued", timeout=10)
     assert job["status"] == "succeeded"
     assert job["attempts"] == 1
-    # Once its last job is done the worker has nothing to wait for.
-    assert await exited(worker, timeout=3) == 0, processes.log(0)
+    # Once its last job is done the worker has nothing to wait for: it exits well before the
+    # 60 s grace (the bound leaves room for a loaded machine; 3 s once failed so in CI).
+    assert await exited(worker, timeout=20) == 0, processes.log(0)
     # It took no new work while stopping.
     assert standin.chat_calls == 1
 
