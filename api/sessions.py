@@ -8,7 +8,10 @@ routes that read sessions touch them: the API-key hot path never pays for a cook
 
 CSRF: every state-changing request authenticated by the cookie must carry the session's token
 in `X-CSRF-Token` (or a form's `csrf_token` field); requests with an API key are exempt (a
-browser never adds one on its own).
+browser never adds one on its own). Signing in and up come before any session: a browser
+request sent from another site (`Sec-Fetch-Site`, else `Origin`) is refused there, so another
+site cannot sign a visitor's browser into an account of its choosing (login CSRF); the HTML
+forms also carry a token of their own (api.pages.auth).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import secrets
 from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from litestar import Request
@@ -144,6 +148,27 @@ async def check_csrf(request: Request, session: Session, *, form: bool = True) -
         raise Forbidden(
             f"CSRF token missing or wrong: send the session's token (GET /api/auth/me) in X-CSRF-Token"
             f" or the form field {CSRF_FIELD}",
+            code="csrf_failed",
+        )
+
+
+def refuse_cross_site(request: Request, public_url: str | None) -> None:
+    """A 403 for a browser's request sent from another site. Browsers say so in
+    `Sec-Fetch-Site`; one too old for it sends `Origin`, whose host must then be ours (the
+    request's `Host` or SWITCHYARD_PUBLIC_URL's). Clients that are no browser send neither."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        foreign = site not in ("same-origin", "none")
+    else:
+        origin = request.headers.get("origin")
+        if origin is None:
+            return
+        ours = {request.headers.get("host") or "", urlsplit(public_url or "").netloc} - {""}
+        foreign = urlsplit(origin).netloc not in ours
+    if foreign:
+        raise Forbidden(
+            "this request was sent from another site; sign in from Switchyard's own pages or with a"
+            " client that is no browser",
             code="csrf_failed",
         )
 

@@ -206,7 +206,8 @@ def csrf_of(html: str) -> str:
 
 async def signed_up(gw: Gateway, email: str) -> httpx.AsyncClient:
     client = httpx.AsyncClient(transport=gw.client._transport, base_url=str(gw.client.base_url))
-    made = await client.post("/signup", data={"email": email, "password": PASSWORD})
+    form = csrf_of((await client.get("/signup")).text)  # the form's own token (and its cookie)
+    made = await client.post("/signup", data={"email": email, "password": PASSWORD, "csrf_token": form})
     assert made.status_code == 303 and made.headers["location"] == "/dashboard", made.text
     return client
 
@@ -256,7 +257,8 @@ async def test_forms_need_the_csrf_token_and_others_ids_are_404(gw: Gateway) -> 
 async def test_invite_mode_asks_for_the_code(gw: Gateway) -> None:
     page = await gw.client.get("/signup")
     assert 'name="invite"' in page.text
-    refused = await gw.client.post("/signup", data={"email": "c@example.com", "password": PASSWORD})
+    form = {"email": "c@example.com", "password": PASSWORD, "csrf_token": csrf_of(page.text)}
+    refused = await gw.client.post("/signup", data=form)
     assert refused.status_code == 400 and "invite: is required" in refused.text
 
 
@@ -326,7 +328,10 @@ async def test_the_admin_credits_form_refuses_what_is_not_an_amount(gw: Gateway)
     key_id = key.json()["id"]
     root = httpx.AsyncClient(transport=gw.client._transport, base_url=str(gw.client.base_url))
     try:
-        signed = await root.post("/signin", data={"email": "root@example.com", "password": PASSWORD})
+        form = csrf_of((await root.get("/signin")).text)
+        signed = await root.post(
+            "/signin", data={"email": "root@example.com", "password": PASSWORD, "csrf_token": form}
+        )
         assert signed.status_code == 303, signed.text
         token = csrf_of((await root.get("/admin")).text)
         url = f"/admin/keys/{key_id}/credits"

@@ -216,3 +216,71 @@ async def test_cli_creates_the_first_admin(gw: Gateway, env: dict[str, str]) -> 
     assert "first@example.com" in out.decode()
     signed = await signin(gw.client, "first@example.com")
     assert signed.status_code == 200 and signed.json()["user"]["role"] == "admin"
+
+
+# --- login CSRF: another site cannot sign a visitor's browser into an account of its choosing ----
+@pytest.mark.settings(SWITCHYARD_SIGNUP="open")
+@pytest.mark.parametrize("route", ["/api/auth/signin", "/api/auth/signup"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site"},  # a sibling subdomain is another site too
+        {"origin": "https://attacker.example"},  # an older browser: no Sec-Fetch-Site
+        {"origin": "null"},  # a sandboxed frame or a redirect chain
+    ],
+)
+async def test_sign_in_and_up_from_another_site_are_refused(
+    gw: Gateway, route: str, headers: dict[str, str]
+) -> None:
+    await admin_user(gw, "victim-of-csrf@example.com")
+    body = {"email": "victim-of-csrf@example.com", "password": PASSWORD}
+    for send in ({"data": body}, {"json": body}):  # a form post, and a text/plain-ish fetch
+        response = await gw.client.post(route, headers=headers, **send)  # type: ignore[arg-type]
+        assert response.status_code == 403, response.text
+        assert response.json()["error"]["code"] == "csrf_failed"
+        assert "set-cookie" not in response.headers  # no session was made
+
+
+@pytest.mark.settings(SWITCHYARD_SIGNUP="open")
+async def test_sign_in_from_our_own_origin_or_no_browser_works(gw: Gateway) -> None:
+    await admin_user(gw, "own-origin@example.com")
+    host = gw.client.base_url.netloc.decode()
+    for headers in ({}, {"sec-fetch-site": "same-origin"}, {"origin": f"http://{host}"}):
+        gw.client.cookies.clear()
+        response = await gw.client.post(
+            "/api/auth/signin",
+            json={"email": "own-origin@example.com", "password": PASSWORD},
+            headers=headers,
+        )
+        assert response.status_code == 200, (headers, response.text)
+
+
+@pytest.mark.settings(SWITCHYARD_SIGNUP="open")
+async def test_the_sign_in_and_up_forms_need_their_own_token(gw: Gateway) -> None:
+    await admin_user(gw, "form-user@example.com")
+    signin_form = {"email": "form-user@example.com", "password": PASSWORD}
+    # Posted without the page (as another site's form would be): refused, the form shown again.
+    refused = await gw.client.post("/signin", data=signin_form)
+    assert refused.status_code == 403 and "sent from another site" in refused.text
+    assert "sy_session=" not in refused.headers.get("set-cookie", "")
+    # A token that is not the one in this browser's cookie: refused too.
+    gw.client.cookies.clear()
+    page = await gw.client.get("/signin")
+    cookie = page.headers["set-cookie"]
+    assert cookie.startswith("sy_form=") and "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+    forged = await gw.client.post("/signin", data={**signin_form, "csrf_token": "x" * 32})
+    assert forged.status_code == 403
+    # The page's own token: signed in.
+    page = await gw.client.get("/signin")
+    token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    signed = await gw.client.post("/signin", data={**signin_form, "csrf_token": token})
+    assert signed.status_code == 303 and "sy_session=" in signed.headers["set-cookie"]
+
+    gw.client.cookies.clear()
+    up = {"email": "new-form-user@example.com", "password": PASSWORD}
+    assert (await gw.client.post("/signup", data=up)).status_code == 403
+    page = await gw.client.get("/signup")
+    token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    made = await gw.client.post("/signup", data={**up, "csrf_token": token})
+    assert made.status_code == 303 and "sy_session=" in made.headers["set-cookie"]

@@ -19,7 +19,7 @@ from api.errors import CLOUDGPT, handlers_for
 from api.openapi import docs
 from api.responses import json_response
 from api.schemas import cloudgpt as cg
-from api.sessions import Session, client_ip, forget_attempts, limit_attempts
+from api.sessions import Session, client_ip, forget_attempts, limit_attempts, refuse_cross_site
 from api.state import Services, services
 from api.validation import decode_object
 from storage.bounds import bounded_call
@@ -172,6 +172,7 @@ async def signup(request: Request) -> Response[bytes]:
     svc = services(request)
     if svc.settings.signup == "off":
         raise signup_off()  # before the body is read
+    refuse_cross_site(request, svc.settings.public_url)
     raw = await _fields(request, ("email", "password", "invite", "next"))
     next_path = _next_path(raw)
     return _signed_in(svc, await sign_up(request, svc, raw), 201, next_path)
@@ -181,6 +182,7 @@ async def signup(request: Request) -> Response[bytes]:
 async def signin(request: Request) -> Response[bytes]:
     """Check the email and password and start a session (a new one, always)."""
     svc = services(request)
+    refuse_cross_site(request, svc.settings.public_url)
     raw = await _fields(request, ("email", "password", "next"))
     next_path = _next_path(raw)
     return _signed_in(svc, await sign_in(request, svc, raw), 200, next_path)
