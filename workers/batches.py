@@ -693,15 +693,14 @@ async def _slow_records(redis: Any, job_ids: list[str]) -> dict[str, JobRecord |
     return out
 
 
-_SPLICED_KINDS = {b"chat_completion": True, b"embedding": False}  # kind: its body's OpenAI fields
-_CHAT_FIELDS = ("object", "id", "created")
+_SPLICED_KINDS = {b"chat_completion": True, b"embedding": False}  # kind: whether it is chat
 
 
 def _spliced_line(job_id: str, custom_id: str, values: list[bytes | None]) -> bytes | None:
     """The output line of a succeeded chat or embeddings line whose stored result is already
     the body `b.output_line` would write (it names the job's model and, for chat, has the
-    fields `b.response_body` adds when missing): that result's bytes spliced in, not parsed
-    and encoded again. None when the line is another case (`b.output_line` writes it).
+    fields `b.response_body` adds when missing): that result's bytes spliced in, not read into
+    a record and encoded again. None when the line is another case (`b.output_line` writes it).
     The stored result was written by `orjson.dumps`, so it is byte for byte what encoding
     the body it holds gives."""
     status, kind, created, model, started, result = values[:6]
@@ -717,7 +716,7 @@ def _spliced_line(job_id: str, custom_id: str, values: list[bytes | None]) -> by
             return None
     except (ValueError, TypeError):  # UnicodeDecodeError, JSONDecodeError: ValueErrors
         return None
-    if chat and any(name not in body for name in _CHAT_FIELDS):
+    if chat and not ("object" in body and "id" in body and "created" in body):
         return None
     return (
         b'{"id":%s,"custom_id":%s,"response":{"status_code":200,"request_id":%s,"body":%s},"error":null}'
