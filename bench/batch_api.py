@@ -282,6 +282,16 @@ async def batch_api(b: Bench) -> None:
         t_end = time.perf_counter()
         final = (await http.get(f"/v1/batches/{batch_id}")).json()
     peaks = {name: peak_rss_mb(pid) for name, pid in pids.items()}
+    finalize_ms, write_ms = await b.probe.redis.hmget(
+        f"sy:batch:{batch_id}", ["finalize_ms", "finalize_write_ms"]
+    )
+    finalized = None
+    if finalize_ms is not None:
+        finalized = {"job_s": int(finalize_ms) / 1000, "lines_written_s": int(write_ms or 0) / 1000}
+        b.progress(
+            f"  the finalize job took {finalized['job_s']:.3f}s, of which writing the lines"
+            f" {finalized['lines_written_s']:.3f}s"
+        )
     if final["status"] != "completed":
         raise RuntimeError(
             f"the batch ended {final['status']} ({final['request_counts']}) in {t_end - t_created:.0f}s"
@@ -309,6 +319,7 @@ async def batch_api(b: Bench) -> None:
         "validate_s": round(marks.get("validated", t_end) - t_created, 3),
         "dispatch_done_s": round(marks.get("dispatched", t_end) - t_created, 3),
         "finalize_s": round(t_end - marks["all done"], 3),
+        "finalize_job": finalized,
         "request_counts": final["request_counts"],
         "rss": rss,
         "peak_is_of_this_phase": peaks_reset,

@@ -192,9 +192,10 @@ def _bad(line: int, param: str, reason: str) -> LineError:
     return LineError("invalid_request", f"line {line}: {param} {reason}", line, param)
 
 
-def parse_line(line: Line, endpoint: str) -> Request:
+def parse_line(line: Line, endpoint: str, *, estimate: bool = True) -> Request:
     """One line as OpenAI's Batch API takes it: `{"custom_id", "method": "POST", "url", "body"}`
-    with `url` the batch's endpoint. Raises LineError naming the line."""
+    with `url` the batch's endpoint. Raises LineError naming the line. Without `estimate` its
+    `reserve_tokens` is 0: validating a line does not need them (most of a chat line's cost)."""
     n = line.number
     try:
         raw = orjson.loads(line.raw)
@@ -239,13 +240,14 @@ def parse_line(line: Line, endpoint: str) -> Request:
                 if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000_000:
                     raise _bad(n, f"body.{name}", "must be an integer from 1 to 10000000")
                 max_tokens = max_tokens or value
-        body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-        reserve = chat_prompt_tokens(body) + max_tokens
+        if "stream" in body or "stream_options" in body:
+            body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        reserve = chat_prompt_tokens(body) + max_tokens if estimate else 0
     elif spec.kind == EMBEDDING:
         value = body.get("input")
         if not (isinstance(value, str) and value.strip()) and not (isinstance(value, list) and value):
             raise _bad(n, "body.input", "is required: a non-empty string or array")
-        reserve = input_tokens(value)
+        reserve = input_tokens(value) if estimate else 0
     else:
         _check_image(n, body)
     return Request(custom_id, spec.kind, spec.modality, model, body, max_tokens, reserve)

@@ -417,7 +417,7 @@ class _LineCheck:
 
     async def __call__(self, line: b.Line) -> None:
         n = line.number
-        req = b.parse_line(line, self.row.endpoint)
+        req = b.parse_line(line, self.row.endpoint, estimate=False)
         digest = b.custom_id_digest(req.custom_id)
         if digest in self.seen:
             message = f"line {n}: custom_id {req.custom_id[:100]!r} is used by an earlier line"
@@ -455,14 +455,16 @@ async def _finalize(ctx: WorkerCtx, batch_id: str) -> None:
     key = b.batch_key(batch_id)
     state = _text(await redis.hgetall(key))
     stopped = state.get("stop") or None
-    now = now_ms()
+    now = started = now_ms()
     if stopped is None:
         await update_batch(db, batch_id, status=b.FINALIZING, finalizing_at=ms_to_datetime(now))
     writer = await asyncio.to_thread(_Writer, ctx["settings"].data_dir)  # makes its files
     try:
+        written = now_ms()
         completed, failed = await _write_results(ctx, batch_id, stopped, writer)
         if stopped is not None:
             failed += await _write_not_run(ctx, row, state, stopped, writer)
+        written = now_ms() - written
         output_id, error_id = await writer.store(ctx, row, batch_id)
     finally:
         await asyncio.to_thread(writer.discard)
@@ -480,7 +482,11 @@ async def _finalize(ctx: WorkerCtx, batch_id: str) -> None:
         **{at_field: ms_to_datetime(now)},
     )
     async with redis.pipeline(transaction=True) as tr:
-        tr.hset(key, mapping={"status": final, at_field: now, "completed": completed, "failed": failed})
+        timing = {"finalize_ms": now - started, "finalize_write_ms": written}  # for `make bench`
+        tr.hset(
+            key,
+            mapping={"status": final, at_field: now, "completed": completed, "failed": failed, **timing},
+        )
         _queue_webhook(tr, batch_id, state, now)
         tr.expire(key, KEEP_HASH_S)
         tr.delete(b.done_key(batch_id), b.jobs_key(batch_id), b.lost_key(batch_id))
@@ -548,65 +554,104 @@ async def _write_results(
     ctx: WorkerCtx, batch_id: str, stopped: str | None, writer: _Writer
 ) -> tuple[int, int]:
     """Every finished line, READ_CHUNK at a time: its state from Redis, or its row once Redis
-    has let it go."""
+    has let it go. The next page is read while this one is written (Redis' work and ours
+    overlap on two cores)."""
     redis: Any = ctx["redis"]
     db = ctx["db"]
     done = b.done_key(batch_id)
     read_finished = redis.register_script(READ_FINISHED)
+
+    def read_page(first: int) -> asyncio.Task[Any]:
+        return asyncio.ensure_future(read_finished(args=[done, first, READ_CHUNK, *FINISHED_FIELDS]))
+
     start, completed, failed = 0, 0, 0
-    while True:
-        read = await read_finished(args=[done, start, READ_CHUNK, *FINISHED_FIELDS])
-        if not read:
-            break
-        start += len(read)
-        pairs: list[list[str]] = []
-        records: dict[str, JobRecord | None] = {}
-        missing = []
-        for entry, values in read:
-            pair = entry.decode("utf-8", "replace").split(" ", 1)
-            pairs.append(pair)
-            job_id = pair[0]
-            if values[0] is None:  # no status: Redis has let the job's state go
-                missing.append(job_id)
-                continue
-            try:
-                records[job_id] = _finished_record(job_id, values)
-            except RecordUnreadable:
-                records[job_id] = None
-        if missing:
-            async with db.session() as session:
-                rows = (await session.exec(select(Job).where(col(Job.id).in_(missing)))).all()
-            for job_row in rows:
-                try:
-                    records[job_row.id] = JobRecord.from_row(job_row)
-                except RecordUnreadable:
-                    records[job_row.id] = None
-        for job_id, custom_id in pairs:
-            record = records.get(job_id)
-            if record is None:
-                failed += 1
-                writer.add(False, _unreadable_line(job_id, custom_id))
-                continue
-            is_output, line = b.output_line(record, custom_id, stopped)
-            writer.add(is_output, line)
-            completed += is_output
-            failed += not is_output
-        await writer.flush()
+    page = read_page(0)
+    try:
+        while True:
+            read = await page
+            if not read:
+                break
+            start += len(read)
+            page = read_page(start)
+            c, f = await _write_page(redis, db, read, stopped, writer)
+            completed += c
+            failed += f
+            await writer.flush()
+    finally:
+        if not page.done():
+            page.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await page
     return completed, failed
 
 
-# What a finished line's output needs of its job's state (`b.output_line`), status first; the
-# rest of what `JobRecord.from_hash` requires, for a state it reads only the slow way.
+async def _write_page(
+    redis: Any, db: Any, read: list[Any], stopped: str | None, writer: _Writer
+) -> tuple[int, int]:
+    """One page of READ_FINISHED into the writer: a succeeded line whose stored result is
+    already its response body is spliced (`_spliced_line`), the others read into a record."""
+    completed, failed = 0, 0
+    pairs: list[tuple[str, str, bytes | None]] = []
+    records: dict[str, JobRecord | None] = {}
+    missing, slow = [], []
+    for entry, values in read:
+        job_id, _, custom_id = entry.decode("utf-8", "replace").partition(" ")
+        if values[0] is None:  # no status: Redis has let the job's state go
+            missing.append(job_id)
+            pairs.append((job_id, custom_id, None))
+            continue
+        spliced = _spliced_line(job_id, custom_id, values)
+        pairs.append((job_id, custom_id, spliced))
+        if spliced is not None:
+            continue
+        record = _finished_record(job_id, values)
+        if record is None:
+            slow.append(job_id)
+        records[job_id] = record
+    if slow:
+        for job_id, found in (await _slow_records(redis, slow)).items():
+            if found is False:
+                missing.append(job_id)
+            else:
+                records[job_id] = found if isinstance(found, JobRecord) else None
+    if missing:
+        async with db.session() as session:
+            rows = (await session.exec(select(Job).where(col(Job.id).in_(missing)))).all()
+        for job_row in rows:
+            try:
+                records[job_row.id] = JobRecord.from_row(job_row)
+            except RecordUnreadable:
+                records[job_row.id] = None
+    for job_id, custom_id, spliced in pairs:
+        if spliced is not None:
+            writer.add(True, spliced)
+            completed += 1
+            continue
+        record = records.get(job_id)
+        if record is None:
+            failed += 1
+            writer.add(False, _unreadable_line(job_id, custom_id))
+            continue
+        is_output, line = b.output_line(record, custom_id, stopped)
+        writer.add(is_output, line)
+        completed += is_output
+        failed += not is_output
+    return completed, failed
+
+
+# What a finished line's output needs of its job's state (`b.output_line`), status first; what
+# `JobRecord.from_hash` requires beside them is read only for a state the quick way cannot read.
 FINISHED_FIELDS = (
     "status", "kind", "created", "model", "started", "result", "error_type", "error_message",
-    "error_status", "priority", "owner", "dialect",
+    "error_status",
 )  # fmt: skip
+SLOW_FIELDS = (*FINISHED_FIELDS, "priority", "owner", "dialect")
 
 
-def _finished_record(job_id: str, values: list[bytes | None]) -> JobRecord:
+def _finished_record(job_id: str, values: list[bytes | None]) -> JobRecord | None:
     """The record of a finished line from its FINISHED_FIELDS: the few fields its output line
-    needs, read directly (a third of what `from_hash` of the whole state costs); a state that
-    does not read that way is read by `from_hash` (RecordUnreadable when it cannot be)."""
+    needs, read directly (a third of what `from_hash` of the whole state costs); None when the
+    state does not read that way (`_slow_records` reads it by `from_hash`)."""
     status, kind, created, model, started, result, error_type, error_message, error_status = values[:9]
     try:
         return JobRecord(
@@ -625,8 +670,63 @@ def _finished_record(job_id: str, values: list[bytes | None]) -> JobRecord:
             error_status=int(error_status) if error_status else None,
         )
     except (AttributeError, ValueError, TypeError):  # UnicodeDecodeError, JSONDecodeError: ValueErrors
-        fields = {name: v for name, v in zip(FINISHED_FIELDS, values, strict=True) if v is not None}
-        return JobRecord.from_hash(fields, job_id=job_id)
+        return None
+
+
+async def _slow_records(redis: Any, job_ids: list[str]) -> dict[str, JobRecord | None | bool]:
+    """The states the quick way could not read, whole, by `from_hash` (None: unreadable; False:
+    the state is gone meanwhile, its row is what is left)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hmget(queues.STATE_KEY + job_id, SLOW_FIELDS)
+        answers = await pipe.execute()
+    out: dict[str, JobRecord | None | bool] = {}
+    for job_id, values in zip(job_ids, answers, strict=True):
+        if values[0] is None:
+            out[job_id] = False
+            continue
+        fields = {name: v for name, v in zip(SLOW_FIELDS, values, strict=True) if v is not None}
+        try:
+            out[job_id] = JobRecord.from_hash(fields, job_id=job_id)
+        except RecordUnreadable:
+            out[job_id] = None
+    return out
+
+
+_SPLICED_KINDS = {b"chat_completion": True, b"embedding": False}  # kind: whether it is chat
+
+
+def _spliced_line(job_id: str, custom_id: str, values: list[bytes | None]) -> bytes | None:
+    """The output line of a succeeded chat or embeddings line whose stored result is already
+    the body `b.output_line` would write (it names the job's model and, for chat, has the
+    fields `b.response_body` adds when missing): that result's bytes spliced in, not read into
+    a record and encoded again. None when the line is another case (`b.output_line` writes it).
+    The stored result was written by `orjson.dumps`, so it is byte for byte what encoding
+    the body it holds gives."""
+    status, kind, created, model, started, result = values[:6]
+    chat = _SPLICED_KINDS.get(kind) if status == b"succeeded" and result and model else None  # type: ignore[arg-type]
+    if chat is None:
+        return None
+    try:
+        int(created)  # type: ignore[arg-type]
+        if started:
+            int(started)
+        body = orjson.loads(result)  # type: ignore[arg-type]
+        if type(body) is not dict or body.get("model") != model.decode():  # type: ignore[union-attr]
+            return None
+    except (ValueError, TypeError):  # UnicodeDecodeError, JSONDecodeError: ValueErrors
+        return None
+    if chat and not ("object" in body and "id" in body and "created" in body):
+        return None
+    return (
+        b'{"id":%s,"custom_id":%s,"response":{"status_code":200,"request_id":%s,"body":%s},"error":null}'
+        % (
+            orjson.dumps("batch_req_" + job_id),
+            orjson.dumps(custom_id),
+            orjson.dumps(job_id),
+            result,
+        )
+    )
 
 
 def _unreadable_line(job_id: str, custom_id: str) -> bytes:
