@@ -25,6 +25,7 @@ import httpx
 
 from switchyard.logs import REQUEST_ID
 from switchyard.settings import Settings
+from workers.h1 import HttptoolsPool
 from workers.netstream import AsyncioBackend
 
 
@@ -81,8 +82,10 @@ class Upstream:
         ssl_context: ssl.SSLContext | None = None,  # None: the system's CAs (certifi's)
     ) -> None:
         backend = AsyncioBackend()
+        h11 = settings.provider_client == "httpcore"
+        pool_class = httpcore.AsyncConnectionPool if h11 else HttptoolsPool
         self.pools = [
-            httpcore.AsyncConnectionPool(
+            pool_class(
                 max_connections=64,
                 max_keepalive_connections=32,
                 keepalive_expiry=60,
