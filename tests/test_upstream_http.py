@@ -145,7 +145,7 @@ def run(loop: str, main: Callable[[], Awaitable[None]]) -> None:
 @pytest.fixture(autouse=True, params=["httpcore", "httptools"])
 def client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test runs with each provider connection."""
-    monkeypatch.setenv("SWITCHYARD_PROVIDER_CLIENT", request.param)
+    monkeypatch.setenv("SWITCHYARD_PROVIDER_CLIENT", str(request.param))
     return str(request.param)
 
 

@@ -238,7 +238,8 @@ class _Body:
 
 
 class HttptoolsPool(httpcore.AsyncConnectionPool):
-    """httpcore's pool whose connections are `HttptoolsConnection`s (plain HTTP/1.1 and TLS)."""
+    """httpcore's pool whose connections are `HttptoolsConnection`s (plain HTTP/1.1 and TLS).
+    It reads the pool's own settings from its private attributes (httpcore is pinned below 2)."""
 
     def create_connection(self, origin: httpcore.Origin) -> httpcore.AsyncConnectionInterface:
         return HttptoolsConnection(origin, self._ssl_context, self._keepalive_expiry, self._network_backend)
