@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     # that one provider's tries fit in the time an OpenAI-dialect call waits (api/submit.py).
     job_timeout_s: float = Field(default=150.0, gt=0, validation_alias="SWITCHYARD_JOB_TIMEOUT_S")
     provider_timeout_s: float = Field(default=60.0, gt=0, validation_alias="SWITCHYARD_PROVIDER_TIMEOUT_S")
+    # the HTTP/1.1 connection of the provider calls: httptools' parser (workers/h1.py), or
+    # httpcore's own (h11, pure Python; kept to compare against)
+    provider_client: Literal["httptools", "httpcore"] = Field(
+        default="httptools", validation_alias="SWITCHYARD_PROVIDER_CLIENT"
+    )
     provider_attempts: int = Field(default=2, ge=1, le=10, validation_alias="SWITCHYARD_PROVIDER_ATTEMPTS")
     retry_backoff_s: float = Field(default=0.2, ge=0, validation_alias="SWITCHYARD_RETRY_BACKOFF_S")
     worker_max_jobs: int = Field(default=64, ge=1, validation_alias="SWITCHYARD_WORKER_MAX_JOBS")

@@ -212,6 +212,8 @@ def providers_file(tmp_path: Path, standin: StandIn) -> Path:
 
 # --- settings ------------------------------------------------------------------------------------
 def base_env(redis_url: str, database_url: str, providers: Path, data_dir: Path) -> dict[str, str]:
+    """The settings every test starts from; TEST_PROVIDER_CLIENT=httptools|httpcore runs a suite
+    with that provider connection (SWITCHYARD_PROVIDER_CLIENT)."""
     return {
         "REDIS_URL": redis_url,
         "DATABASE_URL": database_url,
@@ -229,7 +231,7 @@ def base_env(redis_url: str, database_url: str, providers: Path, data_dir: Path)
         # A loaded CI machine can take over 2 s (the default) for a SQLite write; the bound
         # itself is tested with its default in test_bounded_waits.py.
         "SWITCHYARD_DEPENDENCY_TIMEOUT_S": "10",
-    }
+    } | ({"SWITCHYARD_PROVIDER_CLIENT": client} if (client := os.environ.get("TEST_PROVIDER_CLIENT")) else {})
 
 
 def process_env(env: dict[str, str]) -> dict[str, str]:

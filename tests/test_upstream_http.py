@@ -1,6 +1,7 @@
 """The provider HTTP client (`workers.http.Upstream` on `workers.netstream`'s sockets) against a
 real HTTP/1.1 server on loopback, over plain TCP and TLS (a test CA from trustme), on asyncio's
-own event loop and on uvloop's (what the worker processes run on).
+own event loop and on uvloop's (what the worker processes run on), with each HTTP/1.1
+connection (`SWITCHYARD_PROVIDER_CLIENT`: httpcore's h11 one, and `workers.h1`'s httptools one).
 
 The server is a small asyncio one so that each test can misbehave on purpose: answer late, cut a
 body short, close a kept-alive connection behind the client's back, send megabytes, stream.
@@ -77,6 +78,37 @@ class Server:
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
             await writer.drain()
             return False
+        if path == "/garbage":  # not an HTTP status line
+            writer.write(b"SMTP/9 hello there\r\n\r\n")
+            await writer.drain()
+            return False
+        if path == "/stall":  # the head and half the body, then nothing
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\n0123456789")
+            await writer.drain()
+            await asyncio.sleep(3)
+            return False
+        if path == "/huge-head":  # a head that never ends
+            writer.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(64):
+                writer.write(b"x-pad: %s\r\n" % (b"a" * 4096))
+            await writer.drain()
+            await asyncio.sleep(60)  # a client that waits for the rest outlasts the test's 30 s
+            return False
+        if path == "/until-close":  # no length, no chunks: the body ends with the connection
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of ")
+            await writer.drain()
+            writer.write(b"it")
+            await writer.drain()
+            return False
+        if path == "/chunked":  # a plain answer in chunks, then the connection is reused
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+            )
+            for piece in (b'{"a":', b' "chunked"}'):
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return True
         if path == "/stream":
             writer.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -108,6 +140,13 @@ def run(loop: str, main: Callable[[], Awaitable[None]]) -> None:
         factory = asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(asyncio.wait_for(main(), 30))
+
+
+@pytest.fixture(autouse=True, params=["httpcore", "httptools"])
+def client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with each provider connection."""
+    monkeypatch.setenv("SWITCHYARD_PROVIDER_CLIENT", str(request.param))
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -241,5 +280,45 @@ def test_faults_become_the_upstream_errors(
             await up.aclose()
             await strict.aclose()
             await tls_server.stop()
+
+    run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_bodies_by_length_by_chunks_and_by_close(loop: str) -> None:
+    async def main() -> None:
+        async with serving() as (server, up):
+            r = await up.post(server.url("/chunked"), b"{}", HEADERS, 5.0)
+            assert r.status_code == 200 and orjson.loads(r.content) == {"a": "chunked"}
+            r = await up.post(server.url("/v1/chat"), b"{}", HEADERS, 5.0)  # by length
+            assert orjson.loads(r.content) == {"path": "/v1/chat", "echo": "{}"}
+            r = await up.post(server.url("/until-close"), b"{}", HEADERS, 5.0)
+            assert r.status_code == 200 and r.content == b"all of it"
+            for _ in range(POOL_SHARDS):  # every pool: its connection is still good
+                r = await up.post(server.url("/chunked"), b"{}", HEADERS, 5.0)
+                assert orjson.loads(r.content) == {"a": "chunked"}
+
+    run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_malformed_answer_or_a_stalled_body_is_a_clean_upstream_error(loop: str) -> None:
+    async def main() -> None:
+        async with serving(timeout_s=0.3) as (server, up):
+            with pytest.raises(UpstreamConnectionError):
+                await up.post(server.url("/garbage"), b"{}", HEADERS, 5.0)
+            with pytest.raises(UpstreamConnectionError):  # refused past 16 KiB, not read forever
+                await up.post(server.url("/huge-head"), b"{}", HEADERS, 5.0)
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(UpstreamTimeout):  # the head came; the rest of the body does not
+                await up.post(server.url("/stall"), b"{}", HEADERS, 0.3)
+            assert asyncio.get_running_loop().time() - started < 2.5
+            async with up.stream_post(server.url("/stall"), b"{}", HEADERS, 0.3) as s:
+                assert s.status_code == 200
+                with pytest.raises(UpstreamTimeout):
+                    async for _ in s.chunks():
+                        pass
+            # and the client still works after all that
+            assert (await up.post(server.url("/ok"), b"{}", HEADERS, 5.0)).status_code == 200
 
     run(loop, main)

@@ -5,7 +5,9 @@ path — a provider call per job — the connection pool of httpcore, the engine
 used directly: provider calls need no cookies, auth flows, redirects or URL merging, and
 skipping httpx's request and response models halves the CPU per call, which is most of a
 worker's CPU per job. Its sockets are asyncio's own (`workers.netstream`), not anyio's,
-which takes another quarter off a worker's CPU per job.
+which takes another quarter off a worker's CPU per job. Its HTTP/1.1 connections parse with
+httptools (`workers.h1`), not h11: under half the CPU per call (`python -m bench.provider_call`;
+`SWITCHYARD_PROVIDER_CLIENT=httpcore` brings back httpcore's own, to compare).
 
 The hot path spreads its calls over several small pools: httpcore's pool walks every one of
 its connections (a readability check each) for every request it places (encode/httpcore#1035),
@@ -25,6 +27,7 @@ import httpx
 
 from switchyard.logs import REQUEST_ID
 from switchyard.settings import Settings
+from workers.h1 import HttptoolsPool
 from workers.netstream import AsyncioBackend
 
 
@@ -81,8 +84,10 @@ class Upstream:
         ssl_context: ssl.SSLContext | None = None,  # None: the system's CAs (certifi's)
     ) -> None:
         backend = AsyncioBackend()
+        h11 = settings.provider_client == "httpcore"
+        pool_class = httpcore.AsyncConnectionPool if h11 else HttptoolsPool
         self.pools = [
-            httpcore.AsyncConnectionPool(
+            pool_class(
                 max_connections=64,
                 max_keepalive_connections=32,
                 keepalive_expiry=60,
