@@ -98,12 +98,13 @@ return {out, next_ms, blocked}
 
 # What finishing and canceling share, as Lua functions prepended to both scripts.
 # settle: once per job, turn its reserved tokens into the tokens it used and, when `refund`,
-# give its credits back (to the key's balance when the key is metered).
+# give its credits back (to the key's balance when the key is metered); true the first time
+# (a job's first finish or cancel: what counts a Batch API line once, `count_in_batch`).
 # notify: publish the job's state to the web processes waiting for it, if any are (`notify`
 # holds their channels, separated by spaces).
 SETTLE_AND_NOTIFY = r"""
 local function settle(skey, used, refund)
-  if redis.call('HSETNX', skey, 'settled', '1') == 0 then return end
+  if redis.call('HSETNX', skey, 'settled', '1') == 0 then return false end
   local f = redis.call('HMGET', skey, 'tokens_key', 'reserved', 'rl_tokens', 'credits', 'metered', 'owner')
   local tk = f[1]
   if tk and redis.call('EXISTS', tk) == 1 then
@@ -121,6 +122,7 @@ local function settle(skey, used, refund)
       redis.call('HSET', skey, 'balance', balance)
     end
   end
+  return true
 end
 
 local function notify(skey)
@@ -136,7 +138,8 @@ end
 """
 
 # Counting a finished line of a Batch API batch (jobs.batches), prepended to FINISH_BATCH and
-# CANCEL. Once per job (`batch_counted`): its outcome is counted on the batch and its id and
+# CANCEL. Once per job (called only when `settle`, which runs first in the same script, did its
+# once-only work: no flag of its own): its outcome is counted on the batch and its id and
 # custom_id are listed for the output file; the finish that makes the batch's finished lines
 # reach its target (every dispatched line, set when dispatching ends) enqueues the batch's
 # finalize job, and the first finish past the batch's window stops it (`stop` = expired) and
@@ -168,17 +171,17 @@ local function batch_check(bkey, now)
   return batch_finalize_once(bkey, b[5], now)
 end
 
-local function count_in_batch(skey, id, status, now)
-  local line = redis.call('HMGET', skey, 'batch', 'custom_id')
-  if not line[1] then return end
-  if redis.call('HSETNX', skey, 'batch_counted', '1') == 0 then return end
-  local bkey = 'sy:batch:' .. line[1]
+-- `batch` and `custom_id` are the line's (FINISH_BATCH has them from the worker, which read
+-- the job's state when it claimed it; CANCEL reads them).
+local function count_in_batch(batch, custom_id, id, status, now)
+  if not batch then return end
+  local bkey = 'sy:batch:' .. batch
   -- one read of the batch: whether it still has a hash (its status), its target and counters,
   -- its window; the counter this line adds is added to what was read
   local b = redis.call('HMGET', bkey, 'status', 'target', 'completed', 'failed', 'lost', 'expires_at')
   if not b[1] then return end
   redis.call('HINCRBY', bkey, status == 'succeeded' and 'completed' or 'failed', 1)
-  redis.call('RPUSH', bkey .. ':done', id .. ' ' .. (line[2] or ''))
+  redis.call('RPUSH', bkey .. ':done', id .. ' ' .. (custom_id or ''))
   if b[2] then
     local finished = tonumber(b[3] or '0') + tonumber(b[4] or '0') + tonumber(b[5] or '0') + 1
     if finished >= tonumber(b[2]) and batch_finalize_once(bkey, b[1], now) == 1 then return end
@@ -211,10 +214,14 @@ if status == 'queued' and redis.call('EXISTS', 'arq:in-progress:' .. id) == 0 th
   redis.call('DEL', 'arq:job:' .. id, 'arq:retry:' .. id)
   redis.call('HSET', skey, 'status', 'canceled', 'finished', now,
              'error_type', 'canceled', 'error_message', 'canceled by the client', 'error_status', 409)
-  settle(skey, 0, true)  -- canceled before it started: its tokens and credits go back
+  -- canceled before it started: its tokens and credits go back
+  local first = settle(skey, 0, true)
   redis.call('ZADD', ARGV[3], now, id)
   notify(skey)
-  count_in_batch(skey, id, 'canceled', now)
+  if first then
+    local line = redis.call('HMGET', skey, 'batch', 'custom_id')
+    count_in_batch(line[1], line[2], id, 'canceled', now)
+  end
   return {'canceled', 'canceled'}
 end
 redis.call('ZADD', 'arq:abort', now, id)
@@ -374,7 +381,7 @@ redis.call('ZREM', queue, id)
 redis.call('ZREM', 'arq:abort', id)
 if redis.call('EXISTS', skey) == 0 then return 0 end
 redis.call('HSET', skey, unpack(P[8]))
-settle(skey, tonumber(P[6]), P[7] == '1')  -- once: a second finish changes nothing
+local first = settle(skey, tonumber(P[6]), P[7] == '1')  -- once: a second finish changes nothing
 redis.call('EXPIRE', skey, P[3])
 redis.call('ZADD', P[4], finished, id)
 notify(skey)
@@ -393,28 +400,41 @@ def finish_args(
     tokens_used: int,
     refund: bool,
     update: dict[str, Any],
+    batch_line: tuple[str, str] | None = None,
 ) -> list[bytes]:
-    """FINISH's (and FINISH_BATCH's) one argument; `update` holds text, numbers or UTF-8 bytes."""
-    packed = _pack([
+    """FINISH's (and FINISH_BATCH's) one argument; `update` holds text, numbers or UTF-8 bytes;
+    `batch_line` is a Batch API line's batch id and custom_id (FINISH_BATCH)."""
+    fields = [
         job_id, queue, str(result_ttl_s), persist_set, str(finished_ms), str(tokens_used),
         "1" if refund else "0", _flat(update),
-    ])  # fmt: skip
-    return [packed]
+    ]  # fmt: skip
+    if batch_line is not None:
+        fields += [_text(batch_line[0]), _text(batch_line[1])]
+    return [_pack(fields)]
 
 
 FINISH = SETTLE_AND_NOTIFY + _FINISH_BODY.replace("--[[batch]]\n", "")
 
 # FINISH for a job that is a line of a batch (its state names the batch): the same, then the
-# line counted on its batch. Interactive and plain batch jobs never run this part.
+# line counted on its batch, on its first finish. Its batch id and custom_id come from
+# `finish_args(batch_line=...)` (the worker has them from the claim: no read of the state);
+# without them they are read from the state. Interactive and plain batch jobs never run this.
 FINISH_BATCH = (
     SETTLE_AND_NOTIFY
     + BATCH_COUNT
     + _FINISH_BODY.replace(
         "--[[batch]]",
-        "local status = false\n"
-        "local u = P[8]\n"
-        "for i = 1, #u - 1, 2 do if u[i] == 'status' then status = u[i + 1] end end\n"
-        "count_in_batch(skey, id, status or redis.call('HGET', skey, 'status'), finished)",
+        "if first then\n"
+        "  local status = false\n"
+        "  local u = P[8]\n"
+        "  for i = 1, #u - 1, 2 do if u[i] == 'status' then status = u[i + 1] end end\n"
+        "  local batch, custom_id = P[9], P[10]\n"
+        "  if not batch then\n"
+        "    local line = redis.call('HMGET', skey, 'batch', 'custom_id')\n"
+        "    batch, custom_id = line[1], line[2]\n"
+        "  end\n"
+        "  count_in_batch(batch, custom_id, id, status or redis.call('HGET', skey, 'status'), finished)\n"
+        "end",
     )
 )
 

@@ -579,6 +579,56 @@ async def test_a_finished_line_is_counted_once_however_often_it_finishes(
         await r.aclose()
 
 
+async def test_a_line_is_counted_from_what_its_worker_passes_once_per_job(
+    gw: Gateway, key: str, redis_url: str
+) -> None:
+    """FINISH_BATCH with the line's batch and custom_id from the worker (`batch_line`) counts
+    it on that batch once, however often it finishes, with no flag of its own on the state;
+    a finish after the job was canceled counts nothing more."""
+    from jobs import queues
+    from jobs.scripts import CANCEL, FINISH_BATCH, finish_args
+
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        await r.hset("sy:batch:b2", mapping={"status": "in_progress", "completed": 0, "failed": 0})
+        # the state names the batch (the worker's claim saw it) but the ids come from the finish
+        await r.hset("sy:job:j2", mapping={"status": "running", "batch": "b2", "owner": "k"})
+        script = r.register_script(FINISH_BATCH)
+
+        def argv(job_id: str, status: str) -> list[bytes]:
+            return finish_args(
+                job_id,
+                queue=queues.queue_name("batch"),
+                result_ttl_s=60,
+                persist_set=queues.PERSIST_SET,
+                finished_ms=now_ms(),
+                tokens_used=0,
+                refund=False,
+                update={"status": status},
+                batch_line=("b2", "the custom id é"),
+            )
+
+        await script(args=argv("j2", "succeeded"))
+        await script(args=argv("j2", "failed"))
+        assert await r.hmget("sy:batch:b2", ["completed", "failed"]) == [b"1", b"0"]
+        assert await r.lrange("sy:batch:b2:done", 0, -1) == ["j2 the custom id é".encode()]
+        assert await r.hget("sy:job:j2", "batch_counted") is None
+        # a queued line canceled: counted by CANCEL (from its state), then a late finish is not
+        await r.hset(
+            "sy:job:j3",
+            mapping={"status": "queued", "batch": "b2", "custom_id": "c3", "owner": "k", "priority": "batch"},
+        )
+        cancel = r.register_script(CANCEL)
+        assert (await cancel(args=["j3", now_ms(), queues.PERSIST_SET, queues.CANCEL_CHANNEL]))[
+            0
+        ] == b"canceled"
+        await script(args=argv("j3", "succeeded"))
+        assert await r.hmget("sy:batch:b2", ["completed", "failed"]) == [b"1", b"1"]
+        assert await r.lrange("sy:batch:b2:done", 0, -1) == ["j2 the custom id é".encode(), b"j3 c3"]
+    finally:
+        await r.aclose()
+
+
 @pytest.mark.settings(SWITCHYARD_MAX_BODY_BYTES="1000")
 async def test_an_upload_is_not_bound_by_the_json_body_limit(gw: Gateway, key: str) -> None:
     client = sdk(gw, key)

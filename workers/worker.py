@@ -450,6 +450,7 @@ class SwitchyardWorker(Worker):
         if error is not None:
             update["error_type"], update["error_message"], update["error_status"] = error
             refund = error[0] in REFUNDABLE_ERRORS
+        batch = state.get("batch") if state else None
         argv = finish_args(
             job_id,
             queue=queue,
@@ -459,8 +460,9 @@ class SwitchyardWorker(Worker):
             tokens_used=tokens_used,
             refund=refund,
             update=update,
+            batch_line=(batch, state.get("custom_id") or "") if batch else None,
         )
-        finisher = self._batch_finisher if state and "batch" in state else self._finisher
+        finisher = self._batch_finisher if batch else self._finisher
         await asyncio.shield(finisher(argv))
         if self.persister is not None and state:
             self.persister.notify()
