@@ -547,12 +547,29 @@ async def test_bad_input_on_every_route_is_a_400_in_openai_shape(gw: Gateway, ke
     assert_openai_error(await gw.client.get("/v1/batches"), 401)
 
 
+def _line_finish(job_id: str, status: str, batch_line: tuple[str, str] | None = None) -> list[bytes]:
+    """FINISH_BATCH's argument for a batch line finishing with `status`."""
+    from jobs import queues
+    from jobs.scripts import finish_args
+
+    return finish_args(
+        job_id,
+        queue=queues.queue_name("batch"),
+        result_ttl_s=60,
+        persist_set=queues.PERSIST_SET,
+        finished_ms=now_ms(),
+        tokens_used=0,
+        refund=False,
+        update={"status": status},
+        batch_line=batch_line,
+    )
+
+
 async def test_a_finished_line_is_counted_once_however_often_it_finishes(
     gw: Gateway, key: str, redis_url: str
 ) -> None:
     """FINISH_BATCH run twice for one job (a retried finish) counts it once."""
-    from jobs import queues
-    from jobs.scripts import FINISH_BATCH, finish_args
+    from jobs.scripts import FINISH_BATCH
 
     r = aioredis.Redis.from_url(redis_url)
     try:
@@ -561,16 +578,7 @@ async def test_a_finished_line_is_counted_once_however_often_it_finishes(
             "sy:job:j1", mapping={"status": "running", "batch": "b1", "custom_id": "c 1", "owner": "k"}
         )
         script = r.register_script(FINISH_BATCH)
-        argv = finish_args(
-            "j1",
-            queue=queues.queue_name("batch"),
-            result_ttl_s=60,
-            persist_set=queues.PERSIST_SET,
-            finished_ms=now_ms(),
-            tokens_used=0,
-            refund=False,
-            update={"status": "succeeded"},
-        )
+        argv = _line_finish("j1", "succeeded")
         await script(args=argv)
         await script(args=argv)
         assert await r.hget("sy:batch:b1", "completed") == b"1"
@@ -586,7 +594,7 @@ async def test_a_line_is_counted_from_what_its_worker_passes_once_per_job(
     it on that batch once, however often it finishes, with no flag of its own on the state;
     a finish after the job was canceled counts nothing more."""
     from jobs import queues
-    from jobs.scripts import CANCEL, FINISH_BATCH, finish_args
+    from jobs.scripts import CANCEL, FINISH_BATCH
 
     r = aioredis.Redis.from_url(redis_url)
     try:
@@ -596,17 +604,7 @@ async def test_a_line_is_counted_from_what_its_worker_passes_once_per_job(
         script = r.register_script(FINISH_BATCH)
 
         def argv(job_id: str, status: str) -> list[bytes]:
-            return finish_args(
-                job_id,
-                queue=queues.queue_name("batch"),
-                result_ttl_s=60,
-                persist_set=queues.PERSIST_SET,
-                finished_ms=now_ms(),
-                tokens_used=0,
-                refund=False,
-                update={"status": status},
-                batch_line=("b2", "the custom id é"),
-            )
+            return _line_finish(job_id, status, batch_line=("b2", "the custom id é"))
 
         await script(args=argv("j2", "succeeded"))
         await script(args=argv("j2", "failed"))
