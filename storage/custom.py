@@ -21,6 +21,7 @@ from storage.bounds import bounded_call
 from storage.db import Database
 from storage.keys import as_utc, utcnow
 from storage.models import CustomModel, Usage
+from storage.usage import Totals
 from switchyard.errors import Conflict
 
 # The fields a caller sets; the rest (id, owner, times) are the store's.
@@ -54,13 +55,10 @@ class CustomModelRecord:
     updated_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class CustomUsage:
-    requests: int = 0
-    successful: int = 0
-    total_tokens: int = 0
-    estimated_cost: float = 0.0
-    latency_ms_sum: int = 0
+@dataclass(slots=True)
+class CustomUsage(Totals):
+    """A custom model's usage: the status routes' totals (and their rates), and its last use."""
+
     last_used_at: datetime | None = None
 
 

@@ -238,11 +238,11 @@ async def stats(request: Request) -> Response[bytes]:
                 "base_model": r.base_model,
                 "requests": u.requests,
                 "successful_requests": u.successful,
-                "failed_requests": u.requests - u.successful,
-                "success_rate": round(100.0 * u.successful / u.requests, 1) if u.requests else 100.0,
+                "failed_requests": u.failed,
+                "success_rate": u.success_rate,
                 "total_tokens": u.total_tokens,
                 "estimated_cost": round(u.estimated_cost, 6),
-                "avg_latency_ms": round(u.latency_ms_sum / u.requests, 1) if u.requests else 0.0,
+                "avg_latency_ms": u.avg_latency_ms,
                 "last_used_at": _iso(u.last_used_at),
             }
         )
